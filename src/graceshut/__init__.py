@@ -1,0 +1,38 @@
+"""Graceful shutdown for ASGI apps on Kubernetes.
+
+One idempotent, deadline-aware sequence (announce, drain, flush, release, report) that
+starts on the first of a preStop call, SIGTERM, SIGINT or the lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ._config import ConfigError as ConfigError
+from ._context import ShutdownContext as ShutdownContext
+from ._coordinator import Coordinator as Coordinator
+from ._phases import Phase as Phase
+from ._report import HandlerResult as HandlerResult
+from ._report import Outcome as Outcome
+from ._report import ShutdownReport as ShutdownReport
+
+__all__ = [
+    "ConfigError",
+    "Coordinator",
+    "HandlerResult",
+    "Outcome",
+    "Phase",
+    "ShutdownContext",
+    "ShutdownReport",
+]
+
+logging.getLogger("graceshut").addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415 - only when asked
+
+        return version("graceshut")
+    raise AttributeError(f"module 'graceshut' has no attribute {name!r}")

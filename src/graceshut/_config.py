@@ -1,0 +1,104 @@
+"""Settings from arguments or ``GRACESHUT_*`` environment variables, checked up front."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+
+DEFAULT_GRACE_PERIOD = 30.0
+DEFAULT_SAFETY_MARGIN = 1.0
+DEFAULT_PROPAGATION_DELAY = 5.0
+
+ENV_GRACE_PERIOD = "GRACESHUT_GRACE_PERIOD"
+ENV_SAFETY_MARGIN = "GRACESHUT_SAFETY_MARGIN"
+ENV_PROPAGATION_DELAY = "GRACESHUT_PROPAGATION_DELAY"
+ENV_TOKEN = "GRACESHUT_TOKEN"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the argument or variable and the value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The resolved timing of a shutdown, in seconds."""
+
+    grace_period: float
+    safety_margin: float
+    propagation_delay: float
+
+    @property
+    def budget(self) -> float:
+        """Seconds from the first trigger to the deadline."""
+        return self.grace_period - self.safety_margin
+
+
+def resolve_settings(
+    grace_period: float | None,
+    safety_margin: float | None,
+    propagation_delay: float | None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge arguments, environment and defaults, and reject what cannot work."""
+    env = os.environ if environ is None else environ
+    grace = _seconds("grace_period", grace_period, ENV_GRACE_PERIOD, DEFAULT_GRACE_PERIOD, env)
+    margin = _seconds("safety_margin", safety_margin, ENV_SAFETY_MARGIN, DEFAULT_SAFETY_MARGIN, env)
+    delay = _seconds(
+        "propagation_delay", propagation_delay, ENV_PROPAGATION_DELAY, DEFAULT_PROPAGATION_DELAY, env
+    )
+    if grace.value <= 0:
+        raise ConfigError(f"{grace.source}={grace.raw!r} must be greater than 0 seconds")
+    if margin.value >= grace.value:
+        raise ConfigError(
+            f"{margin.source}={margin.raw!r} must be smaller than "
+            f"{grace.source}={grace.raw!r}: nothing would be left for the shutdown"
+        )
+    return Settings(grace.value, margin.value, delay.value)
+
+
+def resolve_token(token: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """Return the shutdown route's bearer token from the argument or ``GRACESHUT_TOKEN``.
+
+    An empty or blank token is an error rather than "no token": it would otherwise
+    silently turn the route into loopback-only, or worse, accept an empty bearer.
+    """
+    env = os.environ if environ is None else environ
+    source, value = ("token", token) if token is not None else (ENV_TOKEN, env.get(ENV_TOKEN))
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(f"{source} is set but empty: set a secret token, or unset it")
+    if value != value.strip() or any(not (0x21 <= ord(c) <= 0x7E) for c in value):
+        raise ConfigError(
+            f"{source} must be printable ASCII without spaces (it travels in an HTTP header)"
+        )
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Value:
+    source: str
+    raw: object
+    value: float
+
+
+def _seconds(
+    argument: str, given: float | None, variable: str, default: float, env: Mapping[str, str]
+) -> _Value:
+    if given is not None:
+        source, raw = argument, given
+    elif variable in env:
+        source, raw = variable, env[variable]
+    else:
+        return _Value(argument, default, default)
+    if isinstance(raw, bool):
+        raise ConfigError(f"{source}={raw!r} is not a number of seconds")
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{source}={raw!r} must be a finite number of seconds, 0 or more")
+    return _Value(source, raw, value)

@@ -1,0 +1,502 @@
+"""The shutdown sequence: one run, five phases, one deadline."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import anyio
+
+from ._config import Settings, resolve_settings
+from ._handlers import Handler, HandlerFunc, make_handler, run_handler
+from ._loop import LoopHandle
+from ._phases import PHASES, Phase
+from ._report import HandlerResult, ShutdownReport
+from ._tracker import InFlight
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+logger = logging.getLogger("graceshut")
+
+F = TypeVar("F", bound=HandlerFunc)
+ReportListener = Callable[[ShutdownReport], object]
+DrainHook = Callable[[], Awaitable[None]]
+
+#: Triggers that arrive after the server has stopped serving: keeping on serving
+#: for the propagation delay would only make the shutdown slower.
+_SERVER_ALREADY_STOPPED = frozenset({"lifespan"})
+
+
+class Coordinator:
+    """Runs the shutdown sequence once, whatever starts it, within one deadline.
+
+    Handlers are registered per phase with `on_shutdown` or `add_handler`; the
+    sequence runs on the first trigger (`shutdown`, `trigger`, a signal, the
+    shutdown route, the lifespan shutdown) and every later trigger joins it.
+
+    Args:
+        grace_period: The pod's ``terminationGracePeriodSeconds``. ``None`` reads
+            ``GRACESHUT_GRACE_PERIOD``, else 30.
+        safety_margin: Seconds kept back before the grace period ends, for the server's
+            own exit. ``None`` reads ``GRACESHUT_SAFETY_MARGIN``, else 1.
+        propagation_delay: Seconds the app keeps serving after readiness fails, while
+            routers learn that the pod is going. ``None`` reads
+            ``GRACESHUT_PROPAGATION_DELAY``, else 5.
+        environ: Where to read the variables (default `os.environ`); for tests.
+
+    Raises:
+        ConfigError: A setting is not a number, negative, or leaves no time.
+
+    Example::
+
+        coordinator = graceshut.Coordinator()
+
+        @coordinator.on_shutdown("flush", timeout=10)
+        async def save_cache(ctx: graceshut.ShutdownContext) -> None:
+            await cache.persist(timeout=ctx.remaining())
+    """
+
+    def __init__(
+        self,
+        grace_period: float | None = None,
+        safety_margin: float | None = None,
+        propagation_delay: float | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings: Settings = resolve_settings(
+            grace_period, safety_margin, propagation_delay, environ
+        )
+        self.in_flight = InFlight()
+        self._handlers: dict[str, Handler] = {}
+        self._report_listeners: list[ReportListener] = []
+        self._drain_hooks: list[DrainHook] = []
+        self._loop: LoopHandle | None = None
+        # Read on every request by the middleware: plain attributes, no properties.
+        self._shutting_down = False
+        self._draining = False
+        self._phase: Phase | None = None
+        self._reason: str | None = None
+        self._started_monotonic = 0.0
+        self._started_at = 0.0
+        self._in_flight_at_start = 0
+        self._report: ShutdownReport | None = None
+        self._waiters: list[anyio.Event] = []
+        self._drain_waiters: list[anyio.Event] = []
+
+    # -- registration -------------------------------------------------------------
+
+    @overload
+    def on_shutdown(self, func: F, /) -> F: ...
+
+    @overload
+    def on_shutdown(
+        self, *, phase: Phase | str = ..., timeout: float = ..., name: str | None = ...
+    ) -> Callable[[F], F]: ...
+
+    @overload
+    def on_shutdown(
+        self, phase: Phase | str, /, *, timeout: float = ..., name: str | None = ...
+    ) -> Callable[[F], F]: ...
+
+    def on_shutdown(
+        self,
+        func_or_phase: Any = None,
+        /,
+        *,
+        phase: Phase | str = Phase.FLUSH,
+        timeout: float = 5.0,
+        name: str | None = None,
+    ) -> Any:
+        """Register the decorated function as a shutdown handler.
+
+        The function may be async or sync (sync ones run in a worker thread) and may
+        take one argument, the `ShutdownContext`. It returns unchanged.
+
+        Args:
+            phase: The `Phase` (or its name) to run in; ``flush`` by default. It may also
+                be given as the first positional argument: ``@on_shutdown("release")``.
+            timeout: Seconds the handler may take; it is cut off after that.
+            name: The name in logs and reports; the function's qualified name by default.
+
+        Raises:
+            ValueError: Unknown phase, duplicate name, or a timeout that does not fit in
+                the grace period.
+        """
+        if callable(func_or_phase) and not isinstance(func_or_phase, (str, Phase)):
+            self.add_handler(func_or_phase, phase=phase, timeout=timeout, name=name)
+            return func_or_phase
+        chosen = phase if func_or_phase is None else func_or_phase
+
+        def register(func: F) -> F:
+            self.add_handler(func, phase=chosen, timeout=timeout, name=name)
+            return func
+
+        return register
+
+    def add_handler(
+        self,
+        func: HandlerFunc,
+        *,
+        phase: Phase | str = Phase.FLUSH,
+        timeout: float = 5.0,
+        name: str | None = None,
+    ) -> None:
+        """Register *func* as a shutdown handler; `on_shutdown` without the decorator."""
+        handler = make_handler(func, phase, timeout, name)
+        if self._shutting_down:
+            raise RuntimeError(
+                f"cannot register handler {handler.name!r}: shutdown has already started"
+            )
+        if handler.name in self._handlers:
+            raise ValueError(
+                f"a shutdown handler named {handler.name!r} is already registered: "
+                "pass name= to tell them apart"
+            )
+        budget = self.settings.budget
+        if handler.timeout > budget:
+            raise ValueError(
+                f"handler {handler.name!r} has timeout={handler.timeout:g}s, longer than the "
+                f"whole shutdown budget of {budget:g}s (grace_period "
+                f"{self.settings.grace_period:g} - safety_margin {self.settings.safety_margin:g})"
+            )
+        self._handlers[handler.name] = handler
+        needed = sum(self._phase_needs().values())
+        if needed > budget:
+            logger.warning(
+                "handler timeouts add up to %.1fs across phases, more than the %.1fs budget: "
+                "the earliest phases will be cut short or skipped",
+                needed,
+                budget,
+                extra={"handler": handler.name, "phase": handler.phase.value},
+            )
+
+    def on_report(self, listener: ReportListener) -> ReportListener:
+        """Call *listener* with the final `ShutdownReport`, before any waiter wakes.
+
+        Listeners run on the event loop thread and should be quick (write a file, set a
+        metric); an exception is logged and ignored. Usable as a decorator.
+        """
+        self._report_listeners.append(listener)
+        return listener
+
+    @property
+    def handlers(self) -> tuple[Handler, ...]:
+        """The registered handlers, in registration order."""
+        return tuple(self._handlers.values())
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def shutting_down(self) -> bool:
+        """True from the first trigger on: readiness fails from this moment."""
+        return self._shutting_down
+
+    @property
+    def draining(self) -> bool:
+        """True from the start of the drain step on: new requests are refused."""
+        return self._draining
+
+    @property
+    def phase(self) -> Phase | None:
+        """The phase running now, or None (before, between announce and drain, after)."""
+        return self._phase
+
+    @property
+    def report(self) -> ShutdownReport | None:
+        """The report once the sequence has finished, else None."""
+        return self._report
+
+    @property
+    def reason(self) -> str | None:
+        """What started the shutdown, or None before it started."""
+        return self._reason
+
+    # -- in-flight work -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def track(self, name: str) -> AsyncIterator[None]:
+        """Hold the drain step open while a piece of non-request work runs.
+
+        Example::
+
+            async with coordinator.track("nightly-export"):
+                await export()
+        """
+        in_flight = self.in_flight
+        in_flight.enter()
+        in_flight.named[name] += 1
+        try:
+            yield
+        finally:
+            in_flight.named[name] -= 1
+            if not in_flight.named[name]:
+                del in_flight.named[name]
+            in_flight.exit()
+
+    async def wait_for_drain(self) -> None:
+        """Return when the drain step begins: time for consumers and loops to stop."""
+        if self._draining:
+            return
+        event = anyio.Event()
+        self._drain_waiters.append(event)
+        await event.wait()
+
+    def _add_drain_hook(self, hook: DrainHook) -> None:
+        """Run *hook* when the drain begins (the middleware closes WebSockets with it)."""
+        self._drain_hooks.append(hook)
+
+    # -- triggers -------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Bind to the running event loop so that `trigger` works from signal handlers.
+
+        Call it from async code; the lifespan and `shutdown` do it for you.
+        """
+        if self._loop is None:
+            self._loop = LoopHandle()
+
+    def trigger(self, reason: str) -> None:
+        """Start the sequence in the background if it has not started; never blocks.
+
+        Safe from signal handlers and other threads once `attach` has run. Readiness
+        fails before this returns.
+
+        Raises:
+            RuntimeError: No event loop is attached yet.
+        """
+        if self._loop is None:
+            raise RuntimeError(
+                "Coordinator.trigger() needs an event loop: call attach() (or run the "
+                "lifespan) first, or await shutdown() from async code"
+            )
+        if self._mark_started(reason):
+            self._loop.call_soon_threadsafe(self._spawn_sequence)
+
+    async def shutdown(self, reason: str = "manual") -> ShutdownReport:
+        """Run the sequence if it has not run, and return its report.
+
+        Every caller, concurrent or later, gets the same `ShutdownReport` and no handler
+        runs twice. Cancelling a caller does not cancel the sequence.
+        """
+        self.attach()
+        if self._mark_started(reason):
+            self._spawn_sequence()
+        if self._report is None:
+            event = anyio.Event()
+            self._waiters.append(event)
+            await event.wait()
+        assert self._report is not None  # noqa: S101 - set before any waiter wakes
+        return self._report
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, *, signals: bool = True) -> AsyncIterator[None]:
+        """Serve inside this block; leaving it runs (or joins) the shutdown sequence.
+
+        With *signals*, SIGTERM and SIGINT handlers are installed on entry, chained to the
+        ones already there (the server's own), and restored on exit. Framework-agnostic:
+        `graceshut.starlette.install` uses it for the ASGI lifespan.
+        """
+        from ._signals import SignalChain  # noqa: PLC0415 - avoids an import cycle
+
+        self.attach()
+        chain = SignalChain(self) if signals else None
+        if chain is not None:
+            chain.install()
+        try:
+            yield
+            with anyio.CancelScope(shield=True):
+                await self.shutdown("lifespan")
+        finally:
+            if chain is not None:
+                chain.uninstall()
+
+    def _mark_started(self, reason: str) -> bool:
+        """Flip readiness at once; True for the first trigger only."""
+        if self._shutting_down:
+            logger.debug("shutdown trigger %s joins the run under way", reason)
+            return False
+        self._started_monotonic = time.monotonic()
+        self._started_at = time.time()
+        self._shutting_down = True
+        self._reason = reason
+        self._in_flight_at_start = self.in_flight.count
+        return True
+
+    def _spawn_sequence(self) -> None:
+        assert self._loop is not None  # noqa: S101 - attach() ran before any trigger
+        self._loop.spawn(self._run)
+
+    # -- the sequence ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        reason = self._reason or "manual"
+        results: list[HandlerResult] = []
+        abandoned = 0
+        try:
+            with anyio.CancelScope(shield=True):
+                abandoned = await self._sequence(reason, results)
+        finally:
+            self._phase = None
+            self._finish(reason, results, abandoned)
+
+    async def _sequence(self, reason: str, results: list[HandlerResult]) -> int:
+        settings = self.settings
+        start = self._started_monotonic
+        deadline = start + settings.budget
+        after = self._reserved_after()
+        logger.info(
+            "shutdown started (%s): %.1fs until the deadline",
+            reason,
+            settings.budget,
+            extra={
+                "reason": reason,
+                "in_flight": self._in_flight_at_start,
+                "remaining": deadline - time.monotonic(),
+            },
+        )
+
+        results += await self._run_phase(Phase.ANNOUNCE, reason, deadline - after[Phase.ANNOUNCE])
+
+        if reason not in _SERVER_ALREADY_STOPPED:
+            propagation_end = min(
+                start + settings.propagation_delay,
+                deadline - after[Phase.ANNOUNCE],
+            )
+            await _sleep_until(propagation_end)
+
+        abandoned = await self._drain(reason, deadline - after[Phase.DRAIN], results)
+
+        for phase in (Phase.FLUSH, Phase.RELEASE, Phase.REPORT):
+            results += await self._run_phase(phase, reason, deadline - after[phase])
+        return abandoned
+
+    async def _drain(self, reason: str, end: float, results: list[HandlerResult]) -> int:
+        self._draining = True
+        self._phase = Phase.DRAIN
+        for event in self._drain_waiters:
+            event.set()
+        self._drain_waiters.clear()
+        logger.info(
+            "draining %d in-flight requests and jobs",
+            self.in_flight.count,
+            extra={"phase": "drain", "in_flight": self.in_flight.count},
+        )
+        drained_at = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for hook in self._drain_hooks:
+                tg.start_soon(_run_hook, hook)
+            handler_results: list[HandlerResult] = []
+            tg.start_soon(self._collect_phase, Phase.DRAIN, reason, end, handler_results)
+            with anyio.move_on_after(max(0.0, end - time.monotonic())):
+                await self.in_flight.wait_idle()
+            drained_at = time.monotonic()
+        results += handler_results
+        abandoned = self.in_flight.count
+        if abandoned:
+            logger.warning(
+                "drain ran out of time with %d requests or jobs still running: %s",
+                abandoned,
+                dict(self.in_flight.named) or "requests",
+                extra={"phase": "drain", "in_flight": abandoned},
+            )
+        else:
+            logger.info(
+                "drain complete",
+                extra={"phase": "drain", "remaining": end - drained_at},
+            )
+        return abandoned
+
+    async def _collect_phase(
+        self, phase: Phase, reason: str, end: float, into: list[HandlerResult]
+    ) -> None:
+        into += await self._run_phase(phase, reason, end, announce=False)
+
+    async def _run_phase(
+        self, phase: Phase, reason: str, end: float, *, announce: bool = True
+    ) -> list[HandlerResult]:
+        handlers = [h for h in self._handlers.values() if h.phase is phase]
+        if announce:
+            self._phase = phase
+        if not handlers:
+            return []
+        logger.info(
+            "phase %s: %d handlers",
+            phase.value,
+            len(handlers),
+            extra={"phase": phase.value, "remaining": end - time.monotonic()},
+        )
+        slots: list[HandlerResult | None] = [None] * len(handlers)
+        # Sync handlers must all start at once: the default thread limiter could queue them.
+        limiter = anyio.CapacityLimiter(len(handlers))
+
+        async def run(index: int, handler: Handler) -> None:
+            slots[index] = await run_handler(handler, reason, end, limiter)
+
+        async with anyio.create_task_group() as tg:
+            for index, handler in enumerate(handlers):
+                tg.start_soon(run, index, handler)
+        return [r for r in slots if r is not None]
+
+    def _phase_needs(self) -> dict[Phase, float]:
+        needs = dict.fromkeys(PHASES, 0.0)
+        for handler in self._handlers.values():
+            needs[handler.phase] = max(needs[handler.phase], handler.timeout)
+        return needs
+
+    def _reserved_after(self) -> dict[Phase, float]:
+        """For each phase, the seconds that the phases after it keep for themselves."""
+        needs = self._phase_needs()
+        reserved: dict[Phase, float] = {}
+        total = 0.0
+        for phase in reversed(PHASES):
+            reserved[phase] = total
+            total += needs[phase]
+        return reserved
+
+    def _finish(self, reason: str, results: list[HandlerResult], abandoned: int) -> None:
+        report = ShutdownReport(
+            reason=reason,
+            started_at=self._started_at,
+            duration=time.monotonic() - self._started_monotonic,
+            in_flight_at_start=self._in_flight_at_start,
+            in_flight_abandoned=abandoned,
+            handlers=tuple(results),
+        )
+        self._report = report
+        log = logger.info if report.ok else logger.warning
+        log(
+            "%s",
+            report.summary(),
+            extra={
+                "reason": reason,
+                "outcome": "ok" if report.ok else "failed",
+                "duration": report.duration,
+                "report": report.to_dict(),
+            },
+        )
+        for listener in self._report_listeners:
+            try:
+                listener(report)
+            except Exception:
+                logger.exception("report listener %r failed", listener)
+        for event in self._waiters:
+            event.set()
+        self._waiters.clear()
+
+
+async def _sleep_until(when: float) -> None:
+    delay = when - time.monotonic()
+    if delay > 0:
+        await anyio.sleep(delay)
+
+
+async def _run_hook(hook: DrainHook) -> None:
+    try:
+        await hook()
+    except Exception:
+        logger.exception("drain hook %r failed", hook)

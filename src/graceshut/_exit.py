@@ -1,0 +1,56 @@
+"""Making the process exit status say how the shutdown went.
+
+uvicorn, once its own shutdown is done, restores the signal handlers it found and
+raises the captured signal again, so a SIGTERM'd uvicorn dies with status 143 however
+clean the stop was. graceshut takes the signal it handed on back out of the server's
+record, lets the server return normally (status 0), and turns a failed run into
+status 1 at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+
+logger = logging.getLogger("graceshut")
+
+_requested: int | None = None
+_registered = False
+
+
+def request_exit_status(code: int) -> None:
+    """Exit with *code* when the interpreter ends normally, unless it is 0."""
+    global _requested, _registered  # noqa: PLW0603 - one process, one exit status
+    _requested = code
+    if code and not _registered:
+        _registered = True
+        atexit.register(_exit_with_requested_status)
+
+
+def forget_signal(owner: object, signum: int) -> bool:
+    """Remove *signum* from a uvicorn-style server's list of signals to re-raise.
+
+    Returns True when the server kept such a list and the signal was in it.
+    """
+    captured = getattr(owner, "_captured_signals", None)
+    if isinstance(captured, list) and signum in captured:
+        captured.remove(signum)
+        return True
+    return False
+
+
+def _exit_with_requested_status() -> None:
+    code = _requested
+    if not code:
+        return
+    # atexit cannot change the status of a normal exit: end the process here, after
+    # the log records and output are out.
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)

@@ -1,0 +1,155 @@
+"""Registered shutdown handlers, and running one under its deadline."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ._context import ShutdownContext
+from ._phases import Phase
+from ._report import HandlerResult, Outcome
+
+logger = logging.getLogger("graceshut")
+
+HandlerFunc = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Handler:
+    """A callable registered for one phase, with its time limit."""
+
+    func: HandlerFunc
+    name: str
+    phase: Phase
+    timeout: float
+    takes_context: bool
+    is_async: bool
+
+
+def make_handler(func: HandlerFunc, phase: Phase | str, timeout: float, name: str | None) -> Handler:
+    """Check a registration and describe how to call the handler."""
+    if not callable(func):
+        raise TypeError(f"a shutdown handler must be callable, got {func!r}")
+    parsed = Phase.parse(phase)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout={timeout!r} must be a finite number of seconds above 0")
+    return Handler(
+        func=func,
+        name=name or _qualified_name(func),
+        phase=parsed,
+        timeout=float(timeout),
+        takes_context=_takes_context(func),
+        is_async=_is_async(func),
+    )
+
+
+async def run_handler(
+    handler: Handler, reason: str, deadline: float, limiter: anyio.CapacityLimiter
+) -> HandlerResult:
+    """Run *handler* until it returns or *deadline* (monotonic) passes; never raises."""
+    started = time.monotonic()
+    deadline = min(deadline, started + handler.timeout)
+    budget = deadline - started
+    fields = {"phase": handler.phase.value, "handler": handler.name, "reason": reason}
+    if budget <= 0:
+        logger.warning(
+            "handler %s skipped: no time left before the deadline",
+            handler.name,
+            extra={**fields, "outcome": "skipped", "remaining": 0.0},
+        )
+        return HandlerResult(handler.name, handler.phase, Outcome.SKIPPED, 0.0, "no time left")
+    ctx = ShutdownContext(reason=reason, phase=handler.phase, deadline=deadline, logger=logger)
+    args = (ctx,) if handler.takes_context else ()
+    outcome, error = Outcome.ERROR, "cancelled"
+    try:
+        with anyio.move_on_after(budget) as scope:
+            if handler.is_async:
+                await handler.func(*args)
+            else:
+                await anyio.to_thread.run_sync(
+                    functools.partial(handler.func, *args), abandon_on_cancel=True, limiter=limiter
+                )
+        if scope.cancelled_caught:
+            outcome, error = Outcome.TIMEOUT, f"did not finish within {budget:.3f}s"
+        else:
+            outcome, error = Outcome.OK, None
+    except Exception as exc:
+        outcome, error = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
+        logger.error(
+            "handler %s failed: %s",
+            handler.name,
+            error,
+            exc_info=exc,
+            extra={**fields, "outcome": "error"},
+        )
+    finally:
+        # Recorded here so that a handler cut off from outside still gets a record.
+        duration = time.monotonic() - started
+        result = HandlerResult(handler.name, handler.phase, outcome, duration, error)
+    if outcome is not Outcome.ERROR:
+        log = logger.info if outcome is Outcome.OK else logger.warning
+        log(
+            "handler %s: %s in %.3fs",
+            handler.name,
+            outcome.value,
+            duration,
+            extra={
+                **fields,
+                "outcome": outcome.value,
+                "duration": duration,
+                "remaining": max(0.0, deadline - time.monotonic()),
+            },
+        )
+    return result
+
+
+def _qualified_name(func: HandlerFunc) -> str:
+    target = func.func if isinstance(func, functools.partial) else func
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
+    return f"{module}.{qualname}" if module else qualname
+
+
+def _is_async(func: HandlerFunc) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - instances with an async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _takes_context(func: HandlerFunc) -> bool:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # builtins without a signature: call them bare
+        return False
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    required = [p for p in positional if p.default is p.empty]
+    variadic = any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values())
+    required_kw = [
+        p
+        for p in signature.parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    ]
+    if len(required) > 1 or required_kw:
+        raise TypeError(
+            f"shutdown handler {func!r} must take no argument or one (the ShutdownContext), "
+            f"its signature is {signature}"
+        )
+    return bool(required) or (variadic and not positional) or len(positional) == 1

@@ -1,0 +1,123 @@
+"""SIGTERM and SIGINT: start the sequence, then hand the signal on to the server.
+
+The server's own handler (uvicorn's ``Server.handle_exit``, a gunicorn worker's) is
+saved at install time and called only once the sequence is over, so the server keeps
+serving through the propagation delay and begins its own shutdown after the drain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from ._exit import forget_signal, request_exit_status
+
+if TYPE_CHECKING:
+    from ._coordinator import Coordinator
+    from ._report import ShutdownReport
+
+logger = logging.getLogger("graceshut")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class SignalChain:
+    """Our handlers for SIGTERM and SIGINT, in front of whatever was installed."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
+        self._previous: dict[int, SignalHandler] = {}
+        self._pending: list[int] = []
+        self._installed = False
+        coordinator.on_report(self._hand_on_pending)
+
+    def install(self) -> bool:
+        """Install the handlers; False (and a log line) when not on the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            logger.info(
+                "signal handlers not installed: not on the main thread (a test client?); "
+                "the shutdown route and the lifespan still run the sequence"
+            )
+            return False
+        for signum in HANDLED_SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is signal.SIG_IGN:
+                continue  # ignored on purpose by whoever started us: leave it so
+            self._previous[signum] = previous
+            signal.signal(signum, self._handle)
+        self._installed = True
+        logger.debug(
+            "signal handlers installed, chained to %s",
+            {signal.Signals(s).name: _describe(h) for s, h in self._previous.items()},
+        )
+        return True
+
+    def uninstall(self) -> None:
+        """Put back the handlers we replaced, where ours are still in place."""
+        if not self._installed:
+            return
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, previous)
+        self._installed = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        coordinator = self._coordinator
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT and signal.SIGINT in self._pending:
+            logger.critical("second SIGINT: exiting now, without finishing the shutdown")
+            logging.shutdown()
+            os._exit(128 + signum)
+        if coordinator.report is not None:
+            # The sequence already ran (a preStop call): let the server stop right away.
+            self._hand_on(signum, coordinator.report)
+            return
+        if signum not in self._pending:
+            self._pending.append(signum)
+        if coordinator.shutting_down:
+            logger.info("%s received: joining the shutdown under way", name)
+            return
+        logger.info("%s received: starting the shutdown", name, extra={"reason": name})
+        coordinator.trigger(name)
+
+    def _hand_on_pending(self, report: ShutdownReport) -> None:
+        pending, self._pending = self._pending, []
+        for signum in pending:
+            self._hand_on(signum, report)
+
+    def _hand_on(self, signum: int, report: ShutdownReport) -> None:
+        previous = self._previous.get(signum)
+        request_exit_status(report.exit_code)
+        if callable(previous):
+            logger.info(
+                "handing %s on to %s", signal.Signals(signum).name, _describe(previous)
+            )
+            previous(signum, None)
+            forget_signal(getattr(previous, "__self__", None), signum)
+        elif previous == signal.SIG_DFL or previous is None:
+            # Nobody else would have stopped the process: end it the way the default
+            # action would, but through a normal interpreter exit with our status.
+            logger.info("no server handler for %s: exiting", signal.Signals(signum).name)
+            signal.signal(signum, _raise_system_exit(report.exit_code))
+            signal.raise_signal(signum)
+
+
+def _raise_system_exit(code: int) -> Callable[[int, FrameType | None], None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(code)
+
+    return handler
+
+
+def _describe(handler: SignalHandler) -> str:
+    if handler is signal.SIG_DFL:
+        return "SIG_DFL"
+    if handler is signal.SIG_IGN:
+        return "SIG_IGN"
+    return getattr(handler, "__qualname__", repr(handler))

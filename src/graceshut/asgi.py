@@ -1,0 +1,360 @@
+"""Framework-agnostic ASGI parts: the drain middleware and the probe and shutdown routes.
+
+`graceshut.starlette.install` wires these for Starlette and FastAPI; use them directly
+with any other ASGI framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+from ._config import resolve_token
+from ._responses import (
+    CONNECTION_CLOSE,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    json_body,
+    send_json,
+)
+
+if TYPE_CHECKING:
+    from ._coordinator import Coordinator
+
+__all__ = [
+    "GracefulShutdownMiddleware",
+    "LivenessEndpoint",
+    "ReadinessEndpoint",
+    "ShutdownEndpoint",
+]
+
+GOING_AWAY = 1001
+_FORWARDING_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
+
+
+class GracefulShutdownMiddleware:
+    """Counts in-flight requests and WebSockets, and sheds traffic during shutdown.
+
+    - From the first trigger, responses carry ``Connection: close``.
+    - From the drain step, new requests get 503 with ``Retry-After`` and
+      ``Connection: close``; open WebSockets are closed with 1001 (going away).
+    - Requests to *routes* (probes, the shutdown route) are answered by those apps,
+      are never refused and never count as in-flight work.
+
+    Per request it does O(1) work: a dict lookup, two counter updates, one send wrapper.
+
+    Args:
+        app: The application to wrap.
+        coordinator: The coordinator whose drain step waits for the requests counted here.
+        routes: Exact paths answered by their own ASGI app, outside the count.
+        retry_after: Seconds for ``Retry-After`` on refused requests; by default the
+            propagation delay rounded up, at least 1.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        coordinator: Coordinator,
+        *,
+        routes: Mapping[str, ASGIApp] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        self.app = app
+        self.coordinator = coordinator
+        self.routes = dict(routes or {})
+        seconds = retry_after
+        if seconds is None:
+            seconds = max(1, math.ceil(coordinator.settings.propagation_delay))
+        self._refusal_headers = [
+            (b"content-type", b"application/json"),
+            CONNECTION_CLOSE,
+            (b"retry-after", str(seconds).encode()),
+        ]
+        self._refusal_body = json_body(
+            {"error": "shutting down", "detail": "this instance is draining; retry elsewhere"}
+        )
+        self._refusal_headers.append((b"content-length", str(len(self._refusal_body)).encode()))
+        self._websockets: set[_WebSocketSession] = set()
+        coordinator._add_drain_hook(self._close_websockets)  # noqa: SLF001 - same package
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        scope_type = scope["type"]
+        if scope_type == "http":
+            route = self.routes.get(scope["path"])
+            if route is not None:
+                await route(scope, receive, send)
+                return
+            coordinator = self.coordinator
+            if coordinator._draining:  # noqa: SLF001 - the hot path reads the attribute
+                await send(
+                    {"type": "http.response.start", "status": 503, "headers": self._refusal_headers}
+                )
+                await send({"type": "http.response.body", "body": self._refusal_body})
+                return
+            in_flight = coordinator.in_flight
+            in_flight.count += 1
+            try:
+
+                async def send_closing(message: Message) -> None:
+                    if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
+                        message = _with_connection_close(message)
+                    await send(message)
+
+                await self.app(scope, receive, send_closing)
+            finally:
+                in_flight.exit()
+        elif scope_type == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        coordinator = self.coordinator
+        if coordinator._draining:  # noqa: SLF001
+            # Closing before accept makes the server refuse the handshake.
+            await receive()
+            await send({"type": "websocket.close", "code": GOING_AWAY})
+            return
+        session = _WebSocketSession(send)
+        self._websockets.add(session)
+        coordinator.in_flight.enter()
+        try:
+            await self.app(scope, receive, session.send)
+        finally:
+            self._websockets.discard(session)
+            coordinator.in_flight.exit()
+
+    async def _close_websockets(self) -> None:
+        for session in list(self._websockets):
+            await session.going_away()
+
+
+class _WebSocketSession:
+    """One open WebSocket: what the app sent so far, and closing it on shutdown."""
+
+    __slots__ = ("_send", "accepted", "closed", "closed_by_shutdown")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.accepted = False
+        self.closed = False
+        self.closed_by_shutdown = False
+
+    async def send(self, message: Message) -> None:
+        message_type = message["type"]
+        if self.closed_by_shutdown:
+            if message_type == "websocket.close":
+                return
+            from starlette.websockets import WebSocketDisconnect  # noqa: PLC0415 - rare
+
+            raise WebSocketDisconnect(code=GOING_AWAY, reason="server shutting down")
+        if message_type == "websocket.accept":
+            self.accepted = True
+        elif message_type == "websocket.close":
+            self.closed = True
+        await self._send(message)
+
+    async def going_away(self) -> None:
+        if self.closed or not self.accepted:
+            return
+        self.closed_by_shutdown = True
+        try:
+            await self._send(
+                {"type": "websocket.close", "code": GOING_AWAY, "reason": "server shutting down"}
+            )
+        except Exception:
+            pass  # the client is gone already; the app learns it from receive()
+
+
+def _with_connection_close(message: Message) -> Message:
+    headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+    headers.append(CONNECTION_CLOSE)
+    return {**message, "headers": headers}
+
+
+class _ProbeEndpoint:
+    allowed = (b"GET", b"HEAD")
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET").encode()
+        if method not in self.allowed:
+            await _method_not_allowed(send, self.allowed)
+            return
+        status, payload = self.answer()
+        await send_json(send, status, payload, head=method == b"HEAD")
+
+    def answer(self) -> tuple[int, dict[str, object]]:
+        raise NotImplementedError
+
+
+class ReadinessEndpoint(_ProbeEndpoint):
+    """``/readyz``: 200 while serving, 503 from the first shutdown trigger on."""
+
+    def answer(self) -> tuple[int, dict[str, object]]:
+        """The status code and JSON body for the probe."""
+        coordinator = self.coordinator
+        if coordinator.shutting_down:
+            phase = coordinator.phase
+            return 503, {
+                "status": "shutting down",
+                "reason": coordinator.reason,
+                "phase": phase.value if phase else None,
+            }
+        return 200, {"status": "ready"}
+
+
+class LivenessEndpoint(_ProbeEndpoint):
+    """``/livez``: 200 for as long as the process serves, shutdown included."""
+
+    def answer(self) -> tuple[int, dict[str, object]]:
+        """The status code and JSON body for the probe."""
+        return 200, {"status": "alive", "shutting_down": self.coordinator.shutting_down}
+
+
+class ShutdownEndpoint:
+    """``/shutdown``: starts the sequence (for a preStop ``httpGet`` hook) and reports.
+
+    ``GET`` or ``POST``. It answers when the sequence is done, 200 with the report as
+    JSON; ``?wait=0`` answers 202 at once. Calling it again, or concurrently, joins the
+    run under way.
+
+    With a *token* (or ``GRACESHUT_TOKEN``), it needs ``Authorization: Bearer <token>``,
+    compared in constant time; without one, it accepts only loopback clients whose
+    request was not forwarded by a proxy. A refused call gets 401 or 403 with a JSON
+    body that says how to configure access, and starts nothing.
+    """
+
+    allowed = (b"GET", b"POST")
+
+    def __init__(self, coordinator: Coordinator, *, token: str | None = None) -> None:
+        self.coordinator = coordinator
+        resolved = resolve_token(token)
+        self._token_digest = _digest(resolved.encode()) if resolved is not None else None
+
+    @property
+    def protected_by_token(self) -> bool:
+        """Whether a bearer token is required (else: loopback only)."""
+        return self._token_digest is not None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one request to the route."""
+        method = scope.get("method", "GET").encode()
+        if method not in self.allowed:
+            await _method_not_allowed(send, self.allowed)
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            status, payload, headers = refusal
+            await send_json(send, status, payload, headers)
+            return
+        wait = _parse_wait(scope.get("query_string", b""))
+        if wait is None:
+            await send_json(
+                send, 400, {"error": "bad query", "detail": "wait must be 0 or 1 (or absent)"}
+            )
+            return
+        coordinator = self.coordinator
+        if not wait:
+            already = coordinator.shutting_down
+            coordinator.attach()
+            coordinator.trigger("prestop")
+            await send_json(
+                send,
+                202,
+                {"status": "already running" if already else "started", "reason": coordinator.reason},
+            )
+            return
+        report = await coordinator.shutdown("prestop")
+        await send_json(send, 200, report.to_dict())
+
+    def _refusal(
+        self, scope: Scope
+    ) -> tuple[int, dict[str, str], list[tuple[bytes, bytes]]] | None:
+        headers = scope.get("headers", ())
+        if self._token_digest is not None:
+            values = [v for k, v in headers if k.lower() == b"authorization"]
+            challenge = [(b"www-authenticate", b'Bearer realm="graceshut"')]
+            if len(values) != 1:
+                return 401, {
+                    "error": "missing credentials" if not values else "ambiguous credentials",
+                    "detail": "send exactly one 'Authorization: Bearer <token>' header; in the "
+                    "preStop hook, set lifecycle.preStop.httpGet.httpHeaders",
+                }, challenge
+            scheme, _, credentials = values[0].strip().partition(b" ")
+            credentials = credentials.strip()
+            if scheme.lower() != b"bearer" or not credentials:
+                return 401, {
+                    "error": "malformed credentials",
+                    "detail": "expected 'Authorization: Bearer <token>'",
+                }, challenge
+            # Digests of equal length make the comparison constant-time whatever the input.
+            if not hmac.compare_digest(_digest(credentials), self._token_digest):
+                return 403, {
+                    "error": "invalid token",
+                    "detail": "the bearer token does not match GRACESHUT_TOKEN",
+                }, []
+            return None
+        if not _is_loopback(scope.get("client")) or any(
+            k.lower() in _FORWARDING_HEADERS for k, _ in headers
+        ):
+            return 403, {
+                "error": "forbidden",
+                "detail": "without a token the shutdown route accepts loopback clients only; "
+                "set GRACESHUT_TOKEN and send it as 'Authorization: Bearer <token>' "
+                "(lifecycle.preStop.httpGet.httpHeaders), or call it from inside the pod "
+                "with 'graceshut prestop'",
+            }, []
+        return None
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+def _is_loopback(client: object) -> bool:
+    if not isinstance(client, (tuple, list)) or not client:
+        return False
+    host = client[0]
+    if not isinstance(host, str):
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _parse_wait(query_string: bytes) -> bool | None:
+    try:
+        pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    except ValueError:
+        return None
+    values = [v for k, v in pairs if k == "wait"]
+    if not values:
+        return True
+    if len(values) > 1:
+        return None
+    return {"1": True, "true": True, "0": False, "false": False}.get(values[0].lower())
+
+
+async def _method_not_allowed(send: Send, allowed: tuple[bytes, ...]) -> None:
+    await send_json(
+        send,
+        405,
+        {"error": "method not allowed", "allowed": [m.decode() for m in allowed]},
+        [(b"allow", b", ".join(allowed))],
+    )
