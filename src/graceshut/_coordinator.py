@@ -169,7 +169,7 @@ class Coordinator:
         if needed > budget:
             logger.warning(
                 "handler timeouts add up to %.1fs across phases, more than the %.1fs budget: "
-                "the earliest phases will be cut short or skipped",
+                "if they all run long, each phase gets a proportional share",
                 needed,
                 budget,
                 extra={"handler": handler.name, "phase": handler.phase.value},
@@ -348,7 +348,8 @@ class Coordinator:
         settings = self.settings
         start = self._started_monotonic
         deadline = start + settings.budget
-        after = self._reserved_after()
+        needs = self._phase_needs()
+        after = self._reserved_after(needs)
         logger.info(
             "shutdown started (%s): %.1fs until the deadline",
             reason,
@@ -360,19 +361,20 @@ class Coordinator:
             },
         )
 
-        results += await self._run_phase(Phase.ANNOUNCE, reason, deadline - after[Phase.ANNOUNCE])
+        end = _step_end(deadline, needs[Phase.ANNOUNCE], after[Phase.ANNOUNCE])
+        results += await self._run_phase(Phase.ANNOUNCE, reason, end)
 
         if reason not in _SERVER_ALREADY_STOPPED:
-            propagation_end = min(
-                start + settings.propagation_delay,
-                deadline - after[Phase.ANNOUNCE],
-            )
-            await _sleep_until(propagation_end)
+            self._phase = None
+            end = _step_end(deadline, 0.0, after[Phase.ANNOUNCE])
+            await _sleep_until(min(start + settings.propagation_delay, end))
 
-        abandoned = await self._drain(reason, deadline - after[Phase.DRAIN], results)
+        end = _step_end(deadline, needs[Phase.DRAIN], after[Phase.DRAIN])
+        abandoned = await self._drain(reason, end, results)
 
         for phase in (Phase.FLUSH, Phase.RELEASE, Phase.REPORT):
-            results += await self._run_phase(phase, reason, deadline - after[phase])
+            end = _step_end(deadline, needs[phase], after[phase])
+            results += await self._run_phase(phase, reason, end)
         return abandoned
 
     async def _drain(self, reason: str, end: float, results: list[HandlerResult]) -> int:
@@ -448,9 +450,9 @@ class Coordinator:
             needs[handler.phase] = max(needs[handler.phase], handler.timeout)
         return needs
 
-    def _reserved_after(self) -> dict[Phase, float]:
+    @staticmethod
+    def _reserved_after(needs: dict[Phase, float]) -> dict[Phase, float]:
         """For each phase, the seconds that the phases after it keep for themselves."""
-        needs = self._phase_needs()
         reserved: dict[Phase, float] = {}
         total = 0.0
         for phase in reversed(PHASES):
@@ -487,6 +489,20 @@ class Coordinator:
         for event in self._waiters:
             event.set()
         self._waiters.clear()
+
+
+def _step_end(deadline: float, need: float, reserved_after: float) -> float:
+    """When a step must end so that the steps after it keep their time.
+
+    Each later phase keeps the longest timeout among its handlers. When what is left
+    cannot cover this step and the later ones, all of them shrink in proportion, so a
+    slow early phase never starves a later one and no phase is skipped outright.
+    """
+    remaining = deadline - time.monotonic()
+    wanted = need + reserved_after
+    if wanted <= remaining or wanted <= 0:
+        return deadline - reserved_after
+    return deadline - reserved_after * max(0.0, remaining) / wanted
 
 
 async def _sleep_until(when: float) -> None:

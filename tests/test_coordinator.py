@@ -1,0 +1,472 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import anyio
+import pytest
+
+import graceshut
+from graceshut import Coordinator, Outcome, Phase, ShutdownContext
+
+pytestmark = pytest.mark.anyio
+
+
+def fast(**kwargs: float) -> Coordinator:
+    settings = {"grace_period": 10.0, "safety_margin": 1.0, "propagation_delay": 0.0}
+    settings.update(kwargs)
+    return Coordinator(**settings, environ={})
+
+
+async def test_phases_run_in_order_and_handlers_of_a_phase_concurrently() -> None:
+    """Phases run announce→report; handlers within one phase overlap in time."""
+    coordinator = fast()
+    events: list[str] = []
+
+    for phase in reversed(graceshut.Phase):
+
+        @coordinator.on_shutdown(phase, name=f"{phase}-a")
+        async def first(ctx: ShutdownContext) -> None:
+            events.append(f"{ctx.phase}-a-start")
+            await anyio.sleep(0.05)
+            events.append(f"{ctx.phase}-a-end")
+
+        @coordinator.on_shutdown(phase, name=f"{phase}-b")
+        async def second(ctx: ShutdownContext) -> None:
+            events.append(f"{ctx.phase}-b-start")
+            await anyio.sleep(0.05)
+            events.append(f"{ctx.phase}-b-end")
+
+    report = await coordinator.shutdown()
+    assert report.ok
+    phases_seen = [e.split("-")[0] for e in events]
+    assert phases_seen == sorted(phases_seen, key=[p.value for p in Phase].index)
+    for phase in Phase:
+        window = [e for e in events if e.startswith(phase.value)]
+        # both started before either ended: they ran concurrently
+        assert {window[0], window[1]} == {f"{phase}-a-start", f"{phase}-b-start"}
+
+
+async def test_concurrent_phase_takes_the_longest_handler_not_the_sum() -> None:
+    """Twenty handlers sleeping 0.2 s in one phase take about 0.2 s, not 4 s."""
+    coordinator = fast()
+    for i in range(20):
+        coordinator.add_handler(lambda: anyio.sleep(0.2), name=f"h{i}", phase="flush")
+    # lambdas returning a coroutine are sync callables: register real async ones instead
+    coordinator = fast()
+    for i in range(20):
+
+        async def sleeper() -> None:
+            await anyio.sleep(0.2)
+
+        coordinator.add_handler(sleeper, name=f"h{i}")
+    started = time.monotonic()
+    report = await coordinator.shutdown()
+    assert report.ok
+    assert time.monotonic() - started < 2.0
+
+
+async def test_sync_handlers_run_in_a_worker_thread_with_or_without_context() -> None:
+    """Sync handlers run off the event loop thread; the context is passed when asked for."""
+    coordinator = fast()
+    loop_thread = threading.get_ident()
+    seen: dict[str, object] = {}
+
+    @coordinator.on_shutdown
+    def bare() -> None:
+        seen["bare"] = threading.get_ident()
+
+    @coordinator.on_shutdown(phase=Phase.RELEASE, timeout=2)
+    def with_context(ctx: ShutdownContext) -> None:
+        seen["ctx"] = ctx
+        seen["remaining"] = ctx.remaining()
+        seen["ctx_thread"] = threading.get_ident()
+
+    report = await coordinator.shutdown("test")
+    assert report.ok
+    assert seen["bare"] != loop_thread
+    assert seen["ctx_thread"] != loop_thread
+    ctx = seen["ctx"]
+    assert isinstance(ctx, ShutdownContext)
+    assert ctx.phase is Phase.RELEASE
+    assert ctx.reason == "test"
+    remaining = seen["remaining"]
+    assert isinstance(remaining, float)
+    assert 1.5 < remaining <= 2.0
+
+
+async def test_failing_and_hung_handlers_are_recorded_and_never_block_the_rest() -> None:
+    """An exception and a hang are recorded; the other handlers and phases still run."""
+    coordinator = fast()
+    ran: list[str] = []
+
+    @coordinator.on_shutdown(phase="flush", name="boom")
+    async def boom() -> None:
+        raise RuntimeError("disk full")
+
+    @coordinator.on_shutdown(phase="flush", name="hang", timeout=0.2)
+    async def hang() -> None:
+        await anyio.sleep_forever()
+
+    @coordinator.on_shutdown(phase="flush", name="sync-hang", timeout=0.2)
+    def sync_hang() -> None:
+        time.sleep(1.0)
+
+    @coordinator.on_shutdown(phase="flush", name="fine")
+    async def fine() -> None:
+        ran.append("fine")
+
+    @coordinator.on_shutdown(phase="release", name="later")
+    async def later() -> None:
+        ran.append("later")
+
+    started = time.monotonic()
+    report = await coordinator.shutdown()
+    elapsed = time.monotonic() - started
+    outcomes = {h.name: h.outcome for h in report.handlers}
+    assert outcomes == {
+        "boom": Outcome.ERROR,
+        "hang": Outcome.TIMEOUT,
+        "sync-hang": Outcome.TIMEOUT,
+        "fine": Outcome.OK,
+        "later": Outcome.OK,
+    }
+    assert ran == ["fine", "later"]
+    errors = {h.name: h.error for h in report.handlers}
+    assert errors["boom"] == "RuntimeError: disk full"
+    assert not report.ok
+    assert report.exit_code == 1
+    assert elapsed < 0.9, "the abandoned sync thread must not hold the sequence"
+
+
+async def test_later_phases_keep_the_time_their_handlers_ask_for() -> None:
+    """Stuck in-flight work and a slow drain handler are cut so release keeps its full timeout."""
+    coordinator = fast(grace_period=3.0, safety_margin=0.5, propagation_delay=0.5)
+    release_budget: list[float] = []
+
+    @coordinator.on_shutdown(phase="drain", name="slow-drain", timeout=1.2)
+    async def slow_drain() -> None:
+        await anyio.sleep_forever()
+
+    @coordinator.on_shutdown(phase="release", name="unlock", timeout=1.0)
+    async def unlock(ctx: ShutdownContext) -> None:
+        release_budget.append(ctx.remaining())
+
+    async def stuck() -> None:
+        async with coordinator.track("stuck"):
+            await anyio.sleep(10)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stuck)
+        await anyio.sleep(0.01)
+        report = await coordinator.shutdown()
+        tg.cancel_scope.cancel()
+    outcomes = {h.name: h.outcome for h in report.handlers}
+    assert outcomes == {"slow-drain": Outcome.TIMEOUT, "unlock": Outcome.OK}
+    assert release_budget[0] > 0.95
+    assert report.in_flight_abandoned == 1
+    # the drain (in-flight wait) ended 1 s before the 2.5 s deadline
+    assert 1.4 < report.duration < 2.5
+
+
+async def test_propagation_delay_and_drain_are_cut_before_the_handlers_time() -> None:
+    """A propagation delay longer than the grace period yields to the flush handler's time."""
+    coordinator = fast(grace_period=2.0, safety_margin=0.5, propagation_delay=60.0)
+    budget: list[float] = []
+
+    @coordinator.on_shutdown(phase="flush", timeout=1.0)
+    async def save(ctx: ShutdownContext) -> None:
+        budget.append(ctx.remaining())
+
+    started = time.monotonic()
+    report = await coordinator.shutdown()
+    assert report.ok
+    assert budget[0] > 0.9
+    assert time.monotonic() - started < 1.7
+
+
+async def test_deadline_is_respected_when_every_handler_hangs() -> None:
+    """With every phase hung, the run ends at first trigger + grace - margin, not later."""
+    coordinator = fast(grace_period=2.0, safety_margin=0.5)
+    for phase in Phase:
+
+        async def hang() -> None:
+            await anyio.sleep_forever()
+
+        coordinator.add_handler(hang, phase=phase, timeout=1.5, name=f"hang-{phase}")
+    started = time.monotonic()
+    report = await coordinator.shutdown()
+    elapsed = time.monotonic() - started
+    assert 1.4 < elapsed < 1.5 + 0.3
+    outcomes = [h.outcome for h in report.handlers]
+    assert Outcome.OK not in outcomes
+    assert Outcome.TIMEOUT in outcomes
+
+
+async def test_overcommitted_phases_share_the_budget_in_proportion() -> None:
+    """When timeouts exceed the budget, a hung early phase gets its share, not all of it."""
+    coordinator = fast(grace_period=2.0, safety_margin=0.5)
+    late_budget: list[float] = []
+
+    @coordinator.on_shutdown(phase="announce", timeout=1.0, name="early")
+    async def early() -> None:
+        await anyio.sleep_forever()
+
+    @coordinator.on_shutdown(phase="report", timeout=1.5, name="late")
+    async def late(ctx: ShutdownContext) -> None:
+        late_budget.append(ctx.remaining())
+
+    report = await coordinator.shutdown()
+    outcomes = {h.name: h.outcome for h in report.handlers}
+    assert outcomes == {"early": Outcome.TIMEOUT, "late": Outcome.OK}
+    early_result = report.handlers[0]
+    # 1.5 s shared 1.0 : 1.5 -> 0.6 s for announce, 0.9 s kept for report
+    assert 0.5 < early_result.duration < 0.75
+    assert 0.75 < late_budget[0] <= 0.95
+
+
+async def test_shutdown_runs_once_for_150_concurrent_callers() -> None:
+    """150 concurrent and 10 later callers all get the same report; each handler ran once."""
+    coordinator = fast()
+    calls: list[str] = []
+
+    @coordinator.on_shutdown(phase="announce")
+    async def announce() -> None:
+        calls.append("announce")
+        await anyio.sleep(0.05)
+
+    @coordinator.on_shutdown(phase="flush")
+    def flush() -> None:
+        calls.append("flush")
+
+    reports: list[graceshut.ShutdownReport] = []
+
+    async def call(i: int) -> None:
+        reports.append(await coordinator.shutdown(f"caller-{i}"))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(150):
+            tg.start_soon(call, i)
+    for i in range(10):
+        reports.append(await coordinator.shutdown(f"late-{i}"))
+    assert len(reports) == 160
+    assert all(r is reports[0] for r in reports)
+    assert calls == ["announce", "flush"]
+    assert reports[0].reason.startswith("caller-")
+
+
+async def test_cancelled_caller_does_not_cancel_the_sequence() -> None:
+    """A caller that gives up waiting leaves the sequence running to completion."""
+    coordinator = fast()
+    done = anyio.Event()
+
+    @coordinator.on_shutdown
+    async def slow() -> None:
+        await anyio.sleep(0.3)
+        done.set()
+
+    with anyio.move_on_after(0.05):
+        await coordinator.shutdown()
+    assert coordinator.shutting_down
+    assert coordinator.report is None
+    report = await coordinator.shutdown()
+    assert done.is_set()
+    assert report.ok
+
+
+async def test_drain_waits_for_tracked_work_and_wakes_at_once() -> None:
+    """The drain step ends as soon as the last tracked job ends, with no polling delay."""
+    coordinator = fast()
+    finished_at: list[float] = []
+
+    async def job() -> None:
+        async with coordinator.track("export"):
+            await anyio.sleep(0.3)
+            finished_at.append(time.monotonic())
+
+    drained_at: list[float] = []
+
+    @coordinator.on_shutdown(phase="flush")
+    async def after_drain() -> None:
+        drained_at.append(time.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(job)
+        await anyio.sleep(0.01)
+        report = await coordinator.shutdown()
+    assert report.in_flight_at_start == 1
+    assert report.in_flight_abandoned == 0
+    assert 0 <= drained_at[0] - finished_at[0] < 0.05
+
+
+async def test_drain_gives_up_on_work_that_outlives_the_deadline() -> None:
+    """Work still running at the drain's end is counted as abandoned in the report."""
+    coordinator = fast(grace_period=1.5, safety_margin=0.5)
+
+    async def stuck() -> None:
+        async with coordinator.track("stuck-job"):
+            await anyio.sleep(5)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stuck)
+        await anyio.sleep(0.01)
+        started = time.monotonic()
+        report = await coordinator.shutdown()
+        assert time.monotonic() - started < 1.3
+        tg.cancel_scope.cancel()
+    assert report.in_flight_abandoned == 1
+    assert not report.ok
+
+
+async def test_wait_for_drain_releases_consumers_when_the_drain_begins() -> None:
+    """A background consumer waiting on wait_for_drain() stops at the drain step."""
+    coordinator = fast(propagation_delay=0.2)
+    stopped: list[float] = []
+
+    async def consumer() -> None:
+        await coordinator.wait_for_drain()
+        stopped.append(time.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer)
+        await anyio.sleep(0.01)
+        started = time.monotonic()
+        await coordinator.shutdown()
+    assert stopped[0] - started >= 0.19
+    assert coordinator.draining
+
+
+async def test_readiness_flips_at_trigger_and_state_follows_the_phases() -> None:
+    """shutting_down is true from the trigger; draining only from the drain step."""
+    coordinator = fast(propagation_delay=0.3)
+    states: list[tuple[bool, bool, Phase | None]] = []
+
+    @coordinator.on_shutdown(phase="announce")
+    def announce() -> None:
+        states.append((coordinator.shutting_down, coordinator.draining, coordinator.phase))
+
+    @coordinator.on_shutdown(phase="flush")
+    def flush() -> None:
+        states.append((coordinator.shutting_down, coordinator.draining, coordinator.phase))
+
+    assert not coordinator.shutting_down
+    coordinator.attach()
+    coordinator.trigger("SIGTERM")
+    assert coordinator.shutting_down
+    assert not coordinator.draining
+    report = await coordinator.shutdown("ignored")
+    assert report.reason == "SIGTERM"
+    assert states == [(True, False, Phase.ANNOUNCE), (True, True, Phase.FLUSH)]
+
+
+async def test_trigger_from_another_thread_starts_the_sequence() -> None:
+    """trigger() is safe from a foreign thread once the coordinator is attached."""
+    coordinator = fast()
+    coordinator.attach()
+    await anyio.to_thread.run_sync(coordinator.trigger, "thread")
+    report = await coordinator.shutdown()
+    assert report.reason == "thread"
+
+
+def test_trigger_without_an_event_loop_is_a_clear_error() -> None:
+    """trigger() before attach() says what to do instead."""
+    with pytest.raises(RuntimeError, match="attach"):
+        fast().trigger("x")
+
+
+async def test_report_listeners_see_the_final_report_and_may_fail() -> None:
+    """on_report listeners get the report; a failing one does not stop the next."""
+    coordinator = fast()
+    seen: list[graceshut.ShutdownReport] = []
+
+    @coordinator.on_report
+    def broken(report: graceshut.ShutdownReport) -> None:
+        raise ValueError("oops")
+
+    coordinator.on_report(seen.append)
+    report = await coordinator.shutdown()
+    assert seen == [report]
+
+
+async def test_report_to_dict_is_json_ready() -> None:
+    """The report serializes with every field the contract names."""
+    import json
+
+    coordinator = fast()
+
+    @coordinator.on_shutdown(name="x")
+    def x() -> None:
+        raise OSError("nope")
+
+    report = await coordinator.shutdown("manual")
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["reason"] == "manual"
+    assert data["ok"] is False
+    assert data["in_flight_at_start"] == 0
+    assert isinstance(data["started_at"], float)
+    assert data["duration"] >= 0
+    assert data["handlers"] == [
+        {
+            "name": "x",
+            "phase": "flush",
+            "outcome": "error",
+            "duration": data["handlers"][0]["duration"],
+            "error": "OSError: nope",
+        }
+    ]
+    assert "1 error" in report.summary()
+
+
+def test_registration_errors_are_raised_at_registration() -> None:
+    """Duplicate names, unknown phases, bad timeouts and bad signatures fail at once."""
+    coordinator = fast(grace_period=10.0, safety_margin=1.0)
+
+    def handler() -> None: ...
+
+    coordinator.add_handler(handler, name="one")
+    with pytest.raises(ValueError, match="already registered"):
+        coordinator.add_handler(handler, name="one")
+    with pytest.raises(ValueError, match="unknown phase 'flsh'"):
+        coordinator.add_handler(handler, phase="flsh", name="two")
+    with pytest.raises(ValueError, match=r"longer than the whole shutdown budget of 9s"):
+        coordinator.add_handler(handler, timeout=9.5, name="three")
+    with pytest.raises(ValueError, match="timeout"):
+        coordinator.add_handler(handler, timeout=0, name="four")
+    with pytest.raises(TypeError, match="timeout"):
+        coordinator.add_handler(handler, timeout="5", name="five")  # type: ignore[arg-type]
+
+    def two_args(a: object, b: object) -> None: ...
+
+    with pytest.raises(TypeError, match="no argument or one"):
+        coordinator.add_handler(two_args, name="six")
+    with pytest.raises(TypeError, match="callable"):
+        coordinator.add_handler("not callable", name="seven")  # type: ignore[arg-type]
+    assert [h.name for h in coordinator.handlers] == ["one"]
+
+
+async def test_registering_after_shutdown_started_is_refused() -> None:
+    """A handler added once the run has begun would silently never run: refuse it."""
+    coordinator = fast()
+    await coordinator.shutdown()
+    with pytest.raises(RuntimeError, match="already started"):
+        coordinator.add_handler(lambda: None, name="late")
+
+
+def test_phase_accepts_names_in_any_case() -> None:
+    """Phase.parse takes the enum or its name, case-insensitively."""
+    assert Phase.parse("Release") is Phase.RELEASE
+    assert Phase.parse(Phase.DRAIN) is Phase.DRAIN
+    assert str(Phase.FLUSH) == "flush"
+
+
+def test_default_handler_name_is_the_qualified_function_name() -> None:
+    """Without name=, the handler is named module.qualname."""
+    coordinator = fast()
+
+    @coordinator.on_shutdown
+    def save_cache() -> None: ...
+
+    (handler,) = coordinator.handlers
+    assert handler.name.endswith("test_default_handler_name_is_the_qualified_function_name.<locals>.save_cache")
+    assert handler.phase is Phase.FLUSH
+    assert handler.timeout == 5.0

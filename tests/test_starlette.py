@@ -1,0 +1,386 @@
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import graceshut
+import graceshut.starlette
+from graceshut import Coordinator
+
+pytestmark = pytest.mark.anyio
+
+
+def make_app(
+    coordinator: Coordinator, *, token: str | None = None, log: list[str] | None = None
+) -> Starlette:
+    release = anyio.Event()
+
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    async def slow(request: Request) -> PlainTextResponse:
+        await release.wait()
+        return PlainTextResponse("slow done")
+
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        if log is not None:
+            log.append("app startup")
+        yield
+        if log is not None:
+            log.append("app shutdown")
+
+    app = Starlette(routes=[Route("/", home), Route("/slow", slow)], lifespan=lifespan)
+    app.state.release = release
+    graceshut.starlette.install(app, coordinator, token=token)
+    return app
+
+
+def client_for(app: Starlette, client: tuple[str, int] = ("127.0.0.1", 50000)) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=client)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def fast(**kwargs: float) -> Coordinator:
+    settings = {"grace_period": 10.0, "safety_margin": 1.0, "propagation_delay": 0.3}
+    settings.update(kwargs)
+    return Coordinator(**settings, environ={})
+
+
+async def test_readiness_fails_at_once_while_the_app_keeps_serving() -> None:
+    """After the trigger: /readyz is 503, /livez 200, and normal requests still succeed."""
+    coordinator = fast(propagation_delay=0.5)
+    app = make_app(coordinator)
+    async with LifespanManager(app), client_for(app) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        coordinator.trigger("test")
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "shutting down"
+        assert (await client.get("/livez")).status_code == 200
+        served = await client.get("/")
+        assert served.status_code == 200
+        assert served.text == "hello"
+        assert served.headers["connection"] == "close"
+        await coordinator.shutdown()
+
+
+async def test_in_flight_request_finishes_and_new_ones_get_503_in_drain() -> None:
+    """A slow request started before the drain completes; one arriving in the drain gets 503."""
+    coordinator = fast(propagation_delay=0.1)
+    app = make_app(coordinator)
+    results: dict[str, httpx.Response] = {}
+    async with LifespanManager(app), client_for(app) as client:
+
+        async def slow() -> None:
+            results["slow"] = await client.get("/slow")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow)
+            await anyio.sleep(0.05)
+            assert coordinator.in_flight.count == 1
+            tg.start_soon(coordinator.shutdown, "test")
+            await coordinator.wait_for_drain()
+            refused = await client.get("/")
+            assert not coordinator.report
+            app.state.release.set()
+        report = await coordinator.shutdown()
+    assert results["slow"].status_code == 200
+    assert results["slow"].text == "slow done"
+    assert results["slow"].headers["connection"] == "close"
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.headers["connection"] == "close"
+    assert refused.json()["error"] == "shutting down"
+    assert report.in_flight_at_start == 1
+    assert report.in_flight_abandoned == 0
+
+
+async def test_lifespan_shutdown_runs_the_sequence_once_between_the_apps_own_lifespan() -> None:
+    """The app's startup runs first, its shutdown after graceshut's handlers, each once."""
+    coordinator = fast()
+    log: list[str] = []
+
+    @coordinator.on_shutdown(phase="release")
+    def release() -> None:
+        log.append("graceshut release")
+
+    app = make_app(coordinator, log=log)
+    async with LifespanManager(app):
+        log.append("serving")
+    assert log == ["app startup", "serving", "graceshut release", "app shutdown"]
+    assert coordinator.report is not None
+    assert coordinator.report.reason == "lifespan"
+
+
+async def test_lifespan_shutdown_skips_the_propagation_delay() -> None:
+    """When the server already stopped serving, waiting for routers would be wasted time."""
+    coordinator = fast(propagation_delay=5.0)
+    app = make_app(coordinator)
+    with anyio.fail_after(3):
+        async with LifespanManager(app):
+            pass
+    assert coordinator.report is not None
+
+
+async def test_shutdown_route_waits_and_answers_with_the_report() -> None:
+    """GET /shutdown runs the sequence and returns the report; a second call joins it."""
+    coordinator = fast(propagation_delay=0.0)
+    calls: list[str] = []
+
+    @coordinator.on_shutdown(phase="announce", name="deregister")
+    async def deregister() -> None:
+        calls.append("deregister")
+        await anyio.sleep(0.1)
+
+    app = make_app(coordinator)
+    async with LifespanManager(app), client_for(app) as client:
+        responses: list[httpx.Response] = []
+
+        async def call(method: str) -> None:
+            responses.append(await client.request(method, "/shutdown"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "GET")
+            tg.start_soon(call, "POST")
+            tg.start_soon(call, "GET")
+        later = await client.get("/shutdown")
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    body = responses[0].json()
+    assert body["reason"] == "prestop"
+    assert body["ok"] is True
+    assert body["handlers"][0]["name"] == "deregister"
+    assert all(r.json() == body for r in [*responses, later])
+    assert calls == ["deregister"]
+
+
+async def test_shutdown_route_wait_0_answers_202_at_once() -> None:
+    """?wait=0 starts the run in the background and answers 202 immediately."""
+    coordinator = fast(propagation_delay=1.0)
+    app = make_app(coordinator)
+    async with LifespanManager(app), client_for(app) as client:
+        with anyio.fail_after(0.5):
+            response = await client.post("/shutdown?wait=0")
+        assert response.status_code == 202
+        assert response.json() == {"status": "started", "reason": "prestop"}
+        again = await client.post("/shutdown?wait=false")
+        assert again.json()["status"] == "already running"
+        assert coordinator.shutting_down
+
+
+async def test_shutdown_route_refuses_remote_clients_without_a_token() -> None:
+    """Without a token, a non-loopback or proxied client gets 403 and nothing starts."""
+    coordinator = fast()
+    app = make_app(coordinator)
+    async with LifespanManager(app):
+        async with client_for(app, client=("10.1.2.3", 4000)) as remote:
+            response = await remote.get("/shutdown")
+            assert response.status_code == 403
+            assert "GRACESHUT_TOKEN" in response.json()["detail"]
+        async with client_for(app) as local:
+            proxied = await local.get("/shutdown", headers={"X-Forwarded-For": "127.0.0.1"})
+            assert proxied.status_code == 403
+        assert not coordinator.shutting_down
+        async with client_for(app, client=("::1", 4000)) as local6:
+            assert (await local6.get("/shutdown?wait=0")).status_code == 202
+
+
+HOSTILE = [
+    ({}, 401),
+    ({"Authorization": ""}, 401),
+    ({"Authorization": "Bearer"}, 401),
+    ({"Authorization": "Bearer "}, 401),
+    ({"Authorization": "Basic czNjcjN0"}, 401),
+    ({"Authorization": "Token s3cr3t-token"}, 401),
+    ({"Authorization": "Bearer s3cr3t-toke"}, 403),
+    ({"Authorization": "Bearer s3cr3t-token-and-more"}, 403),
+    ({"Authorization": "Bearer S3CR3T-TOKEN"}, 403),
+    ({"Authorization": "Bearer " + "A" * 65536}, 403),
+    ({"Authorization": "Bearer s3cr3t\u00e9token".encode()}, 403),
+    ({"Authorization": b"Bearer \xffs3cr3t-token"}, 403),
+    ({"Authorization": "Bearer \x00s3cr3t-token"}, 403),
+]
+
+
+@pytest.mark.parametrize(("headers", "status"), HOSTILE)
+async def test_shutdown_route_refuses_hostile_credentials(
+    headers: dict[str, str | bytes], status: int
+) -> None:
+    """Missing, malformed, truncated, padded or huge tokens are refused and start nothing."""
+    coordinator = fast()
+    app = make_app(coordinator, token="s3cr3t-token")
+    async with LifespanManager(app), client_for(app) as client:
+        response = await client.get("/shutdown", headers=headers)
+        assert response.status_code == status
+        assert response.json()["error"]
+        assert "s3cr3t" not in response.text
+        if status == 401:
+            assert response.headers["www-authenticate"].startswith("Bearer")
+        assert not coordinator.shutting_down
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_shutdown_route_refuses_duplicate_authorization_headers() -> None:
+    """Two Authorization headers are ambiguous: refused even if one is right."""
+    coordinator = fast()
+    app = make_app(coordinator, token="s3cr3t-token")
+    async with LifespanManager(app), client_for(app) as client:
+        response = await client.get(
+            "/shutdown",
+            headers=[("Authorization", "Bearer s3cr3t-token"), ("Authorization", "Bearer x")],
+        )
+        assert response.status_code == 401
+        assert not coordinator.shutting_down
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+async def test_shutdown_route_refuses_other_methods(method: str) -> None:
+    """Only GET and POST trigger; anything else is 405 with Allow and starts nothing."""
+    coordinator = fast()
+    app = make_app(coordinator, token="s3cr3t-token")
+    async with LifespanManager(app), client_for(app) as client:
+        response = await client.request(
+            method, "/shutdown", headers={"Authorization": "Bearer s3cr3t-token"}
+        )
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET, POST"
+        assert not coordinator.shutting_down
+
+
+@pytest.mark.parametrize("query", ["wait=maybe", "wait=0&wait=1", "wait=%ff"])
+async def test_shutdown_route_rejects_a_bad_query(query: str) -> None:
+    """An unparseable wait parameter is a 400 that starts nothing."""
+    coordinator = fast()
+    app = make_app(coordinator, token="s3cr3t-token")
+    async with LifespanManager(app), client_for(app) as client:
+        response = await client.get(
+            f"/shutdown?{query}", headers={"Authorization": "Bearer s3cr3t-token"}
+        )
+        assert response.status_code == 400
+        assert not coordinator.shutting_down
+
+
+async def test_shutdown_route_accepts_the_right_token_from_anywhere() -> None:
+    """With a token, a remote client that presents it (any case of 'bearer') is served."""
+    coordinator = fast(propagation_delay=0.0)
+    app = make_app(coordinator, token="s3cr3t-token")
+    async with LifespanManager(app), client_for(app, client=("10.9.8.7", 1)) as client:
+        response = await client.get(
+            "/shutdown", headers={"Authorization": "bearer s3cr3t-token"}
+        )
+        assert response.status_code == 200
+        assert response.json()["ok"] is True
+
+
+async def test_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GRACESHUT_TOKEN protects the route when no token argument is given."""
+    monkeypatch.setenv("GRACESHUT_TOKEN", "from-env")
+    coordinator = fast(propagation_delay=0.0)
+    app = make_app(coordinator)
+    async with LifespanManager(app), client_for(app) as client:
+        assert (await client.get("/shutdown")).status_code == 401
+        ok = await client.get("/shutdown?wait=0", headers={"Authorization": "Bearer from-env"})
+        assert ok.status_code == 202
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "has space", "tab\there", "caf\u00e9"])
+def test_bad_tokens_are_configuration_errors(bad: str) -> None:
+    """An empty or non-ASCII token is refused at install time, naming the setting."""
+    with pytest.raises(graceshut.ConfigError, match="token"):
+        make_app(fast(), token=bad)
+
+
+async def test_probe_and_shutdown_requests_are_not_counted_as_in_flight() -> None:
+    """The route's own request must not hold the drain open (it would wait on itself)."""
+    coordinator = fast(propagation_delay=0.0)
+    app = make_app(coordinator)
+    async with LifespanManager(app), client_for(app) as client:
+        with anyio.fail_after(3):
+            response = await client.get("/shutdown")
+    assert response.json()["in_flight_at_start"] == 0
+    assert response.json()["in_flight_abandoned"] == 0
+
+
+async def test_probes_answer_head_and_refuse_post() -> None:
+    """Probes accept GET and HEAD; POST is 405."""
+    coordinator = fast()
+    app = make_app(coordinator)
+    async with LifespanManager(app), client_for(app) as client:
+        head = await client.head("/readyz")
+        assert head.status_code == 200
+        assert head.content == b""
+        assert (await client.post("/livez")).status_code == 405
+
+
+async def test_fastapi_app_gets_the_same_behaviour() -> None:
+    """install() works on FastAPI: probes, drain 503 and the lifespan order."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    log: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        log.append("startup")
+        yield
+        log.append("shutdown")
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/items")
+    async def items() -> dict[str, int]:
+        return {"count": 1}
+
+    coordinator = fast(propagation_delay=0.0)
+
+    @coordinator.on_shutdown(phase="flush")
+    def flush() -> None:
+        log.append("flush")
+
+    graceshut.starlette.install(app, coordinator)
+    async with LifespanManager(app), client_for(app) as client:
+        assert (await client.get("/items")).json() == {"count": 1}
+        assert (await client.get("/readyz")).status_code == 200
+        report = (await client.get("/shutdown")).json()
+        assert report["ok"] is True
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/items")).status_code == 503
+    assert log == ["startup", "flush", "shutdown"]
+
+
+def test_install_after_the_app_started_is_an_error() -> None:
+    """Starlette cannot add middleware once started: install() must come first."""
+    from starlette.testclient import TestClient
+
+    app = Starlette()
+    with TestClient(app):
+        pass
+    with pytest.raises(RuntimeError):
+        graceshut.starlette.install(app, fast())
+
+
+def test_testclient_without_main_thread_degrades_to_no_signals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under TestClient (another thread) signals are skipped with a log line; the rest works."""
+    import logging
+
+    from starlette.testclient import TestClient
+
+    coordinator = fast(propagation_delay=0.0)
+    app = make_app(coordinator)
+    caplog.set_level(logging.INFO, logger="graceshut")
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+    assert "signal handlers not installed" in caplog.text
+    assert coordinator.report is not None
+    assert coordinator.report.ok
