@@ -467,6 +467,8 @@ def test_default_handler_name_is_the_qualified_function_name() -> None:
     def save_cache() -> None: ...
 
     (handler,) = coordinator.handlers
-    assert handler.name.endswith("test_default_handler_name_is_the_qualified_function_name.<locals>.save_cache")
+    assert handler.name.endswith(
+        "test_default_handler_name_is_the_qualified_function_name.<locals>.save_cache"
+    )
     assert handler.phase is Phase.FLUSH
     assert handler.timeout == 5.0

@@ -273,9 +273,7 @@ async def test_shutdown_route_accepts_the_right_token_from_anywhere() -> None:
     coordinator = fast(propagation_delay=0.0)
     app = make_app(coordinator, token="s3cr3t-token")
     async with LifespanManager(app), client_for(app, client=("10.9.8.7", 1)) as client:
-        response = await client.get(
-            "/shutdown", headers={"Authorization": "bearer s3cr3t-token"}
-        )
+        response = await client.get("/shutdown", headers={"Authorization": "bearer s3cr3t-token"})
         assert response.status_code == 200
         assert response.json()["ok"] is True
 

@@ -14,7 +14,7 @@ DEFAULT_PROPAGATION_DELAY = 5.0
 ENV_GRACE_PERIOD = "GRACESHUT_GRACE_PERIOD"
 ENV_SAFETY_MARGIN = "GRACESHUT_SAFETY_MARGIN"
 ENV_PROPAGATION_DELAY = "GRACESHUT_PROPAGATION_DELAY"
-ENV_TOKEN = "GRACESHUT_TOKEN"
+ENV_TOKEN = "GRACESHUT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
 class ConfigError(ValueError):
@@ -46,7 +46,11 @@ def resolve_settings(
     grace = _seconds("grace_period", grace_period, ENV_GRACE_PERIOD, DEFAULT_GRACE_PERIOD, env)
     margin = _seconds("safety_margin", safety_margin, ENV_SAFETY_MARGIN, DEFAULT_SAFETY_MARGIN, env)
     delay = _seconds(
-        "propagation_delay", propagation_delay, ENV_PROPAGATION_DELAY, DEFAULT_PROPAGATION_DELAY, env
+        "propagation_delay",
+        propagation_delay,
+        ENV_PROPAGATION_DELAY,
+        DEFAULT_PROPAGATION_DELAY,
+        env,
     )
     if grace.value <= 0:
         raise ConfigError(f"{grace.source}={grace.raw!r} must be greater than 0 seconds")
@@ -70,7 +74,9 @@ def resolve_token(token: str | None, environ: Mapping[str, str] | None = None) -
         return None
     if not value.strip():
         raise ConfigError(f"{source} is set but empty: set a secret token, or unset it")
-    if value != value.strip() or any(not (0x21 <= ord(c) <= 0x7E) for c in value):
+    if value != value.strip() or not all(
+        c.isascii() and c.isprintable() and c != " " for c in value
+    ):
         raise ConfigError(
             f"{source} must be printable ASCII without spaces (it travels in an HTTP header)"
         )
@@ -87,6 +93,7 @@ class _Value:
 def _seconds(
     argument: str, given: float | None, variable: str, default: float, env: Mapping[str, str]
 ) -> _Value:
+    raw: object
     if given is not None:
         source, raw = argument, given
     elif variable in env:
@@ -96,7 +103,7 @@ def _seconds(
     if isinstance(raw, bool):
         raise ConfigError(f"{source}={raw!r} is not a number of seconds")
     try:
-        value = float(raw)  # type: ignore[arg-type]
+        value = float(str(raw))
     except (TypeError, ValueError):
         raise ConfigError(f"{source}={raw!r} is not a number of seconds") from None
     if not math.isfinite(value) or value < 0:

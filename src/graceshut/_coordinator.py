@@ -91,24 +91,17 @@ class Coordinator:
     # -- registration -------------------------------------------------------------
 
     @overload
-    def on_shutdown(self, func: F, /) -> F: ...
+    def on_shutdown(self, phase: F, /) -> F: ...
 
     @overload
     def on_shutdown(
-        self, *, phase: Phase | str = ..., timeout: float = ..., name: str | None = ...
-    ) -> Callable[[F], F]: ...
-
-    @overload
-    def on_shutdown(
-        self, phase: Phase | str, /, *, timeout: float = ..., name: str | None = ...
+        self, phase: Phase | str = ..., *, timeout: float = ..., name: str | None = ...
     ) -> Callable[[F], F]: ...
 
     def on_shutdown(
         self,
-        func_or_phase: Any = None,
-        /,
+        phase: Any = Phase.FLUSH,
         *,
-        phase: Phase | str = Phase.FLUSH,
         timeout: float = 5.0,
         name: str | None = None,
     ) -> Any:
@@ -118,8 +111,8 @@ class Coordinator:
         take one argument, the `ShutdownContext`. It returns unchanged.
 
         Args:
-            phase: The `Phase` (or its name) to run in; ``flush`` by default. It may also
-                be given as the first positional argument: ``@on_shutdown("release")``.
+            phase: The `Phase` (or its name) to run in; ``flush`` by default:
+                ``@on_shutdown("release")`` or ``@on_shutdown(phase=Phase.RELEASE)``.
             timeout: Seconds the handler may take; it is cut off after that.
             name: The name in logs and reports; the function's qualified name by default.
 
@@ -127,13 +120,12 @@ class Coordinator:
             ValueError: Unknown phase, duplicate name, or a timeout that does not fit in
                 the grace period.
         """
-        if callable(func_or_phase) and not isinstance(func_or_phase, (str, Phase)):
-            self.add_handler(func_or_phase, phase=phase, timeout=timeout, name=name)
-            return func_or_phase
-        chosen = phase if func_or_phase is None else func_or_phase
+        if callable(phase) and not isinstance(phase, (str, Phase)):
+            self.add_handler(phase, timeout=timeout, name=name)
+            return phase
 
         def register(func: F) -> F:
-            self.add_handler(func, phase=chosen, timeout=timeout, name=name)
+            self.add_handler(func, phase=phase, timeout=timeout, name=name)
             return func
 
         return register
@@ -286,6 +278,13 @@ class Coordinator:
         self.attach()
         if self._mark_started(reason):
             self._spawn_sequence()
+        return await self.wait()
+
+    async def wait(self) -> ShutdownReport:
+        """Wait until the sequence has run, without starting it, and return its report.
+
+        For a server's shutdown trigger: serve until graceshut has drained and finished.
+        """
         if self._report is None:
             event = anyio.Event()
             self._waiters.append(event)

@@ -10,6 +10,7 @@ status 1 at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -49,8 +50,6 @@ def _exit_with_requested_status() -> None:
     # the log records and output are out.
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):
             stream.flush()
-        except Exception:
-            pass
     os._exit(code)

@@ -35,7 +35,9 @@ class Handler:
     is_async: bool
 
 
-def make_handler(func: HandlerFunc, phase: Phase | str, timeout: float, name: str | None) -> Handler:
+def make_handler(
+    func: HandlerFunc, phase: Phase | str, timeout: float, name: str | None
+) -> Handler:
     """Check a registration and describe how to call the handler."""
     if not callable(func):
         raise TypeError(f"a shutdown handler must be callable, got {func!r}")
@@ -71,7 +73,8 @@ async def run_handler(
         return HandlerResult(handler.name, handler.phase, Outcome.SKIPPED, 0.0, "no time left")
     ctx = ShutdownContext(reason=reason, phase=handler.phase, deadline=deadline, logger=logger)
     args = (ctx,) if handler.takes_context else ()
-    outcome, error = Outcome.ERROR, "cancelled"
+    outcome: Outcome = Outcome.ERROR
+    error: str | None = "cancelled"
     try:
         with anyio.move_on_after(budget) as scope:
             if handler.is_async:
@@ -86,11 +89,10 @@ async def run_handler(
             outcome, error = Outcome.OK, None
     except Exception as exc:
         outcome, error = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
-        logger.error(
+        logger.exception(
             "handler %s failed: %s",
             handler.name,
             error,
-            exc_info=exc,
             extra={**fields, "outcome": "error"},
         )
     finally:

@@ -69,9 +69,7 @@ class ShutdownReport:
     @property
     def ok(self) -> bool:
         """True when every handler succeeded and no in-flight work was abandoned."""
-        return self.in_flight_abandoned == 0 and all(
-            h.outcome is Outcome.OK for h in self.handlers
-        )
+        return self.in_flight_abandoned == 0 and all(h.outcome is Outcome.OK for h in self.handlers)
 
     @property
     def exit_code(self) -> int:

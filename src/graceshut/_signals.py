@@ -71,9 +71,7 @@ class SignalChain:
         coordinator = self._coordinator
         name = signal.Signals(signum).name
         if signum == signal.SIGINT and signal.SIGINT in self._pending:
-            logger.critical("second SIGINT: exiting now, without finishing the shutdown")
-            logging.shutdown()
-            os._exit(128 + signum)
+            force_exit(signum)
         if coordinator.report is not None:
             # The sequence already ran (a preStop call): let the server stop right away.
             self._hand_on(signum, coordinator.report)
@@ -95,9 +93,7 @@ class SignalChain:
         previous = self._previous.get(signum)
         request_exit_status(report.exit_code)
         if callable(previous):
-            logger.info(
-                "handing %s on to %s", signal.Signals(signum).name, _describe(previous)
-            )
+            logger.info("handing %s on to %s", signal.Signals(signum).name, _describe(previous))
             previous(signum, None)
             forget_signal(getattr(previous, "__self__", None), signum)
         elif previous == signal.SIG_DFL or previous is None:
@@ -106,6 +102,15 @@ class SignalChain:
             logger.info("no server handler for %s: exiting", signal.Signals(signum).name)
             signal.signal(signum, _raise_system_exit(report.exit_code))
             signal.raise_signal(signum)
+
+
+def force_exit(signum: int) -> None:
+    """Exit at once, as a second Ctrl-C does at a terminal: the sequence is abandoned."""
+    logger.critical(
+        "second %s: exiting now, without finishing the shutdown", signal.Signals(signum).name
+    )
+    logging.shutdown()
+    os._exit(128 + signum)
 
 
 def _raise_system_exit(code: int) -> Callable[[int, FrameType | None], None]:

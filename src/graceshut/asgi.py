@@ -6,6 +6,7 @@ with any other ASGI framework.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -167,12 +168,11 @@ class _WebSocketSession:
         if self.closed or not self.accepted:
             return
         self.closed_by_shutdown = True
-        try:
+        # If the client is gone already, the app learns it from receive().
+        with contextlib.suppress(Exception):
             await self._send(
                 {"type": "websocket.close", "code": GOING_AWAY, "reason": "server shutting down"}
             )
-        except Exception:
-            pass  # the client is gone already; the app learns it from receive()
 
 
 def _with_connection_close(message: Message) -> Message:
@@ -273,7 +273,10 @@ class ShutdownEndpoint:
             await send_json(
                 send,
                 202,
-                {"status": "already running" if already else "started", "reason": coordinator.reason},
+                {
+                    "status": "already running" if already else "started",
+                    "reason": coordinator.reason,
+                },
             )
             return
         report = await coordinator.shutdown("prestop")
@@ -287,35 +290,51 @@ class ShutdownEndpoint:
             values = [v for k, v in headers if k.lower() == b"authorization"]
             challenge = [(b"www-authenticate", b'Bearer realm="graceshut"')]
             if len(values) != 1:
-                return 401, {
-                    "error": "missing credentials" if not values else "ambiguous credentials",
-                    "detail": "send exactly one 'Authorization: Bearer <token>' header; in the "
-                    "preStop hook, set lifecycle.preStop.httpGet.httpHeaders",
-                }, challenge
+                return (
+                    401,
+                    {
+                        "error": "missing credentials" if not values else "ambiguous credentials",
+                        "detail": "send exactly one 'Authorization: Bearer <token>' header; in the "
+                        "preStop hook, set lifecycle.preStop.httpGet.httpHeaders",
+                    },
+                    challenge,
+                )
             scheme, _, credentials = values[0].strip().partition(b" ")
             credentials = credentials.strip()
             if scheme.lower() != b"bearer" or not credentials:
-                return 401, {
-                    "error": "malformed credentials",
-                    "detail": "expected 'Authorization: Bearer <token>'",
-                }, challenge
+                return (
+                    401,
+                    {
+                        "error": "malformed credentials",
+                        "detail": "expected 'Authorization: Bearer <token>'",
+                    },
+                    challenge,
+                )
             # Digests of equal length make the comparison constant-time whatever the input.
             if not hmac.compare_digest(_digest(credentials), self._token_digest):
-                return 403, {
-                    "error": "invalid token",
-                    "detail": "the bearer token does not match GRACESHUT_TOKEN",
-                }, []
+                return (
+                    403,
+                    {
+                        "error": "invalid token",
+                        "detail": "the bearer token does not match GRACESHUT_TOKEN",
+                    },
+                    [],
+                )
             return None
         if not _is_loopback(scope.get("client")) or any(
             k.lower() in _FORWARDING_HEADERS for k, _ in headers
         ):
-            return 403, {
-                "error": "forbidden",
-                "detail": "without a token the shutdown route accepts loopback clients only; "
-                "set GRACESHUT_TOKEN and send it as 'Authorization: Bearer <token>' "
-                "(lifecycle.preStop.httpGet.httpHeaders), or call it from inside the pod "
-                "with 'graceshut prestop'",
-            }, []
+            return (
+                403,
+                {
+                    "error": "forbidden",
+                    "detail": "without a token the shutdown route accepts loopback clients only; "
+                    "set GRACESHUT_TOKEN and send it as 'Authorization: Bearer <token>' "
+                    "(lifecycle.preStop.httpGet.httpHeaders), or call it from inside the pod "
+                    "with 'graceshut prestop'",
+                },
+                [],
+            )
         return None
 
 

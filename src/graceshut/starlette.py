@@ -59,7 +59,7 @@ def install(
     if liveness_path is not None:
         routes[liveness_path] = LivenessEndpoint(coordinator)
     app.add_middleware(
-        GracefulShutdownMiddleware,  # type: ignore[arg-type]
+        GracefulShutdownMiddleware,
         coordinator=coordinator,
         routes=routes,
         retry_after=retry_after,

@@ -1,0 +1,114 @@
+"""Run hypercorn with graceshut owning SIGTERM and SIGINT.
+
+hypercorn's own command line gives the app no chance to see SIGTERM in time: it runs
+the app in a child process and turns the signal into an event that the child polls, or
+installs loop-level handlers that fire before anything of the app's. Its programmatic
+``serve(..., shutdown_trigger=...)`` installs no handlers at all: graceshut then takes
+the signals, runs the whole sequence while hypercorn keeps serving, and only then lets
+hypercorn close.
+
+Example (``python -m myapp``)::
+
+    import sys
+    from hypercorn.config import Config
+    import graceshut.hypercorn
+
+    config = Config()
+    config.bind = ["0.0.0.0:8000"]
+    sys.exit(graceshut.hypercorn.run(app, coordinator, config, worker_class="trio"))
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from ._signals import force_exit
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from hypercorn.config import Config
+
+    from ._coordinator import Coordinator
+    from ._report import ShutdownReport
+
+__all__ = ["run", "serve"]
+
+
+async def serve(app: Any, coordinator: Coordinator, config: Config | None = None) -> ShutdownReport:
+    """Serve *app* with hypercorn on the running loop until graceshut's sequence is over.
+
+    SIGTERM and SIGINT start the sequence; hypercorn is told to close once it is done.
+    Works on asyncio and trio (whichever is running).
+
+    Returns:
+        The shutdown report (its `exit_code` is the status to exit with).
+    """
+    from hypercorn.config import Config  # noqa: PLC0415 - optional dependency
+
+    config = config or Config()
+    coordinator.attach()
+    restore = _install_signal_handlers(coordinator)
+    try:
+        try:
+            import sniffio  # noqa: PLC0415
+
+            library = sniffio.current_async_library()
+        except ImportError:  # pragma: no cover - anyio without sniffio runs asyncio
+            library = "asyncio"
+        if library == "trio":
+            from hypercorn.trio import serve as hypercorn_serve  # noqa: PLC0415
+        else:
+            from hypercorn.asyncio import serve as hypercorn_serve  # type: ignore[assignment]  # noqa: PLC0415
+
+        async def until_finished() -> None:
+            await coordinator.wait()
+
+        await hypercorn_serve(app, config, shutdown_trigger=until_finished)
+    finally:
+        restore()
+    # Served until the lifespan shutdown joined the run: the report is there.
+    return await coordinator.wait()
+
+
+def run(
+    app: Any,
+    coordinator: Coordinator,
+    config: Config | None = None,
+    *,
+    worker_class: Literal["asyncio", "uvloop", "trio"] = "asyncio",
+) -> int:
+    """Run `serve` in a new event loop and return the exit status (0 clean, 1 failed)."""
+    backend = "trio" if worker_class == "trio" else "asyncio"
+    options: dict[str, Any] = {"use_uvloop": True} if worker_class == "uvloop" else {}
+
+    async def main() -> int:
+        report = await serve(app, coordinator, config)
+        return report.exit_code
+
+    return anyio.run(main, backend=backend, backend_options=options)
+
+
+def _install_signal_handlers(coordinator: Coordinator) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if not coordinator.shutting_down:
+            coordinator.trigger(signal.Signals(signum).name)
+        elif signum == signal.SIGINT and coordinator.report is None:
+            force_exit(signum)
+
+    for signum in previous:
+        signal.signal(signum, handle)
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore
