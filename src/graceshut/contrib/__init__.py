@@ -1,0 +1,1 @@
+"""Optional integrations, one module per library: install the matching extra to use one."""

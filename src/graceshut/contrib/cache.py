@@ -1,0 +1,269 @@
+"""Write an in-memory mapping somewhere durable before the process ends.
+
+For apps that cache computed values in a dict (or any `~collections.abc.MutableMapping`,
+such as a ``cachetools`` cache) and must not lose them: `flush_mapping` registers a
+shutdown handler that hands the entries to a writer you supply (Redis, a database, a
+file) and removes each entry from the mapping once its write has succeeded.
+
+No dependency beyond graceshut: the writer does the storage-specific part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+import anyio
+
+from .._handlers import _is_async
+from .._loop import LoopHandle
+from .._phases import Phase
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from .._context import ShutdownContext
+    from .._coordinator import Coordinator
+
+__all__ = ["MappingFlushError", "MappingFlusher", "flush_mapping"]
+
+logger = logging.getLogger("graceshut")
+
+K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T")
+
+Source = MutableMapping[K, V] | Callable[[], MutableMapping[K, V]]
+"""A mapping, or a callable returning it (resolved at each flush)."""
+Writer = Callable[[dict[K, V]], object]
+"""Receives one batch; sync (run in a worker thread) or async."""
+
+
+class MappingFlushError(RuntimeError):
+    """A writer failed: the entries of its batch, and those after it, stay in the mapping.
+
+    Attributes:
+        written: Entries written (and removed from the mapping) before the failure.
+        remaining: Entries left in the mapping.
+    """
+
+    def __init__(self, message: str, *, written: int, remaining: int) -> None:
+        super().__init__(message)
+        self.written = written
+        self.remaining = remaining
+
+
+class MappingFlusher(Generic[K, V]):
+    """Writes a mapping's entries in batches and removes each one once it is written.
+
+    Made by `flush_mapping`, which also registers it as a shutdown handler; call
+    `flush` yourself to retry after a failure or to flush periodically.
+
+    Semantics:
+        - An entry is removed only after the writer call that received it returned
+          without raising, and only if the mapping still holds the very same value
+          object: a value replaced while it was being written stays for the next flush.
+        - A failing writer call stops the flush: its batch and every later entry stay
+          in the mapping, and `MappingFlushError` says how many were written and how
+          many remain.
+        - A batch cut off by the handler's timeout may or may not have reached storage;
+          its entries stay, so a retry writes them again. Writes should be idempotent
+          (Redis ``SET``, an SQL upsert), which is what a cache write usually is.
+        - Values are passed by reference: replace values rather than mutate them in
+          place while a flush runs.
+
+    Args:
+        source: The mapping, or a zero-argument callable returning it (for a cache
+            created later, such as ``lambda: app.state.cache``).
+        writer: Called with each batch as a new `dict`; a plain function runs in a
+            worker thread, an ``async def`` on the event loop.
+        batch_size: Entries per writer call; None writes everything in one call.
+        name: Used in log lines.
+    """
+
+    def __init__(
+        self,
+        source: Source[K, V],
+        writer: Writer[K, V],
+        *,
+        batch_size: int | None = None,
+        name: str = "cache",
+    ) -> None:
+        if not isinstance(source, MutableMapping) and not callable(source):
+            raise TypeError(
+                f"source must be a mutable mapping or a callable returning one, got {source!r}"
+            )
+        if not callable(writer):
+            raise TypeError(f"writer must be callable, got {writer!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer or None")
+        self._source = source
+        self._writer = writer
+        self._writer_is_async = _is_async(writer)
+        self._batch_size = batch_size
+        self.name = name
+
+    def mapping(self) -> MutableMapping[K, V]:
+        """The mapping this flusher empties (the getter's result, when given one)."""
+        source = self._source
+        mapping = source if isinstance(source, MutableMapping) else source()
+        if not isinstance(mapping, MutableMapping):
+            raise TypeError(f"the cache getter returned {mapping!r}, not a mutable mapping")
+        return mapping
+
+    async def flush(self) -> int:
+        """Write the entries present now, batch after batch; return how many were written.
+
+        Raises:
+            MappingFlushError: A writer call failed (the original error is its cause).
+        """
+        mapping = self.mapping()
+        items = list(mapping.items())
+        size = self._batch_size or max(1, len(items))
+        written = 0
+        for start in range(0, len(items), size):
+            batch = dict(items[start : start + size])
+            try:
+                await self._write(batch)
+            except Exception as exc:
+                remaining = len(mapping)
+                raise MappingFlushError(
+                    f"{self.name}: wrote {written} of {len(items)} entries, then a batch of "
+                    f"{len(batch)} failed; {remaining} entries kept in the mapping: "
+                    f"{type(exc).__name__}: {exc}",
+                    written=written,
+                    remaining=remaining,
+                ) from exc
+            for key, value in batch.items():
+                if mapping.get(key, _MISSING) is value:
+                    del mapping[key]
+            written += len(batch)
+        return written
+
+    async def _write(self, batch: dict[K, V]) -> None:
+        if self._writer_is_async:
+            await cast("Awaitable[object]", self._writer(batch))
+        else:
+            await _run_in_daemon_thread(
+                lambda: self._writer(batch), name=f"graceshut {self.name} writer"
+            )
+
+    async def _on_shutdown(self, ctx: ShutdownContext) -> None:
+        started = time.monotonic()
+        fields: dict[str, Any] = {"handler": self.name, "phase": ctx.phase.value}
+        written = 0
+        try:
+            while True:
+                count = await self.flush()
+                written += count
+                # Entries replaced while a pass ran are written by the next pass.
+                if not count or not self.mapping():
+                    break
+        except MappingFlushError as exc:
+            ctx.logger.warning(
+                "%s: %d entries not written",
+                self.name,
+                exc.remaining,
+                extra={**fields, "written": written + exc.written, "remaining": exc.remaining},
+            )
+            raise
+        ctx.logger.info(
+            "%s: wrote %d entries in %.3fs",
+            self.name,
+            written,
+            time.monotonic() - started,
+            extra={**fields, "written": written, "remaining": len(self.mapping())},
+        )
+
+
+def flush_mapping(
+    coordinator: Coordinator,
+    source: Source[K, V],
+    writer: Writer[K, V],
+    *,
+    phase: Phase | str = Phase.FLUSH,
+    timeout: float = 5.0,
+    batch_size: int | None = None,
+    name: str | None = None,
+) -> MappingFlusher[K, V]:
+    """Write the entries of *source* with *writer* at shutdown, removing each one written.
+
+    See `MappingFlusher` for what happens on failure. The handler fails (and the report
+    says how many entries were written and how many remain) when a writer call raises.
+
+    Args:
+        coordinator: Where to register the handler.
+        source: The mapping, or a zero-argument callable returning it.
+        writer: Sync or async callable receiving each batch as a `dict`.
+        phase: The phase to run in; ``flush`` by default.
+        timeout: Seconds the handler may take.
+        batch_size: Entries per writer call; None writes all of them in one call.
+        name: Handler name in logs and the report; ``cache.flush[<writer>]`` by default.
+
+    Returns:
+        The `MappingFlusher`, whose `~MappingFlusher.flush` retries or flushes early.
+
+    Example, to Redis (redis-py's asyncio client)::
+
+        cache: dict[str, str] = {}
+        redis = redis.asyncio.Redis()
+
+        async def to_redis(batch: dict[str, str]) -> None:
+            await redis.mset({f"cache:{key}": value for key, value in batch.items()})
+
+        flush_mapping(coordinator, cache, to_redis, batch_size=500)
+
+    Example, to a database (SQLAlchemy, an upsert so that a retry is harmless)::
+
+        from sqlalchemy.dialects.postgresql import insert
+
+        def to_postgres(batch: dict[str, str]) -> None:
+            stmt = insert(prices).on_conflict_do_update(
+                index_elements=["key"], set_={"value": insert(prices).excluded.value}
+            )
+            with engine.begin() as conn:
+                conn.execute(stmt, [{"key": k, "value": v} for k, v in batch.items()])
+
+        flush_mapping(coordinator, lambda: app.state.prices, to_postgres, batch_size=1000)
+    """
+    label = name or f"cache.flush[{getattr(writer, '__qualname__', type(writer).__qualname__)}]"
+    flusher = MappingFlusher(source, writer, batch_size=batch_size, name=label)
+    coordinator.add_handler(flusher._on_shutdown, phase=phase, timeout=timeout, name=label)
+    return flusher
+
+
+async def _run_in_daemon_thread(func: Callable[[], T], *, name: str) -> T:
+    """Run *func* in a new daemon thread and return its result.
+
+    Cancelling the wait abandons the thread, and a daemon thread never holds up the
+    process exit: a write stuck on an unreachable server ends with the process instead
+    of keeping it alive until the kubelet's SIGKILL (anyio's worker threads on asyncio
+    are joined at interpreter exit).
+    """
+    loop = LoopHandle()
+    done = anyio.Event()
+    outcome: list[tuple[bool, Any]] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, func()))
+        except BaseException as exc:  # handed to the waiting task
+            outcome.append((False, exc))
+        finally:
+            # The loop may be gone when an abandoned thread ends: nobody is waiting then.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(done.set)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    await done.wait()
+    succeeded, value = outcome[0]
+    if succeeded:
+        return cast("T", value)
+    raise value
+
+
+_MISSING: Any = object()

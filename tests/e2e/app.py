@@ -1,0 +1,72 @@
+"""The app the end-to-end tests run under real servers, configured by environment.
+
+E2E_EVENTS: a file each handler appends one line to, so tests see what ran and how often.
+E2E_FAIL: a phase whose handler raises (exit status 1 expected).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+import graceshut
+import graceshut.starlette
+
+logging.basicConfig(
+    level=logging.INFO,
+    stream=sys.stderr,
+    format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+)
+
+EVENTS = os.environ.get("E2E_EVENTS", os.devnull)
+FAIL = os.environ.get("E2E_FAIL", "")
+
+coordinator = graceshut.Coordinator()
+
+
+def record(line: str) -> None:
+    with open(EVENTS, "a", encoding="utf-8") as f:
+        f.write(f"{line} {os.getpid()}\n")
+
+
+for phase in graceshut.Phase:
+
+    def handler(ctx: graceshut.ShutdownContext) -> None:
+        record(f"{ctx.phase.value}")
+        if ctx.phase.value == FAIL:
+            raise RuntimeError(f"{ctx.phase.value} failed on purpose")
+
+    coordinator.add_handler(handler, phase=phase, timeout=2.0, name=f"e2e-{phase.value}")
+
+
+async def home(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def slow(request: Request) -> PlainTextResponse:
+    await anyio.sleep(float(request.query_params.get("seconds", "2")))
+    return PlainTextResponse("slow ok")
+
+
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await websocket.send_text(text)
+    except WebSocketDisconnect as exc:
+        record(f"websocket-closed-{exc.code}")
+
+
+app = Starlette(
+    routes=[Route("/", home), Route("/slow", slow), WebSocketRoute("/ws", echo)],
+)
+graceshut.starlette.install(app, coordinator)

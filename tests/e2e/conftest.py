@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server process running the e2e app, with its event log."""
+
+    def __init__(self, argv: list[str], port: int, events: Path, env: dict[str, str]) -> None:
+        self.port = port
+        self.events = events
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = events.with_suffix(".log")
+        self._log_file = self.log.open("wb")
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**os.environ, **env, "E2E_EVENTS": str(events), "PYTHONPATH": str(ROOT)},
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.output()}")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"server did not exit in {timeout}s:\n{self.output()}") from None
+
+    def events_seen(self) -> collections.Counter[str]:
+        if not self.events.exists():
+            return collections.Counter()
+        return collections.Counter(
+            line.split()[0] for line in self.events.read_text().splitlines() if line
+        )
+
+    def output(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log_file.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[object]:
+    servers: list[Server] = []
+
+    def start(kind: str, env: dict[str, str] | None = None) -> Server:
+        port = free_port()
+        events = tmp_path / f"{kind}-{len(servers)}.events"
+        python = sys.executable
+        argv = {
+            "uvicorn": [python, "-m", "uvicorn", "tests.e2e.app:app", "--port", str(port)],
+            "gunicorn": [
+                python, "-m", "gunicorn", "tests.e2e.app:app",
+                "-k", "uvicorn_worker.UvicornWorker", "-w", "1",
+                "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20",
+            ],
+            "hypercorn-asyncio": [python, "-m", "tests.e2e.hypercorn_main", str(port), "asyncio"],
+            "hypercorn-trio": [python, "-m", "tests.e2e.hypercorn_main", str(port), "trio"],
+            "hypercorn-cli": [
+                python, "-m", "hypercorn", "tests.e2e.app:app", "--bind", f"127.0.0.1:{port}",
+            ],
+        }[kind]
+        settings = {
+            "GRACESHUT_GRACE_PERIOD": "20",
+            "GRACESHUT_SAFETY_MARGIN": "1",
+            "GRACESHUT_PROPAGATION_DELAY": "1.5",
+            **(env or {}),
+        }
+        server = Server(argv, port, events, settings)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+__all__ = ["Server", "free_port", "signal"]

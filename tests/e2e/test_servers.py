@@ -1,0 +1,169 @@
+"""Real servers in subprocesses, real signals, real HTTP: the termination as Kubernetes plays it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from .conftest import Server
+
+pytestmark = pytest.mark.e2e
+
+StartServer = Callable[..., Server]
+PHASES = ["announce", "drain", "flush", "release", "report"]
+SIGNAL_SERVERS = ["uvicorn", "gunicorn", "hypercorn-asyncio", "hypercorn-trio"]
+
+
+def get(server: Server, path: str, **kwargs: object) -> httpx.Response:
+    return httpx.get(f"{server.url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def play_termination(server: Server, trigger: Callable[[], object]) -> dict[str, object]:
+    """Trigger shutdown with a slow request in flight; probe each step of the timeline."""
+    seen: dict[str, object] = {}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        slow = pool.submit(get, server, "/slow?seconds=3")
+        time.sleep(0.3)
+        triggered_at = time.monotonic()
+        trigger_result = pool.submit(trigger)
+        time.sleep(0.2)
+        seen["readyz"] = get(server, "/readyz")
+        seen["livez"] = get(server, "/livez")
+        seen["during_propagation"] = get(server, "/")
+        # propagation delay is 1.5 s: at 2.2 s the drain is on and the slow request runs
+        time.sleep(max(0.0, triggered_at + 2.2 - time.monotonic()))
+        seen["during_drain"] = get(server, "/")
+        seen["slow"] = slow.result(timeout=15)
+        seen["trigger"] = trigger_result.result(timeout=15)
+    return seen
+
+
+def assert_timeline(seen: dict[str, object]) -> None:
+    ready = seen["readyz"]
+    assert isinstance(ready, httpx.Response)
+    assert ready.status_code == 503
+    live = seen["livez"]
+    assert isinstance(live, httpx.Response)
+    assert live.status_code == 200
+    during = seen["during_propagation"]
+    assert isinstance(during, httpx.Response)
+    assert during.status_code == 200, "requests during the propagation delay are served"
+    assert during.headers["connection"] == "close"
+    refused = seen["during_drain"]
+    assert isinstance(refused, httpx.Response)
+    assert refused.status_code == 503
+    assert refused.headers["connection"] == "close"
+    assert int(refused.headers["retry-after"]) >= 1
+    slow = seen["slow"]
+    assert isinstance(slow, httpx.Response)
+    assert slow.status_code == 200
+    assert slow.text == "slow ok", "the in-flight request finished"
+
+
+@pytest.mark.parametrize("kind", SIGNAL_SERVERS)
+def test_sigterm_runs_the_whole_timeline_and_exits_0(start_server: StartServer, kind: str) -> None:
+    """SIGTERM: ready fails, serving goes on, in-flight finishes, drain refuses, exit 0."""
+    server = start_server(kind)
+    seen = play_termination(server, lambda: server.signal(signal.SIGTERM))
+    assert_timeline(seen)
+    assert server.wait_exit() == 0, server.output()
+    assert server.events_seen() == dict.fromkeys(PHASES, 1), server.output()
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "hypercorn-asyncio"])
+def test_failed_handler_makes_the_exit_status_1(start_server: StartServer, kind: str) -> None:
+    """A handler that raises: every phase still runs and the process exits 1, not 0 or 143."""
+    server = start_server(kind, {"E2E_FAIL": "flush"})
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 1, server.output()
+    assert server.events_seen() == dict.fromkeys(PHASES, 1)
+    assert "flush failed on purpose" in server.output()
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "gunicorn", "hypercorn-cli"])
+def test_prestop_route_drains_then_sigterm_exits_at_once(
+    start_server: StartServer, kind: str
+) -> None:
+    """preStop httpGet: the route runs the sequence and reports; the SIGTERM after exits fast."""
+    server = start_server(kind)
+    seen = play_termination(server, lambda: get(server, "/shutdown"))
+    assert_timeline(seen)
+    report = seen["trigger"]
+    assert isinstance(report, httpx.Response)
+    assert report.status_code == 200
+    body = report.json()
+    assert body["reason"] == "prestop"
+    assert body["ok"] is True
+    assert body["in_flight_at_start"] == 1
+    assert [h["phase"] for h in body["handlers"]] == PHASES
+    assert server.events_seen() == dict.fromkeys(PHASES, 1)
+    again = get(server, "/shutdown")
+    assert again.json() == body, "a repeated preStop call joins, it does not run twice"
+    sent = time.monotonic()
+    server.signal(signal.SIGTERM)
+    status = server.wait_exit()
+    assert time.monotonic() - sent < 8, "after the preStop drain, SIGTERM ends the process"
+    if kind != "hypercorn-cli":
+        assert status == 0, server.output()
+    assert server.events_seen() == dict.fromkeys(PHASES, 1), "nothing ran twice"
+
+
+def test_repeated_sigterm_joins_the_run(start_server: StartServer) -> None:
+    """A second SIGTERM during the sequence neither restarts it nor kills the process."""
+    server = start_server("uvicorn")
+    server.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    server.signal(signal.SIGTERM)
+    assert get(server, "/").status_code == 200, "still serving in the propagation delay"
+    assert server.wait_exit() == 0, server.output()
+    assert server.events_seen() == dict.fromkeys(PHASES, 1)
+
+
+def test_second_sigint_forces_an_immediate_exit(start_server: StartServer) -> None:
+    """Ctrl-C twice: the second one ends the process at once, as at a terminal."""
+    server = start_server("uvicorn", {"GRACESHUT_PROPAGATION_DELAY": "10"})
+    server.signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert get(server, "/readyz").status_code == 503
+    sent = time.monotonic()
+    server.signal(signal.SIGINT)
+    assert server.wait_exit() == 130
+    assert time.monotonic() - sent < 3
+    assert "second SIGINT" in server.output()
+    assert "flush" not in server.events_seen()
+
+
+def test_single_sigint_is_graceful(start_server: StartServer) -> None:
+    """One Ctrl-C runs the same sequence as SIGTERM and exits 0."""
+    server = start_server("uvicorn", {"GRACESHUT_PROPAGATION_DELAY": "0.2"})
+    server.signal(signal.SIGINT)
+    assert server.wait_exit() == 0, server.output()
+    assert server.events_seen() == dict.fromkeys(PHASES, 1)
+
+
+def test_websockets_are_closed_with_1001_at_the_drain(start_server: StartServer) -> None:
+    """An open WebSocket stays up through the propagation delay, then gets 1001 going away."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    server = start_server("uvicorn", {"GRACESHUT_PROPAGATION_DELAY": "1.0"})
+    with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        ws.send("before")
+        assert ws.recv(timeout=5) == "before"
+        sent = time.monotonic()
+        server.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        ws.send("during propagation")
+        assert ws.recv(timeout=5) == "during propagation"
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert time.monotonic() - sent >= 0.9
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001
+    assert server.wait_exit() == 0, server.output()
+    assert server.events_seen()["websocket-closed-1001"] == 1
