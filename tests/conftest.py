@@ -4,6 +4,10 @@ import importlib.util
 
 import pytest
 
+from .asgi_servers import start_server
+
+__all__ = ["start_server"]
+
 _BACKENDS = ["asyncio"] + (["trio"] if importlib.util.find_spec("trio") else [])
 
 

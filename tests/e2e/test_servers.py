@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from .conftest import Server
+from ..asgi_servers import Server
 
 pytestmark = pytest.mark.e2e
 

@@ -152,32 +152,21 @@ class MappingFlusher(Generic[K, V]):
                 lambda: self._writer(batch), name=f"graceshut {self.name} writer"
             )
 
-    async def _on_shutdown(self, ctx: ShutdownContext) -> None:
-        started = time.monotonic()
-        fields: dict[str, Any] = {"handler": self.name, "phase": ctx.phase.value}
+    async def flush_all(self) -> int:
+        """Flush until the mapping is empty; return how many entries were written.
+
+        Entries replaced while a pass runs are written by the next pass; it stops when a
+        pass finds nothing to write.
+
+        Raises:
+            MappingFlushError: A writer call failed.
+        """
         written = 0
-        try:
-            while True:
-                count = await self.flush()
-                written += count
-                # Entries replaced while a pass ran are written by the next pass.
-                if not count or not self.mapping():
-                    break
-        except MappingFlushError as exc:
-            ctx.logger.warning(
-                "%s: %d entries not written",
-                self.name,
-                exc.remaining,
-                extra={**fields, "written": written + exc.written, "remaining": exc.remaining},
-            )
-            raise
-        ctx.logger.info(
-            "%s: wrote %d entries in %.3fs",
-            self.name,
-            written,
-            time.monotonic() - started,
-            extra={**fields, "written": written, "remaining": len(self.mapping())},
-        )
+        while True:
+            count = await self.flush()
+            written += count
+            if not count or not self.mapping():
+                return written
 
 
 def flush_mapping(
@@ -232,7 +221,29 @@ def flush_mapping(
     """
     label = name or f"cache.flush[{getattr(writer, '__qualname__', type(writer).__qualname__)}]"
     flusher = MappingFlusher(source, writer, batch_size=batch_size, name=label)
-    coordinator.add_handler(flusher._on_shutdown, phase=phase, timeout=timeout, name=label)
+
+    async def flush_cache(ctx: ShutdownContext) -> None:
+        started = time.monotonic()
+        fields: dict[str, Any] = {"handler": label, "phase": ctx.phase.value}
+        try:
+            written = await flusher.flush_all()
+        except MappingFlushError as exc:
+            ctx.logger.warning(
+                "%s: %d entries not written",
+                label,
+                exc.remaining,
+                extra={**fields, "written": exc.written, "remaining": exc.remaining},
+            )
+            raise
+        ctx.logger.info(
+            "%s: wrote %d entries in %.3fs",
+            label,
+            written,
+            time.monotonic() - started,
+            extra={**fields, "written": written, "remaining": len(flusher.mapping())},
+        )
+
+    coordinator.add_handler(flush_cache, phase=phase, timeout=timeout, name=label)
     return flusher
 
 

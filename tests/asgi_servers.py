@@ -1,19 +1,20 @@
+"""ASGI servers (uvicorn, gunicorn, hypercorn) running the e2e app in subprocesses."""
+
 from __future__ import annotations
 
 import collections
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -83,7 +84,8 @@ class Server:
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[object]:
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start a server kind running tests/e2e/app.py; all are killed at teardown."""
     servers: list[Server] = []
 
     def start(kind: str, env: dict[str, str] | None = None) -> Server:
@@ -93,14 +95,28 @@ def start_server(tmp_path: Path) -> Iterator[object]:
         argv = {
             "uvicorn": [python, "-m", "uvicorn", "tests.e2e.app:app", "--port", str(port)],
             "gunicorn": [
-                python, "-m", "gunicorn", "tests.e2e.app:app",
-                "-k", "uvicorn_worker.UvicornWorker", "-w", "1",
-                "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20",
+                python,
+                "-m",
+                "gunicorn",
+                "tests.e2e.app:app",
+                "-k",
+                "uvicorn_worker.UvicornWorker",
+                "-w",
+                "1",
+                "-b",
+                f"127.0.0.1:{port}",
+                "--graceful-timeout",
+                "20",
             ],
             "hypercorn-asyncio": [python, "-m", "tests.e2e.hypercorn_main", str(port), "asyncio"],
             "hypercorn-trio": [python, "-m", "tests.e2e.hypercorn_main", str(port), "trio"],
             "hypercorn-cli": [
-                python, "-m", "hypercorn", "tests.e2e.app:app", "--bind", f"127.0.0.1:{port}",
+                python,
+                "-m",
+                "hypercorn",
+                "tests.e2e.app:app",
+                "--bind",
+                f"127.0.0.1:{port}",
             ],
         }[kind]
         settings = {
@@ -116,6 +132,3 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     yield start
     for server in servers:
         server.stop()
-
-
-__all__ = ["Server", "free_port", "signal"]

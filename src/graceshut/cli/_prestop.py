@@ -1,0 +1,127 @@
+"""``graceshut prestop URL``: call the shutdown route from an exec preStop hook.
+
+For images without curl or a shell (distroless): only the standard library. Its exit
+status and stderr end up in the pod's ``FailedPreStopHook`` event when it fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+EXIT_CLEAN = 0
+EXIT_HANDLERS_FAILED = 1
+EXIT_REFUSED = 2
+EXIT_UNREACHABLE = 3
+
+
+def add_prestop_command(commands: Any) -> None:
+    """Register the ``prestop`` sub-command."""
+    parser = commands.add_parser(
+        "prestop",
+        help="call the app's shutdown route and wait for the report (for exec preStop hooks)",
+        description="Call the shutdown route and wait until the app has drained. Exit status: "
+        "0 clean, 1 the shutdown ran but a handler failed, 2 refused (token, method), "
+        "3 unreachable or timed out.",
+    )
+    parser.add_argument("url", help="the shutdown route, e.g. http://127.0.0.1:8000/shutdown")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token", help="bearer token (default: $GRACESHUT_TOKEN)")
+    token.add_argument("--token-file", type=Path, help="read the bearer token from this file")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for the answer (default: $GRACESHUT_GRACE_PERIOD, else 30)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    parser.set_defaults(run=run_prestop)
+
+
+def run_prestop(args: argparse.Namespace) -> int:
+    """Call the route; print a one-line verdict (and the report on stdout)."""
+    try:
+        token = _token(args)
+        timeout = args.timeout if args.timeout is not None else _default_timeout()
+    except ValueError as exc:
+        print(f"graceshut prestop: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    request = urllib.request.Request(args.url, method="POST")  # noqa: S310 - user-given URL
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"graceshut prestop: {args.url} unreachable: {reason}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return _verdict(status, body, quiet=args.quiet)
+
+
+def _verdict(status: int, body: bytes, *, quiet: bool) -> int:
+    try:
+        payload: Any = json.loads(body)
+    except ValueError:
+        payload = None
+    if status in (http.HTTPStatus.OK, http.HTTPStatus.ACCEPTED) and isinstance(payload, dict):
+        if not quiet:
+            print(json.dumps(payload, indent=2))
+        if status == http.HTTPStatus.ACCEPTED or payload.get("ok", False):
+            return EXIT_CLEAN
+        failed = [
+            f"{h.get('name')} ({h.get('outcome')}: {h.get('error')})"
+            for h in payload.get("handlers", [])
+            if h.get("outcome") != "ok"
+        ]
+        abandoned = payload.get("in_flight_abandoned", 0)
+        detail = "; ".join(failed) or f"{abandoned} in-flight requests abandoned"
+        print(f"graceshut prestop: shutdown finished with failures: {detail}", file=sys.stderr)
+        return EXIT_HANDLERS_FAILED
+    message = (
+        payload.get("error") if isinstance(payload, dict) else body[:200].decode(errors="replace")
+    )
+    detail = payload.get("detail", "") if isinstance(payload, dict) else ""
+    print(
+        f"graceshut prestop: refused with HTTP {status}: {message}. {detail}".rstrip(),
+        file=sys.stderr,
+    )
+    return EXIT_REFUSED
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file is not None:
+        try:
+            token = str(args.token_file.read_text(encoding="utf-8")).strip()
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read --token-file {args.token_file}: {exc.strerror}"
+            ) from None
+        if not token:
+            raise ValueError(f"--token-file {args.token_file} is empty")
+        return token
+    if args.token is not None:
+        return str(args.token)
+    return os.environ.get("GRACESHUT_TOKEN")
+
+
+def _default_timeout() -> float:
+    raw = os.environ.get("GRACESHUT_GRACE_PERIOD")
+    if raw is None:
+        return 30.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"GRACESHUT_GRACE_PERIOD={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"GRACESHUT_GRACE_PERIOD={raw!r} must be greater than 0")
+    return value

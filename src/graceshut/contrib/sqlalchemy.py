@@ -1,0 +1,596 @@
+"""SQLAlchemy: a write-behind buffer flushed at shutdown, and pool disposal that waits.
+
+Install with ``pip install 'graceshut[sqlalchemy]'``. Both parts take a sync
+`~sqlalchemy.engine.Engine` or an `~sqlalchemy.ext.asyncio.AsyncEngine` (which, like
+SQLAlchemy's asyncio extension itself, needs the asyncio event loop).
+
+- `WriteBehindBuffer`: request code appends rows cheaply; they are inserted in batches,
+  one transaction per batch, by `~WriteBehindBuffer.flush`, by an optional periodic
+  `~WriteBehindBuffer.run` task, and at shutdown in the ``flush`` phase.
+- `dispose_engine`: in the ``release`` phase, waits for checked-out connections to come
+  back, then disposes the pool, and fails with a count of the ones that never did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._phases import Phase
+from .cache import _run_in_daemon_thread
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.orm import Mapper
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "graceshut.contrib.sqlalchemy needs SQLAlchemy 2: pip install 'graceshut[sqlalchemy]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from .._context import ShutdownContext
+    from .._coordinator import Coordinator
+
+__all__ = [
+    "BufferClosedError",
+    "BufferFlushError",
+    "BufferFullError",
+    "CheckedOutConnectionsError",
+    "WriteBehindBuffer",
+    "dispose_engine",
+    "dispose_when_idle",
+]
+
+logger = logging.getLogger("graceshut")
+
+AnyEngine = sa.Engine | AsyncEngine
+Row = dict[str, Any]
+
+
+class BufferClosedError(RuntimeError):
+    """`append` after the shutdown flush: the row would never be written, so it is refused."""
+
+
+class BufferFullError(RuntimeError):
+    """`append` while ``max_pending`` rows wait: the database is not keeping up (or down)."""
+
+
+class BufferFlushError(RuntimeError):
+    """A batch failed (or the deadline came): it and every later row stay in the buffer.
+
+    Attributes:
+        written: Rows written by this flush before it stopped.
+        pending: Rows left in the buffer.
+    """
+
+    def __init__(self, message: str, *, written: int, pending: int) -> None:
+        super().__init__(message)
+        self.written = written
+        self.pending = pending
+
+
+class CheckedOutConnectionsError(RuntimeError):
+    """Connections were still checked out when the pool had to be disposed.
+
+    Attributes:
+        checked_out: How many; `~sqlalchemy.engine.Engine.dispose` could not close them.
+    """
+
+    def __init__(self, message: str, *, checked_out: int) -> None:
+        super().__init__(message)
+        self.checked_out = checked_out
+
+
+class WriteBehindBuffer:
+    """Rows appended during requests, inserted later in batches: at the latest at shutdown.
+
+    `append` only copies the row into memory under a lock: call it from async or sync
+    request code, from any thread. The rows reach the table in batches of *batch_size*,
+    each batch in its own transaction, when `flush` runs: call it yourself, start `run`
+    for a periodic flush, and in any case the ``flush`` phase writes everything left.
+
+    Guarantees:
+        - Order: rows are inserted in the order they were appended, batch after batch.
+        - No loss: a row leaves the buffer only once the transaction holding it has
+          committed. A failing batch (constraint violation, database down) stops the
+          flush; that batch and the rows behind it stay, in order, for a retry.
+        - No duplicates: flushes never overlap (a second one waits for the first), and
+          the thread or task writing a batch records its outcome itself, even when the
+          caller was cancelled or timed out: a retry never writes a committed batch again.
+          One case is undecidable by any client: the connection breaking during
+          ``COMMIT``. The rows then stay and may be written twice; if that matters, use
+          client-generated keys with an idempotent statement (pass an
+          ``insert(...).on_conflict_do_nothing()`` as *table*).
+        - Nothing accepted is dropped silently: the shutdown flush closes the buffer once
+          it has written everything, and from then on `append` raises
+          `BufferClosedError`. If the shutdown flush fails, the buffer is closed all the
+          same, and the handler's error (and the log) say how many rows were not written.
+
+    A row the database rejects blocks the rows behind it until it is removed or the
+    cause is fixed: with a sync engine, pass ``hide_parameters=True`` to
+    `~sqlalchemy.create_engine` if row values must not appear in error logs.
+
+    Args:
+        coordinator: Registers the shutdown flush in the ``flush`` phase.
+        engine: A sync `~sqlalchemy.engine.Engine` (batches are written in a worker
+            thread) or an `~sqlalchemy.ext.asyncio.AsyncEngine` (on the event loop).
+        table: Where rows go: a `~sqlalchemy.schema.Table`, an ORM mapped class (then
+            `append` also takes instances of it), or an ``Insert`` statement such as
+            ``postgresql.insert(table).on_conflict_do_nothing()``. Each batch runs it as
+            an ``executemany`` (one per set of keys present in the batch).
+        batch_size: Rows per transaction.
+        max_pending: Refuse appends (`BufferFullError`) when this many rows wait;
+            None for no bound.
+        timeout: Seconds the shutdown flush may take.
+        name: Handler name in logs and the report; ``sqlalchemy.write_behind[<table>]``
+            by default.
+
+    Example::
+
+        events = WriteBehindBuffer(coordinator, engine, events_table, batch_size=500)
+
+        @app.post("/click")
+        async def click(request):
+            events.append({"user": request.user.id, "at": datetime.now(UTC)})
+    """
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        engine: AnyEngine,
+        table: sa.Table | sa.Insert | type[Any],
+        *,
+        batch_size: int = 1000,
+        max_pending: int | None = None,
+        timeout: float = 5.0,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(engine, (sa.Engine, AsyncEngine)):
+            raise TypeError(f"engine must be an Engine or an AsyncEngine, got {engine!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+        if max_pending is not None and max_pending < 1:
+            raise ValueError(f"max_pending={max_pending!r} must be a positive integer or None")
+        self._engine = engine
+        self._insert, self.table_name, self._attributes = _resolve_target(table)
+        self._batch_size = batch_size
+        self._max_pending = max_pending
+        self.name = name or f"sqlalchemy.write_behind[{self.table_name}]"
+        self._pending: collections.deque[Row] = collections.deque()
+        self._lock = threading.Lock()  # guards _pending, _closed and the counters
+        self._closed = False
+        self._accepted = 0
+        self._written = 0
+        # Serializes flushes. Sync engines write in a thread that holds _writer_lock;
+        # async engines in a task that holds an asyncio.Lock of the running loop.
+        self._writer_lock = threading.Lock()
+        self._async_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._tasks: set[asyncio.Task[int]] = set()
+        coordinator.add_handler(
+            self._on_shutdown, phase=Phase.FLUSH, timeout=timeout, name=self.name
+        )
+
+    # -- request side ---------------------------------------------------------------
+
+    def append(self, row: Mapping[str, Any] | object) -> None:
+        """Buffer one row: a mapping of column keys to values, or a mapped instance.
+
+        The row is copied now, so later changes to the caller's object are not written.
+        Thread-safe and O(1).
+
+        Raises:
+            BufferClosedError: The shutdown flush has finished.
+            BufferFullError: ``max_pending`` rows are waiting.
+            TypeError: *row* is neither a mapping nor an instance of the mapped class.
+        """
+        values = self._to_row(row)
+        with self._lock:
+            self._check_open(1)
+            self._pending.append(values)
+            self._accepted += 1
+
+    def extend(self, rows: Iterable[Mapping[str, Any] | object]) -> None:
+        """Buffer several rows at once: all of them, or (on an error) none."""
+        values = [self._to_row(row) for row in rows]
+        with self._lock:
+            self._check_open(len(values))
+            self._pending.extend(values)
+            self._accepted += len(values)
+
+    def __len__(self) -> int:
+        """Rows waiting to be written."""
+        return len(self._pending)
+
+    @property
+    def closed(self) -> bool:
+        """True once the shutdown flush has ended: `append` raises from then on."""
+        return self._closed
+
+    @property
+    def accepted(self) -> int:
+        """Rows `append` and `extend` have accepted since the buffer was made."""
+        return self._accepted
+
+    @property
+    def written(self) -> int:
+        """Rows committed to the database since the buffer was made."""
+        return self._written
+
+    # -- flushing -------------------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Write the rows waiting now, in batches; return how many were written.
+
+        Rows appended while it runs wait for the next flush. A flush that another one is
+        running waits for it. Cancelling the caller stops the flush after the batch in
+        progress, whose outcome is still recorded.
+
+        Raises:
+            BufferFlushError: A batch failed; it and the rows behind it stay buffered.
+            RuntimeError: The engine is an `AsyncEngine` and the loop is not asyncio.
+        """
+        return await self._flush(final=False, deadline=None)
+
+    async def run(self, interval: float = 1.0) -> None:
+        """Flush every *interval* seconds, until cancelled or the buffer is closed.
+
+        Start it in the app's lifespan task group. A failed flush is logged and retried
+        on the next tick; the rows stay buffered meanwhile.
+
+        Example::
+
+            @contextlib.asynccontextmanager
+            async def lifespan(app):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(events.run, 2.0)
+                    yield  # the app serves here
+                    tg.cancel_scope.cancel()
+        """
+        if not interval > 0:
+            raise ValueError(f"interval={interval!r} must be a positive number of seconds")
+        while not self._closed:
+            await anyio.sleep(interval)
+            if self._pending:
+                # A failure is logged by the flush; the next tick retries.
+                with contextlib.suppress(BufferFlushError):
+                    await self.flush()
+
+    async def _on_shutdown(self, ctx: ShutdownContext) -> None:
+        started = time.monotonic()
+        fields = {"handler": self.name, "phase": ctx.phase.value, "table": self.table_name}
+        try:
+            written = await self._flush(final=True, deadline=ctx.deadline)
+        except BaseException:
+            self._close()
+            ctx.logger.warning(
+                "%s: %d rows not written before the process ends",
+                self.name,
+                len(self._pending),
+                extra={**fields, "pending": len(self._pending), "written": self._written},
+            )
+            raise
+        ctx.logger.info(
+            "%s: wrote %d rows in %.3fs",
+            self.name,
+            written,
+            time.monotonic() - started,
+            extra={**fields, "written": written, "pending": 0},
+        )
+
+    async def _flush(self, *, final: bool, deadline: float | None) -> int:
+        stop = threading.Event()
+        try:
+            if isinstance(self._engine, AsyncEngine):
+                loop = _asyncio_loop()
+                task = loop.create_task(self._write_async(self._engine, final, deadline, stop))
+                self._tasks.add(task)
+                task.add_done_callback(_forget(self._tasks))
+                # Shielded: a cancelled caller must not interrupt a batch mid-commit.
+                return await asyncio.shield(task)
+            engine = self._engine
+            return await _run_in_daemon_thread(
+                lambda: self._write_sync(engine, final, deadline, stop),
+                name=f"graceshut {self.name}",
+            )
+        finally:
+            stop.set()  # a writer left behind by a cancelled caller stops after its batch
+
+    def _write_sync(
+        self, engine: sa.Engine, final: bool, deadline: float | None, stop: threading.Event
+    ) -> int:
+        with self._writer_lock:
+            run = _FlushRun(final, deadline, stop, None if final else len(self))
+            while batch := self._next_batch(run):
+                try:
+                    with engine.begin() as conn:
+                        for rows in _by_keys(batch):
+                            conn.execute(self._insert, rows)
+                except Exception as exc:
+                    raise self._failed(run, batch, exc) from exc
+                self._committed(run, batch)
+            return self._finished(run)
+
+    async def _write_async(
+        self, engine: AsyncEngine, final: bool, deadline: float | None, stop: threading.Event
+    ) -> int:
+        async with self._loop_lock():
+            run = _FlushRun(final, deadline, stop, None if final else len(self))
+            while batch := self._next_batch(run):
+                try:
+                    async with engine.begin() as conn:
+                        for rows in _by_keys(batch):
+                            await conn.execute(self._insert, rows)
+                except Exception as exc:
+                    raise self._failed(run, batch, exc) from exc
+                self._committed(run, batch)
+            return self._finished(run)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _next_batch(self, run: _FlushRun) -> list[Row]:
+        """The next batch, left in the buffer until it commits; [] when the run is over.
+
+        A final run that finds the buffer empty closes it, under the same lock as
+        `append`: every row accepted before that moment is in this run's reach.
+        """
+        if run.stop.is_set() or (run.deadline is not None and time.monotonic() >= run.deadline):
+            return []
+        count = self._batch_size
+        if run.limit is not None:
+            count = min(count, run.limit - run.written)
+        with self._lock:
+            batch = list(itertools.islice(self._pending, count))
+            if not batch and run.final:
+                self._closed = True
+            return batch
+
+    def _committed(self, run: _FlushRun, batch: list[Row]) -> None:
+        with self._lock:
+            for _ in batch:
+                self._pending.popleft()
+            self._written += len(batch)
+        run.written += len(batch)
+        run.batches += 1
+
+    def _failed(self, run: _FlushRun, batch: list[Row], exc: Exception) -> BufferFlushError:
+        pending = len(self)
+        # The first line only: SQLAlchemy appends the statement and the row values.
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        logger.warning(
+            "%s: a batch of %d rows failed after %d were written; %d rows stay buffered",
+            self.name,
+            len(batch),
+            run.written,
+            pending,
+            extra={**self._fields(run), "pending": pending, "error": reason},
+        )
+        return BufferFlushError(
+            f"{run.written} rows written to {self.table_name}, then a batch of {len(batch)} "
+            f"failed; {pending} rows stay buffered: {reason}",
+            written=run.written,
+            pending=pending,
+        )
+
+    def _finished(self, run: _FlushRun) -> int:
+        if run.final and not self._closed:
+            pending = len(self)
+            raise BufferFlushError(
+                f"{run.written} rows written to {self.table_name}, then time ran out with "
+                f"{pending} rows still buffered",
+                written=run.written,
+                pending=pending,
+            )
+        logger.debug("%s: wrote %d rows", self.name, run.written, extra=self._fields(run))
+        return run.written
+
+    def _fields(self, run: _FlushRun) -> dict[str, Any]:
+        return {
+            "handler": self.name,
+            "table": self.table_name,
+            "written": run.written,
+            "batches": run.batches,
+            "duration": time.monotonic() - run.started,
+        }
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def _check_open(self, adding: int) -> None:
+        if self._closed:
+            raise BufferClosedError(
+                f"{self.name}: the shutdown flush has run, a row appended now would be lost"
+            )
+        if self._max_pending is not None and len(self._pending) + adding > self._max_pending:
+            raise BufferFullError(
+                f"{self.name}: {len(self._pending)} rows already wait (max_pending="
+                f"{self._max_pending}): the database is not keeping up"
+            )
+
+    def _to_row(self, row: Mapping[str, Any] | object) -> Row:
+        if isinstance(row, Mapping):
+            return dict(row)
+        if self._attributes is not None:
+            cls, attributes = self._attributes
+            if isinstance(row, cls):
+                state = row.__dict__
+                return {col: state[attr] for attr, col in attributes if attr in state}
+        raise TypeError(f"{self.name}: cannot buffer {row!r}: expected a mapping of columns")
+
+    def _loop_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._async_lock is None or self._async_lock[0] is not loop:
+            self._async_lock = (loop, asyncio.Lock())
+        return self._async_lock[1]
+
+
+@dataclasses.dataclass
+class _FlushRun:
+    """One flush's walk through the buffer."""
+
+    final: bool
+    """Drain everything, late appends included, then close the buffer."""
+    deadline: float | None
+    stop: threading.Event
+    limit: int | None
+    """Rows to write at most: those waiting when the run began (None when final)."""
+    written: int = 0
+    batches: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+
+# -- pool disposal ----------------------------------------------------------------------
+
+
+async def dispose_when_idle(engine: AnyEngine, *, wait: float, poll_interval: float = 0.05) -> int:
+    """Wait up to *wait* seconds for checked-out connections, then dispose the pool.
+
+    `~sqlalchemy.engine.Engine.dispose` closes only the connections checked in to the
+    pool; waiting first lets requests and jobs that still hold one finish their work and
+    return it. Only ``QueuePool``-type pools (the default for server databases, file
+    SQLite, and async engines) count checked-out connections; with any other pool
+    (``NullPool``, ``StaticPool``, ``SingletonThreadPool``) it disposes at once.
+
+    Returns:
+        How many connections were still checked out when the pool was disposed
+        (0 when every one came back, or when the pool does not count them).
+    """
+    if isinstance(engine, AsyncEngine):
+        _asyncio_loop()  # fail before waiting, not after
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    counter = getattr(sync_engine.pool, "checkedout", None)
+    checked_out = 0
+    if callable(counter):
+        end = time.monotonic() + max(0.0, wait)
+        # Polled: the pool's checkin event fires before the connection is back in the
+        # queue, and in the returning thread, so no event marks the count's change.
+        while (checked_out := counter()) and (left := end - time.monotonic()) > 0:  # noqa: ASYNC110
+            await anyio.sleep(min(poll_interval, left))
+    if isinstance(engine, AsyncEngine):
+        await engine.dispose()
+    else:
+        await _run_in_daemon_thread(engine.dispose, name="graceshut dispose")
+    return int(checked_out)
+
+
+def dispose_engine(
+    coordinator: Coordinator,
+    engine: AnyEngine,
+    *,
+    timeout: float = 5.0,
+    name: str | None = None,
+    poll_interval: float = 0.05,
+) -> None:
+    """At shutdown (``release`` phase), wait for checked-out connections, then dispose.
+
+    The handler waits while its time lasts, less a reserve for closing the pool (a
+    quarter of its time, at most one second), then disposes the pool whatever happens.
+    If connections were still checked out then, it logs a warning (fields
+    ``checked_out``, ``engine``, ``waited``) and fails with
+    `CheckedOutConnectionsError`, so the report shows what was left open: those
+    connections close when their holders return them, or when the process exits.
+
+    Args:
+        coordinator: Where to register the handler.
+        engine: A sync `~sqlalchemy.engine.Engine` or an `AsyncEngine`.
+        timeout: Seconds the handler may take.
+        name: Handler name; ``sqlalchemy.dispose[<url without password>]`` by default.
+        poll_interval: Seconds between two looks at the pool.
+
+    Example::
+
+        engine = create_async_engine(DATABASE_URL)
+        dispose_engine(coordinator, engine, timeout=5)
+    """
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    url = sync_engine.url.render_as_string(hide_password=True)
+    label = name or f"sqlalchemy.dispose[{url}]"
+
+    async def dispose(ctx: ShutdownContext) -> None:
+        started = time.monotonic()
+        reserve = min(1.0, ctx.remaining() / 4)
+        checked_out = await dispose_when_idle(
+            engine, wait=ctx.remaining() - reserve, poll_interval=poll_interval
+        )
+        waited = time.monotonic() - started
+        fields = {"handler": label, "phase": ctx.phase.value, "engine": url, "waited": waited}
+        if checked_out:
+            ctx.logger.warning(
+                "%s: %d connections still checked out after %.3fs, pool disposed without them",
+                label,
+                checked_out,
+                waited,
+                extra={**fields, "checked_out": checked_out},
+            )
+            raise CheckedOutConnectionsError(
+                f"{checked_out} connections to {url} still checked out after {waited:.3f}s: "
+                "the pool was disposed without them (they close when returned, or at exit)",
+                checked_out=checked_out,
+            )
+        ctx.logger.info("%s: pool disposed", label, extra={**fields, "checked_out": 0})
+
+    coordinator.add_handler(dispose, phase=Phase.RELEASE, timeout=timeout, name=label)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _resolve_target(
+    table: sa.Table | sa.Insert | type[Any],
+) -> tuple[sa.Insert, str, tuple[type[Any], tuple[tuple[str, str], ...]] | None]:
+    """The statement to run, the table's name, and how to read mapped instances."""
+    if isinstance(table, sa.Table):
+        return table.insert(), table.name, None
+    if isinstance(table, sa.Insert):
+        return table, str(getattr(table.table, "name", table.table)), None
+    mapper = sa.inspect(table, raiseerr=False) if isinstance(table, type) else None
+    if isinstance(mapper, Mapper) and isinstance(mapper.local_table, sa.Table):
+        local = mapper.local_table
+        attributes = tuple(
+            (prop.key, column.key)
+            for prop in mapper.column_attrs
+            for column in prop.columns[:1]
+            if isinstance(column, sa.Column) and column.table is local
+        )
+        return local.insert(), local.name, (mapper.class_, attributes)
+    raise TypeError(
+        f"table must be a Table, an ORM mapped class or an Insert statement, got {table!r}"
+    )
+
+
+def _by_keys(batch: list[Row]) -> list[list[Row]]:
+    """Split a batch by the set of keys its rows carry: one executemany takes one set."""
+    groups: dict[frozenset[str], list[Row]] = {}
+    for row in batch:
+        groups.setdefault(frozenset(row), []).append(row)
+    return list(groups.values())
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "an AsyncEngine works on asyncio only (SQLAlchemy's asyncio extension): "
+            "run the app on asyncio, or use a sync Engine, which works on trio too"
+        ) from None
+
+
+def _forget(tasks: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
+    def done(task: asyncio.Task[int]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: an abandoned writer's error was logged already
+
+    return done
