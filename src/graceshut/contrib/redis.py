@@ -1,0 +1,592 @@
+"""Redis locks that are released at shutdown with their own token (redis-py, sync and asyncio).
+
+Install with ``pip install 'graceshut[redis]'``. A pod that dies holding a lock makes
+every other pod wait for the lock's TTL; `RedisLocks` releases what the app still
+holds in the ``release`` phase, so the next owner can take it at once::
+
+    locks = RedisLocks(coordinator)
+
+    with locks.lock(redis_client, "jobs:nightly", timeout=60):
+        ...  # held: released at shutdown if the block is still running
+
+    async with locks.lock(async_redis_client, "jobs:import", timeout=60):
+        ...
+
+What it guarantees:
+
+- A lock is tracked from a successful ``acquire`` to its ``release`` (or the shutdown).
+  Locks are made with ``thread_local=False`` and each one's token is recorded at
+  acquire time, so the release works from whatever thread or task runs it; with
+  redis-py's default thread-local token a release from another thread fails and leaves
+  the key held.
+- Releases are compare-and-delete (redis-py's own Lua script): a lock that expired, or
+  that another owner has taken since, is reported in a warning and never deleted. It is
+  not a failure: the lock is not held by this process, which is what a release is for.
+- Real errors (server down, timeouts) fail the handler, after every other release was
+  attempted. After a connection error on one client, its remaining locks are not tried
+  again (each try would wait out redis-py's retry policy) and are reported as failed.
+- Apps with their own lock scheme hand over a release with `RedisLocks.track_keys`
+  (delete keys, optionally only while they still hold a token) or `RedisLocks.track`
+  (any callable).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast, overload
+
+import anyio
+
+from .._handlers import _is_async
+from .._phases import Phase
+from .cache import _run_in_daemon_thread
+
+try:
+    import redis
+    import redis.asyncio
+    import redis.asyncio.lock
+    import redis.lock
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import LockError, LockNotOwnedError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "graceshut.contrib.redis needs redis-py: pip install 'graceshut[redis]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from .._context import ShutdownContext
+    from .._coordinator import Coordinator
+
+__all__ = ["RedisLocks", "ReleaseError", "Tracked"]
+
+logger = logging.getLogger("graceshut")
+
+SyncClient = redis.Redis | redis.RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
+
+#: Deletes each key only while it still holds the token; answers 1 or 0 per key.
+_COMPARE_AND_DELETE = """
+local deleted = {}
+for i, key in ipairs(KEYS) do
+    if redis.call('get', key) == ARGV[1] then
+        redis.call('del', key)
+        deleted[i] = 1
+    else
+        deleted[i] = 0
+    end
+end
+return deleted
+"""
+
+
+class ReleaseError(RuntimeError):
+    """Some locks could not be released at shutdown; the others were.
+
+    Locks that had expired or were taken over are not counted here: they are not held.
+
+    Attributes:
+        failed: ``"<lock>: <error>"`` for each lock that may still be held.
+    """
+
+    def __init__(self, message: str, failed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.failed = failed
+
+
+class _Entry:
+    """One release to run at shutdown: a lock's compare-and-delete, or the app's own."""
+
+    __slots__ = ("by_shutdown", "client", "is_async", "name", "release")
+
+    def __init__(
+        self, name: str, release: Callable[[], Any], *, is_async: bool, client: object = None
+    ) -> None:
+        self.name = name
+        self.release = release
+        self.is_async = is_async
+        self.client = client
+        self.by_shutdown = False
+
+
+class _Registry:
+    """What is held now; shared by sync and async locks, safe from any thread."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._entries: dict[_Entry, None] = {}
+        self._closed = False
+
+    def add(self, entry: _Entry) -> None:
+        with self._mutex:
+            self._entries[entry] = None
+            closed = self._closed
+        if closed:
+            logger.warning(
+                "redis lock %s taken after the release phase began: it is not released at "
+                "shutdown and stays until its timeout",
+                entry.name,
+                extra={"lock": entry.name, "phase": Phase.RELEASE.value},
+            )
+
+    def discard(self, entry: _Entry) -> bool:
+        with self._mutex:
+            return self._entries.pop(entry, _MISSING) is not _MISSING
+
+    def take_all(self) -> list[_Entry]:
+        with self._mutex:
+            self._closed = True
+            entries = list(self._entries)
+            self._entries.clear()
+            for entry in entries:
+                entry.by_shutdown = True
+        return entries
+
+    def names(self) -> tuple[str, ...]:
+        with self._mutex:
+            return tuple(entry.name for entry in self._entries)
+
+
+_MISSING: Any = object()
+
+
+class Tracked:
+    """A release that the shutdown runs unless `untrack` is called first."""
+
+    def __init__(self, registry: _Registry, entry: _Entry) -> None:
+        self._registry = registry
+        self._entry = entry
+
+    @property
+    def name(self) -> str:
+        """The name in logs and in `RedisLocks.held`."""
+        return self._entry.name
+
+    def untrack(self) -> bool:
+        """Stop tracking: call it once the app has released the thing itself.
+
+        Returns:
+            False when the shutdown has already taken the release over.
+        """
+        return self._registry.discard(self._entry)
+
+
+class _LockTracking:
+    """The part graceshut adds to a redis-py lock: its entry in the registry while held."""
+
+    __slots__ = ("_entry", "_is_async", "_name", "_pending", "_registry")
+
+    def __init__(self, registry: _Registry, name: str, *, is_async: bool) -> None:
+        self._registry = registry
+        self._name = name
+        self._is_async = is_async
+        self._entry: _Entry | None = None
+        self._pending: _Entry | None = None
+
+    def acquired(self, release: Callable[[], Any], client: object) -> None:
+        if self._entry is not None:  # re-acquired after expiring: the old token is dead
+            self._registry.discard(self._entry)
+        self._entry = _Entry(self._name, release, is_async=self._is_async, client=client)
+        self._registry.add(self._entry)
+
+    def begin_release(self) -> bool:
+        """Take the entry back before the app releases the lock itself.
+
+        Returns False when the shutdown took it first: the shutdown releases it with
+        the same token, so the app's release has nothing left to do.
+        """
+        entry, self._entry = self._entry, None
+        if entry is not None and not self._registry.discard(entry) and entry.by_shutdown:
+            return False
+        self._pending = entry
+        return True
+
+    def end_release(self, *, still_held: bool) -> None:
+        """Keep tracking a lock whose release failed for a reason other than ownership."""
+        entry, self._pending = self._pending, None
+        if still_held and entry is not None:
+            self._entry = entry
+            self._registry.add(entry)
+
+
+class _SyncLock(redis.lock.Lock):
+    """A redis-py `~redis.lock.Lock` tracked by a `RedisLocks` while held."""
+
+    def __init__(self, client: Any, name: str, tracking: _LockTracking, **kwargs: Any) -> None:
+        super().__init__(client, name, thread_local=False, **kwargs)
+        self._graceshut = tracking
+
+    def acquire(
+        self,
+        sleep: float | None = None,
+        blocking: bool | None = None,
+        blocking_timeout: float | None = None,
+        token: str | None = None,
+    ) -> bool:
+        """Acquire the lock as redis-py does; once acquired, it is tracked."""
+        if not super().acquire(sleep, blocking, blocking_timeout, token):
+            return False
+        self._graceshut.acquired(functools.partial(self.do_release, self.local.token), self.redis)
+        return True
+
+    def release(self) -> None:
+        """Release the lock as redis-py does, from any thread; then it is no longer tracked."""
+        if not self._graceshut.begin_release():
+            self.local.token = None
+            return
+        try:
+            # redis-py forgets the token before the round trip: if that fails, the
+            # tracked entry still holds it, so the shutdown can retry.
+            super().release()
+        except BaseException as exc:
+            self._graceshut.end_release(still_held=not isinstance(exc, LockError))
+            raise
+        self._graceshut.end_release(still_held=False)
+
+
+class _AsyncLock(redis.asyncio.lock.Lock):
+    """A `redis.asyncio.lock.Lock` tracked by a `RedisLocks` while held."""
+
+    def __init__(self, client: Any, name: str, tracking: _LockTracking, **kwargs: Any) -> None:
+        super().__init__(client, name, thread_local=False, **kwargs)
+        self._graceshut = tracking
+
+    async def acquire(
+        self,
+        blocking: bool | None = None,
+        blocking_timeout: float | None = None,
+        token: str | bytes | None = None,
+    ) -> bool:
+        """Acquire the lock as redis-py does; once acquired, it is tracked."""
+        if not await super().acquire(blocking, blocking_timeout, token):
+            return False
+        self._graceshut.acquired(functools.partial(self.do_release, self.local.token), self.redis)
+        return True
+
+    async def release(self) -> None:
+        """Release the lock as redis-py does, from any task; then it is no longer tracked."""
+        if not self._graceshut.begin_release():
+            self.local.token = None
+            return
+        try:
+            await super().release()
+        except BaseException as exc:  # cancelled or failed: the key may still be held
+            self._graceshut.end_release(still_held=not isinstance(exc, LockError))
+            raise
+        self._graceshut.end_release(still_held=False)
+
+
+class RedisLocks:
+    """Tracks the Redis locks the app holds and releases them in the ``release`` phase.
+
+    Registers one handler on construction. At shutdown every tracked lock is released
+    with its own token, up to *concurrency* at a time, within the handler's timeout: sync
+    locks in daemon worker threads (an unreachable server cannot hold up the process
+    exit), asyncio locks on the event loop. See the module docs for what is reported.
+
+    Args:
+        coordinator: Where to register the handler.
+        timeout: Seconds the handler may take. With the server down, redis-py's default
+            retry policy (redis-py 8: 10 retries, about 4 s) decides how long the first
+            release on a client takes to fail; a client made with
+            ``retry=Retry(NoBackoff(), 0)`` fails at once.
+        name: The handler's name in logs and the report.
+        concurrency: Releases in flight at once (connections or threads used).
+
+    Example::
+
+        locks = RedisLocks(coordinator)
+
+        lock = locks.lock(redis_client, "reports:rebuild", timeout=300, blocking=False)
+        if lock.acquire():
+            try:
+                rebuild_reports()
+            finally:
+                lock.release()
+    """
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        *,
+        timeout: float = 5.0,
+        name: str = "redis-locks",
+        concurrency: int = 16,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency={concurrency!r} must be a positive integer")
+        self.name = name
+        self._concurrency = concurrency
+        self._registry = _Registry()
+        coordinator.add_handler(self.release_all, phase=Phase.RELEASE, timeout=timeout, name=name)
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        """Names of the locks (and other releases) that the shutdown would release now."""
+        return self._registry.names()
+
+    @overload
+    def lock(
+        self,
+        client: AsyncClient,
+        name: str,
+        *,
+        timeout: float | None = ...,
+        sleep: float = ...,
+        blocking: bool = ...,
+        blocking_timeout: float | None = ...,
+    ) -> redis.asyncio.lock.Lock: ...
+
+    @overload
+    def lock(
+        self,
+        client: SyncClient,
+        name: str,
+        *,
+        timeout: float | None = ...,
+        sleep: float = ...,
+        blocking: bool = ...,
+        blocking_timeout: float | None = ...,
+    ) -> redis.lock.Lock: ...
+
+    def lock(
+        self,
+        client: SyncClient | AsyncClient,
+        name: str,
+        *,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+    ) -> redis.lock.Lock | redis.asyncio.lock.Lock:
+        """A lock like ``client.lock(name, ...)``, tracked while held.
+
+        A `redis.lock.Lock` for a sync client, a `redis.asyncio.lock.Lock` for an asyncio
+        one, made with ``thread_local=False``: acquire and release it (or use it as a
+        context manager) as usual. Make one lock object per holder; share the name, not
+        the object, between threads or tasks.
+
+        Args:
+            client: A redis-py client, sync or asyncio (``Redis`` or ``RedisCluster``).
+            name: The key of the lock.
+            timeout: The lock's time to live in seconds (redis-py's ``timeout``); None
+                means no expiry, which a crashed pod turns into a lock held forever.
+            sleep: Seconds between tries while blocking.
+            blocking: Whether ``acquire`` waits for the lock.
+            blocking_timeout: Longest wait in ``acquire``; None waits forever.
+
+        Returns:
+            The lock, not yet acquired.
+        """
+        is_async = isinstance(client, redis.asyncio.Redis | redis.asyncio.RedisCluster)
+        tracking = _LockTracking(self._registry, name, is_async=is_async)
+        options = {
+            "timeout": timeout,
+            "sleep": sleep,
+            "blocking": blocking,
+            "blocking_timeout": blocking_timeout,
+        }
+        if is_async:
+            return _AsyncLock(client, name, tracking, **options)
+        return _SyncLock(client, name, tracking, **options)
+
+    def track_keys(
+        self,
+        client: SyncClient | AsyncClient,
+        *keys: str,
+        token: str | bytes | None = None,
+        name: str | None = None,
+    ) -> Tracked:
+        """Delete *keys* at shutdown: for apps with a lock scheme of their own.
+
+        Without *token* the keys are deleted outright (one ``DEL``). With it, each key is
+        deleted only while its value is still *token* (one Lua script, atomic): a key
+        that expired or holds another owner's value is left alone and reported, as for
+        locks. In Redis Cluster, keys released together must share a hash slot.
+
+        Args:
+            client: A redis-py client, sync or asyncio.
+            keys: The keys to delete.
+            token: The value that proves the keys are still this process's.
+            name: The name in logs; the keys joined by commas by default.
+
+        Returns:
+            A `Tracked` handle: `~Tracked.untrack` it once the app deleted the keys itself.
+
+        Example::
+
+            if redis_client.set("leader", POD_NAME, nx=True, ex=30):
+                leadership = locks.track_keys(redis_client, "leader", token=POD_NAME)
+        """
+        if not keys:
+            raise ValueError("track_keys() needs at least one key")
+        is_async = isinstance(client, redis.asyncio.Redis | redis.asyncio.RedisCluster)
+        release = _keys_release(client, keys, token, is_async=is_async)
+        entry = _Entry(name or ",".join(keys), release, is_async=is_async, client=client)
+        self._registry.add(entry)
+        return Tracked(self._registry, entry)
+
+    def track(self, name: str, release: Callable[[], object]) -> Tracked:
+        """Run *release* at shutdown, together with the locks: any release of the app's own.
+
+        *release* takes no argument and may be sync (run in a worker thread) or async.
+        It returns False (or raises `~redis.exceptions.LockNotOwnedError`) when the thing
+        was no longer held (expired, taken over): that is reported as a warning, not a
+        failure. Any other exception fails the handler.
+
+        Returns:
+            A `Tracked` handle: `~Tracked.untrack` it once the app released it itself.
+        """
+        if not callable(release):
+            raise TypeError(f"release must be callable, got {release!r}")
+        entry = _Entry(name, release, is_async=_is_async(release))
+        self._registry.add(entry)
+        return Tracked(self._registry, entry)
+
+    async def release_all(self, ctx: ShutdownContext) -> None:
+        """Release everything tracked now; the handler registered on construction.
+
+        A lock taken after this started is not released by it (a warning says so).
+
+        Raises:
+            ReleaseError: Some releases failed; every other one was attempted.
+        """
+        entries = self._registry.take_all()
+        fields: dict[str, Any] = {"handler": self.name, "phase": ctx.phase.value}
+        if not entries:
+            ctx.logger.debug("%s: no lock held", self.name, extra={**fields, "outcome": "ok"})
+            return
+        outcomes: dict[_Entry, tuple[str, str | None]] = {}
+        unreachable: dict[int, str] = {}
+        limiter = anyio.CapacityLimiter(self._concurrency)
+        started = time.monotonic()
+
+        async def release(entry: _Entry) -> None:
+            async with limiter:
+                outcomes[entry] = await self._release_one(entry, unreachable, ctx, fields)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for entry in entries:
+                    tg.start_soon(release, entry)
+        finally:
+            # Also when cut off by the handler's timeout: say which locks may be held.
+            for entry in entries:
+                outcomes.setdefault(entry, ("timeout", "cut off by the handler's timeout"))
+            counts = dict.fromkeys(_OUTCOMES, 0)
+            for outcome, _ in outcomes.values():
+                counts[outcome] += 1
+            failed = [e.name for e in entries if outcomes[e][0] in ("error", "timeout")]
+            duration = time.monotonic() - started
+            (ctx.logger.warning if failed else ctx.logger.info)(
+                "%s: %d released, %d no longer held, %d failed, %d cut off in %.3fs%s",
+                self.name,
+                counts["released"],
+                counts["not_owned"],
+                counts["error"],
+                counts["timeout"],
+                duration,
+                f"; may still be held: {', '.join(failed[:_NAMES_SHOWN])}" if failed else "",
+                extra={**fields, "outcome": "error" if failed else "ok", "duration": duration}
+                | counts,
+            )
+        if failed:
+            shown = _NAMES_SHOWN
+            more = f" and {len(failed) - shown} more" if len(failed) > shown else ""
+            errors = tuple(f"{e.name}: {outcomes[e][1]}" for e in entries if outcomes[e][1])
+            raise ReleaseError(
+                f"{len(failed)} of {len(entries)} redis locks not released: "
+                f"{', '.join(failed[:shown])}{more} (first error: {errors[0]})",
+                failed=errors,
+            )
+
+    async def _release_one(
+        self,
+        entry: _Entry,
+        unreachable: dict[int, str],
+        ctx: ShutdownContext,
+        fields: dict[str, Any],
+    ) -> tuple[str, str | None]:
+        """Release one entry and log how it went; raises nothing but cancellation."""
+        extra = {**fields, "lock": entry.name}
+        client = id(entry.client) if entry.client is not None else None
+        result: object = None
+        error = None
+        if client in unreachable:
+            error = f"not tried: {unreachable[client]}"
+        else:
+            try:
+                if entry.is_async:
+                    result = await cast("Awaitable[object]", entry.release())
+                else:
+                    result = await _run_in_daemon_thread(
+                        entry.release, name=f"graceshut release {entry.name}"
+                    )
+            except LockNotOwnedError:
+                result = False
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if client is not None and isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                    unreachable.setdefault(client, f"an earlier release failed with {error}")
+        if error is not None:
+            # One line per lock, no traceback: a server that is down fails them all alike.
+            ctx.logger.error(
+                "%s: %s not released: %s",
+                self.name,
+                entry.name,
+                error,
+                extra={**extra, "outcome": "error", "error": error},
+            )
+            return "error", error
+        if result is False:
+            ctx.logger.warning(
+                "%s: %s had expired or was taken over by another owner: left alone",
+                self.name,
+                entry.name,
+                extra={**extra, "outcome": "not_owned"},
+            )
+            return "not_owned", None
+        ctx.logger.debug(
+            "%s: released %s", self.name, entry.name, extra={**extra, "outcome": "released"}
+        )
+        return "released", None
+
+
+_OUTCOMES = ("released", "not_owned", "error", "timeout")
+_NAMES_SHOWN = 5
+
+
+def _keys_release(
+    client: SyncClient | AsyncClient,
+    keys: tuple[str, ...],
+    token: str | bytes | None,
+    *,
+    is_async: bool,
+) -> Callable[[], object]:
+    """The release of `RedisLocks.track_keys`: True when every key was deleted."""
+    delete: Callable[[], object]
+    if token is None:
+        delete = functools.partial(client.delete, *keys)
+    else:
+        script = client.register_script(_COMPARE_AND_DELETE)
+        delete = functools.partial(script, keys=list(keys), args=[token])
+
+    def check(answer: object) -> bool:
+        # DEL answers how many keys it deleted, the script a 1 or 0 per key.
+        return answer == len(keys) if token is None else all(cast("list[int]", answer))
+
+    if is_async:
+
+        async def release_async() -> bool:
+            return check(await cast("Awaitable[object]", delete()))
+
+        return release_async
+
+    def release_sync() -> bool:
+        return check(delete())
+
+    return release_sync

@@ -1,0 +1,348 @@
+"""Notify a URL when the shutdown starts: load balancers, service discovery, webhooks.
+
+Install with ``pip install 'graceshut[webhook]'``. `notify` registers an ``announce``
+handler that sends one HTTP request with `httpx` (on asyncio and trio alike), retries
+transport errors and 5xx answers with backoff, never past the handler's deadline, and
+logs the answer. After the last attempt it fails with an error that says what happened,
+which the `~graceshut.ShutdownReport` records::
+
+    from graceshut.contrib.webhook import notify
+
+    notify(coordinator, "http://lb-agent:8080/deregister")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._phases import Phase
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "graceshut.contrib.webhook needs httpx: pip install 'graceshut[webhook]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from .._context import ShutdownContext
+    from .._coordinator import Coordinator
+
+__all__ = ["Webhook", "WebhookError", "WebhookResult", "default_payload", "notify"]
+
+logger = logging.getLogger("graceshut")
+
+#: Answers worth another attempt: the server (or a proxy before it) may do better soon.
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_MAX_BACKOFF = 5.0
+_EXCERPT = 200
+
+Payload = Callable[["ShutdownContext"], Any]
+
+
+def default_payload(ctx: ShutdownContext) -> dict[str, Any]:
+    """The JSON body `notify` sends unless told otherwise.
+
+    ``{"event": "shutdown", "reason": ..., "pod": ..., "pid": ...}``, where ``pod`` is
+    ``POD_NAME`` (set it from the downward API), else ``HOSTNAME`` (the pod name in
+    Kubernetes), else the host name.
+
+    Example::
+
+        notify(coordinator, url, json=lambda ctx: {**default_payload(ctx), "zone": ZONE})
+    """
+    return {"event": "shutdown", "reason": ctx.reason, "pod": pod_name(), "pid": os.getpid()}
+
+
+def pod_name() -> str:
+    """This pod's name: ``POD_NAME``, else ``HOSTNAME``, else the host name."""
+    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+class WebhookError(RuntimeError):
+    """The URL did not answer with 2xx: the message says how each attempt ended."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookResult:
+    """How the last notification went.
+
+    Attributes:
+        status: The HTTP status of the last answer, or None when none came.
+        attempts: Requests sent (or tried).
+        duration: Seconds from the first attempt to the end of the last one.
+        error: Why it failed, or None when the answer was 2xx.
+    """
+
+    status: int | None
+    attempts: int
+    duration: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the URL answered with a 2xx status."""
+        return self.error is None
+
+
+class Webhook:
+    """The ``announce`` handler that `notify` registers; call `notify` rather than this.
+
+    Attributes:
+        url: Where the request goes.
+        name: The handler's name in logs and the report.
+        result: How the last run went, once it ran (None before).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        method: str,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        retries: int,
+        backoff: float,
+        attempt_timeout: float,
+        client: httpx.AsyncClient | None,
+        name: str,
+    ) -> None:
+        self.url = url
+        self.method = method
+        self.name = name
+        self.result: WebhookResult | None = None
+        self._json = json
+        self._headers = dict(headers or {})
+        self._retries = retries
+        self._backoff = backoff
+        self._attempt_timeout = attempt_timeout
+        self._client = client
+        self._safe_url = _redact(url)
+
+    async def __call__(self, ctx: ShutdownContext) -> None:
+        """Send the request, retrying within *ctx*'s deadline; raise `WebhookError` on failure."""
+        body = self._json(ctx) if callable(self._json) else self._json
+        if self._client is not None:
+            await self._send(self._client, body, ctx)
+            return
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            await self._send(client, body, ctx)
+
+    async def _send(self, client: httpx.AsyncClient, body: Any, ctx: ShutdownContext) -> None:
+        started = time.monotonic()
+        attempts: list[_Attempt] = []  # those that ended
+        tried = 0  # those that started: the last one may be cut off
+        fields: dict[str, Any] = {
+            "phase": ctx.phase.value,
+            "handler": self.name,
+            "method": self.method,
+            "url": self._safe_url,
+        }
+
+        def record(note: str | None = None) -> WebhookResult:
+            error = (
+                None
+                if note is None
+                else _describe(self.method, self._safe_url, tried, attempts, note)
+            )
+            status = attempts[-1].status if attempts else None
+            self.result = WebhookResult(status, tried, time.monotonic() - started, error)
+            fields.update(status=status, attempts=tried, duration=self.result.duration)
+            fields.update(remaining=ctx.remaining(), outcome="ok" if error is None else "error")
+            return self.result
+
+        try:
+            while True:
+                tried += 1
+                attempt = await self._attempt(client, body)
+                attempts.append(attempt)
+                if attempt.failure is None:
+                    result = record()
+                    logger.info(
+                        "webhook %s: %s %s answered %s after %d attempt(s) in %.3fs",
+                        self.name,
+                        self.method,
+                        self._safe_url,
+                        result.status,
+                        result.attempts,
+                        result.duration,
+                        extra=fields,
+                    )
+                    return
+                note = ""
+                delay = self._delay(len(attempts), attempt.retry_after)
+                if not attempt.retryable or len(attempts) > self._retries:
+                    break
+                if delay >= ctx.remaining():
+                    note = "no time left for a retry before the deadline"
+                    break
+                logger.info(
+                    "webhook %s: attempt %d failed (%s), retrying in %.2fs",
+                    self.name,
+                    len(attempts),
+                    attempt.failure,
+                    delay,
+                    extra={**fields, "status": attempt.status, "attempts": len(attempts)},
+                )
+                await anyio.sleep(delay)
+        except anyio.get_cancelled_exc_class():
+            result = record("cut off at the deadline")
+            logger.warning("webhook %s: %s", self.name, result.error, extra=fields)
+            raise
+        result = record(note)
+        logger.warning("webhook %s: %s", self.name, result.error, extra=fields)
+        raise WebhookError(result.error)
+
+    async def _attempt(self, client: httpx.AsyncClient, body: Any) -> _Attempt:
+        timeout = self._attempt_timeout
+        try:
+            with anyio.fail_after(timeout):
+                response = await client.request(
+                    self.method, self.url, json=body, headers=self._headers, timeout=timeout
+                )
+        except TimeoutError:
+            return _Attempt(None, f"no answer within {timeout:g}s", retryable=True)
+        except httpx.TransportError as exc:
+            text = str(exc) or "transport error"
+            return _Attempt(None, f"{type(exc).__name__}: {text}", retryable=True)
+        status = response.status_code
+        if response.is_success:
+            return _Attempt(status, None)
+        failure = f"answered {status} {response.reason_phrase}".rstrip()
+        excerpt = response.text[:_EXCERPT].strip()
+        if excerpt:
+            failure += f" {excerpt!r}"
+        return _Attempt(
+            status,
+            failure,
+            retryable=status in RETRY_STATUSES,
+            retry_after=_retry_after(response.headers.get("retry-after")),
+        )
+
+    def _delay(self, attempts: int, retry_after: float) -> float:
+        return max(min(self._backoff * 2.0 ** (attempts - 1), _MAX_BACKOFF), retry_after)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Attempt:
+    status: int | None
+    failure: str | None
+    retryable: bool = False
+    retry_after: float = 0.0
+
+
+def notify(
+    coordinator: Coordinator,
+    url: str,
+    *,
+    method: str = "POST",
+    json: Payload | Any = default_payload,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 5.0,
+    retries: int = 2,
+    backoff: float = 0.2,
+    attempt_timeout: float = 2.0,
+    client: httpx.AsyncClient | None = None,
+    name: str | None = None,
+) -> Webhook:
+    """Send a request to *url* in the ``announce`` phase of *coordinator*'s shutdown.
+
+    2xx is success. Transport errors, timeouts and 408/425/429/5xx answers are retried
+    after ``backoff``, doubling each time (or the answer's ``Retry-After``, if longer),
+    as long as the wait fits before the deadline; other answers fail at once. The handler
+    never runs past its deadline: the earlier of *timeout* and what the later phases need.
+
+    Args:
+        coordinator: The coordinator to register with.
+        url: An ``http://`` or ``https://`` URL. Its query string and credentials are
+            left out of logs: pass secrets in *headers* rather than the URL.
+        method: The HTTP method.
+        json: The JSON body: a callable taking the `~graceshut.ShutdownContext`, a value
+            sent as is, or None for no body. Default: `default_payload`.
+        headers: Extra request headers (``Authorization``...).
+        timeout: Seconds for the whole notification, retries included.
+        retries: Attempts after the first one.
+        backoff: Seconds before the first retry; doubles after each, up to 5 s.
+        attempt_timeout: Seconds one attempt may take.
+        client: An `httpx.AsyncClient` to send with (for TLS, proxies, auth); by default a
+            new one per run. A client you pass is not closed.
+        name: The handler's name in logs and the report; default
+            ``"webhook <METHOD> <url>"``.
+
+    Returns:
+        The registered handler; its `~Webhook.result` says how the last run went.
+
+    Raises:
+        ValueError: A bad URL, or numbers out of range.
+
+    Example::
+
+        notify(
+            coordinator,
+            "https://discovery.internal/v1/deregister",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=3,
+        )
+    """
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"notify(url={url!r}): not a valid URL: {exc}") from None
+    if parsed.scheme not in {"http", "https"} or not parsed.host:
+        raise ValueError(f"notify(url={url!r}): expected an absolute http:// or https:// URL")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"notify(retries={retries!r}): expected an integer, 0 or more")
+    for label, value in (("backoff", backoff), ("attempt_timeout", attempt_timeout)):
+        if not value >= 0 or (label == "attempt_timeout" and value == 0):
+            raise ValueError(f"notify({label}={value!r}): out of range")
+    method = method.upper()
+    webhook = Webhook(
+        url,
+        method=method,
+        json=json,
+        headers=headers,
+        retries=retries,
+        backoff=backoff,
+        attempt_timeout=attempt_timeout,
+        client=client,
+        name=name or f"webhook {method} {_redact(url)}",
+    )
+    coordinator.add_handler(webhook, phase=Phase.ANNOUNCE, timeout=timeout, name=webhook.name)
+    return webhook
+
+
+def _redact(url: str) -> str:
+    """The URL without credentials, query or fragment: what is safe to log."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a ``Retry-After`` header (the date form is ignored)."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        return 0.0
+    return seconds if 0 <= seconds <= _MAX_BACKOFF * 2 else 0.0
+
+
+def _describe(method: str, url: str, tried: int, attempts: list[_Attempt], note: str) -> str:
+    """One line for the error: how each attempt ended (repeats counted), then *note*."""
+    parts = []
+    for failure, group in itertools.groupby(str(a.failure) for a in attempts):
+        count = len(list(group))
+        parts.append(f"{failure} (x{count})" if count > 1 else failure)
+    if note:
+        parts.append(note)
+    return f"{method} {url} failed after {tried} attempt(s): {'; '.join(parts)}"
