@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("graceshut")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+#: Turned off by `graceshut.testing` so that a test run keeps its own Ctrl-C.
+signals_enabled: ContextVar[bool] = ContextVar("graceshut_signals_enabled", default=True)
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
@@ -39,6 +43,9 @@ class SignalChain:
 
     def install(self) -> bool:
         """Install the handlers; False (and a log line) when not on the main thread."""
+        if not signals_enabled.get():
+            logger.debug("signal handlers not installed: disabled (graceshut.testing)")
+            return False
         if threading.current_thread() is not threading.main_thread():
             logger.info(
                 "signal handlers not installed: not on the main thread (a test client?); "
