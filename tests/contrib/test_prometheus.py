@@ -119,7 +119,7 @@ async def test_in_flight_gauge_follows_track() -> None:
 
 
 def test_refused_counter_reads_the_tracker_when_it_counts_refusals() -> None:
-    """requests_refused_total is 0 without a counter, and follows in_flight.refused once it exists."""
+    """requests_refused_total is 0 without a counter, then follows in_flight.refused."""
     registry = CollectorRegistry()
     coordinator = fast()
     instrument(coordinator, registry=registry)
@@ -127,6 +127,7 @@ def test_refused_counter_reads_the_tracker_when_it_counts_refusals() -> None:
 
     class CountingInFlight(InFlight):
         __slots__ = ("refused",)
+        refused: int
 
     counting = CountingInFlight()
     counting.refused = 7

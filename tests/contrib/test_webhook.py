@@ -138,6 +138,24 @@ async def test_gives_up_after_the_last_retry_with_a_clear_error(server: Recorder
     assert (hook.result.status, hook.result.attempts, hook.result.ok) == (502, 3, False)
 
 
+async def test_the_handler_raises_webhook_error_when_called_directly(server: Recorder) -> None:
+    """Called outside a shutdown (its own tests, a manual run), a failure is a WebhookError."""
+    server.fail_times = 1
+    server.fail_status = 400
+    hook = notify(fast(), server.url)
+    ctx = ShutdownContext(
+        reason="test",
+        phase=Phase.ANNOUNCE,
+        deadline=time.monotonic() + 2,
+        logger=logging.getLogger("graceshut"),
+    )
+    with pytest.raises(WebhookError, match="answered 400 Bad Request"):
+        await hook(ctx)
+    await hook(ctx)  # the next answer is 200
+    assert hook.result is not None
+    assert hook.result.ok
+
+
 async def test_client_errors_are_not_retried(server: Recorder) -> None:
     """A 404 is final: one request, and the error quotes the answer."""
     server.fail_times = 100

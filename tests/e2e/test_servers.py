@@ -167,3 +167,57 @@ def test_websockets_are_closed_with_1001_at_the_drain(start_server: StartServer)
     assert closed.value.rcvd.code == 1001
     assert server.wait_exit() == 0, server.output()
     assert server.events_seen()["websocket-closed-1001"] == 1
+
+
+def raw_request(server: Server, data: bytes) -> bytes:
+    """Send raw bytes and return whatever comes back before the server closes or 5 s pass."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except OSError:
+            return b""
+    return b"".join(chunks)
+
+
+def test_hostile_requests_to_a_real_server_start_nothing(start_server: StartServer) -> None:
+    """Over real HTTP: huge, malformed, wrong and truncated credentials never start a shutdown."""
+    server = start_server("uvicorn", {"GRACESHUT_TOKEN": "s3cr3t-token"})
+    shutdown = f"{server.url}/shutdown"
+
+    def status(method: str, headers: dict[str, str]) -> int | str:
+        try:
+            return httpx.request(method, shutdown, headers=headers, timeout=10).status_code
+        except httpx.TransportError:
+            return "closed"
+
+    statuses = [
+        status("GET", {"Authorization": "Bearer " + "x" * 200_000}),
+        status("GET", {"Authorization": "Bearer s3cr3t-toke"}),
+        status("POST", {"Authorization": "Bearer s3cr3t-token-"}),
+        status("DELETE", {"Authorization": "Bearer s3cr3t-token"}),
+        status("GET", {"X-Padding": "y" * 60_000}),
+    ]
+    assert statuses[1:4] == [403, 403, 405]
+    assert statuses[0] in (400, 403, 413, 431, "closed")
+    assert statuses[4] in (400, 401, 413, 431, "closed")
+    garbage = [
+        b"GET /shutdown HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cr3t-tok",  # cut short
+        b"GET /shutdown HTTP/1.1\r\n" + b"X: " + b"z" * 100_000 + b"\r\n\r\n",
+        b"\x00\xff\x16\x03\x01 not http at all\r\n\r\n",
+        b"GET /shutdown?wait=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n",
+    ]
+    for data in garbage:
+        answer = raw_request(server, data)
+        assert b" 200 " not in answer.split(b"\r\n", 1)[0]
+        assert b" 202 " not in answer.split(b"\r\n", 1)[0]
+    assert get(server, "/readyz").status_code == 200, "nothing was started"
+    assert server.events_seen() == {}
+    ok = httpx.get(shutdown, headers={"Authorization": "Bearer s3cr3t-token"}, timeout=30)
+    assert ok.status_code == 200
+    assert ok.json()["ok"] is True

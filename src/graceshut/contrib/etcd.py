@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -46,6 +46,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("graceshut.contrib.etcd needs aetcd: pip install 'graceshut[etcd]'") from exc
 
 if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is 3.11+; only read by type checkers
+
     from .._context import ShutdownContext
     from .._coordinator import Coordinator
 
@@ -54,7 +56,6 @@ __all__ = ["EtcdLeases", "ReleaseError"]
 logger = logging.getLogger("graceshut")
 
 _NAMES_SHOWN = 5
-_L = TypeVar("_L", bound="_TrackedLock")
 
 
 class ReleaseError(RuntimeError):
@@ -105,7 +106,7 @@ class _TrackedLock(aetcd.Lock):  # type: ignore[misc]  # aetcd is untyped
             self.lease = lease  # still held: a later release (or the shutdown) retries
             raise
 
-    async def __aenter__(self: _L) -> _L:
+    async def __aenter__(self) -> Self:
         if not await self.acquire(self._acquire_timeout):
             raise TimeoutError(
                 f"etcd lock {self.key!r} not acquired within {self._acquire_timeout}s"
