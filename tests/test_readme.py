@@ -44,9 +44,12 @@ async def test_quickstart_saves_the_cache_on_shutdown(
     exec(compile(blocks("python")[0], "README.md", "exec"), namespace)  # noqa: S102
     app = namespace["app"]
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with LifespanManager(app), httpx.AsyncClient(  # type: ignore[arg-type]
-        transport=transport, base_url="http://test"
-    ) as client:
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(  # type: ignore[arg-type]
+            transport=transport, base_url="http://test"
+        ) as client,
+    ):
         assert (await client.get("/hit/a")).json() == {"a": 1}
         assert (await client.get("/hit/a")).json() == {"a": 2}
         report = (await client.get("/shutdown")).json()

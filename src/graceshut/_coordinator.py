@@ -16,6 +16,7 @@ from ._loop import LoopHandle
 from ._phases import PHASES, Phase
 from ._report import HandlerResult, ShutdownReport
 from ._tracker import InFlight
+from ._workers import WorkerGroup
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -87,6 +88,8 @@ class Coordinator:
         self._report: ShutdownReport | None = None
         self._waiters: list[anyio.Event] = []
         self._drain_waiters: list[anyio.Event] = []
+        self._group: WorkerGroup | None = None
+        self._leader = True
 
     # -- registration -------------------------------------------------------------
 
@@ -95,7 +98,12 @@ class Coordinator:
 
     @overload
     def on_shutdown(
-        self, phase: Phase | str = ..., *, timeout: float = ..., name: str | None = ...
+        self,
+        phase: Phase | str = ...,
+        *,
+        timeout: float = ...,
+        name: str | None = ...,
+        once_per_pod: bool = ...,
     ) -> Callable[[F], F]: ...
 
     def on_shutdown(
@@ -104,6 +112,7 @@ class Coordinator:
         *,
         timeout: float = 5.0,
         name: str | None = None,
+        once_per_pod: bool = False,
     ) -> Any:
         """Register the decorated function as a shutdown handler.
 
@@ -115,17 +124,23 @@ class Coordinator:
                 ``@on_shutdown("release")`` or ``@on_shutdown(phase=Phase.RELEASE)``.
             timeout: Seconds the handler may take; it is cut off after that.
             name: The name in logs and reports; the function's qualified name by default.
+            once_per_pod: With several worker processes (gunicorn, ``uvicorn --workers``),
+                run only in the worker that got the first trigger, not in every one: for
+                notifying a load balancer or a webhook. Locks, buffers and pools are per
+                process: leave it False for them.
 
         Raises:
             ValueError: Unknown phase, duplicate name, or a timeout that does not fit in
                 the grace period.
         """
         if callable(phase) and not isinstance(phase, (str, Phase)):
-            self.add_handler(phase, timeout=timeout, name=name)
+            self.add_handler(phase, timeout=timeout, name=name, once_per_pod=once_per_pod)
             return phase
 
         def register(func: F) -> F:
-            self.add_handler(func, phase=phase, timeout=timeout, name=name)
+            self.add_handler(
+                func, phase=phase, timeout=timeout, name=name, once_per_pod=once_per_pod
+            )
             return func
 
         return register
@@ -137,9 +152,10 @@ class Coordinator:
         phase: Phase | str = Phase.FLUSH,
         timeout: float = 5.0,
         name: str | None = None,
+        once_per_pod: bool = False,
     ) -> None:
         """Register *func* as a shutdown handler; `on_shutdown` without the decorator."""
-        handler = make_handler(func, phase, timeout, name)
+        handler = make_handler(func, phase, timeout, name, once_per_pod=once_per_pod)
         if self._shutting_down:
             raise RuntimeError(
                 f"cannot register handler {handler.name!r}: shutdown has already started"
@@ -306,21 +322,95 @@ class Coordinator:
         chain = SignalChain(self) if signals else None
         if chain is not None:
             chain.install()
+        listener = anyio.CancelScope()
+        group = self._join_worker_group(listener)
         try:
             yield
             with anyio.CancelScope(shield=True):
                 await self.shutdown("lifespan")
         finally:
+            listener.cancel()
+            if group is not None:
+                group.leave()
+                self._group = None
             if chain is not None:
                 chain.uninstall()
 
-    def _mark_started(self, reason: str) -> bool:
+    def _join_worker_group(self, listener: anyio.CancelScope) -> WorkerGroup | None:
+        group = WorkerGroup.detect()
+        if group is None:
+            return None
+        try:
+            group.join()
+        except OSError as exc:
+            logger.warning(
+                "cannot join the other worker processes in %s (%s): this worker will shut "
+                "down on its own triggers only",
+                group.directory,
+                exc,
+            )
+            return None
+        self._group = group
+
+        async def listen() -> None:
+            with listener:
+                await group.listen(self._trigger_from_sibling)
+
+        assert self._loop is not None  # noqa: S101 - attach() ran
+        self._loop.spawn(listen)
+        existing = group.trigger()
+        if existing is not None:
+            # Started (or restarted) after another worker began the shutdown.
+            self._trigger_from_sibling(*existing)
+        return group
+
+    def _trigger_from_sibling(self, reason: str, started_at: float) -> None:
+        if self._mark_started(reason, started_at=started_at, from_sibling=True):
+            self._spawn_sequence()
+
+    def pod_triggered(self) -> bool:
+        """True once this worker, or any worker of its pod, started a shutdown."""
+        if self._shutting_down:
+            return True
+        group = self._group
+        return group is not None and group.triggered()
+
+    async def pod_report(self) -> dict[str, Any]:
+        """Run (or join) the sequence and return the whole pod's report as JSON-ready data.
+
+        With one process it is `ShutdownReport.to_dict`; with several worker processes it
+        also waits (until the deadline) for every worker's report and lists them under
+        ``workers``, and ``ok`` is true only if every worker's run was.
+        """
+        report = await self.wait()
+        data = report.to_dict()
+        group = self._group
+        if group is None:
+            return data
+        deadline = self._started_monotonic + self.settings.budget
+        workers = await group.gather_reports(deadline)
+        data["workers"] = workers
+        data["ok"] = all(bool(w.get("ok")) for w in workers)
+        return data
+
+    def _mark_started(
+        self, reason: str, *, started_at: float | None = None, from_sibling: bool = False
+    ) -> bool:
         """Flip readiness at once; True for the first trigger only."""
         if self._shutting_down:
             logger.debug("shutdown trigger %s joins the run under way", reason)
             return False
-        self._started_monotonic = time.monotonic()
-        self._started_at = time.time()
+        now = time.time()
+        started_at = now if started_at is None else started_at
+        group = self._group
+        if group is not None and not from_sibling:
+            self._leader, reason, started_at = group.claim(reason, started_at)
+            group.broadcast("trigger", reason=reason, started_at=started_at)
+        elif from_sibling:
+            self._leader = False
+        # One deadline for the whole pod: counted from the first worker's trigger.
+        self._started_monotonic = time.monotonic() - max(0.0, now - started_at)
+        self._started_at = started_at
         self._shutting_down = True
         self._reason = reason
         self._in_flight_at_start = self.in_flight.count
@@ -420,7 +510,11 @@ class Coordinator:
     async def _run_phase(
         self, phase: Phase, reason: str, end: float, *, announce: bool = True
     ) -> list[HandlerResult]:
-        handlers = [h for h in self._handlers.values() if h.phase is phase]
+        handlers = [
+            h
+            for h in self._handlers.values()
+            if h.phase is phase and (self._leader or not h.once_per_pod)
+        ]
         if announce:
             self._phase = phase
         if not handlers:
@@ -480,6 +574,8 @@ class Coordinator:
                 "report": report.to_dict(),
             },
         )
+        if self._group is not None:
+            self._group.publish_report(report.to_dict())
         for listener in self._report_listeners:
             try:
                 listener(report)

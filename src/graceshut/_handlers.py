@@ -33,10 +33,16 @@ class Handler:
     timeout: float
     takes_context: bool
     is_async: bool
+    once_per_pod: bool = False
 
 
 def make_handler(
-    func: HandlerFunc, phase: Phase | str, timeout: float, name: str | None
+    func: HandlerFunc,
+    phase: Phase | str,
+    timeout: float,
+    name: str | None,
+    *,
+    once_per_pod: bool = False,
 ) -> Handler:
     """Check a registration and describe how to call the handler."""
     if not callable(func):
@@ -53,6 +59,7 @@ def make_handler(
         timeout=float(timeout),
         takes_context=_takes_context(func),
         is_async=_is_async(func),
+        once_per_pod=once_per_pod,
     )
 
 

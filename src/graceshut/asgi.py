@@ -205,7 +205,7 @@ class ReadinessEndpoint(_ProbeEndpoint):
     def answer(self) -> tuple[int, dict[str, object]]:
         """The status code and JSON body for the probe."""
         coordinator = self.coordinator
-        if coordinator.shutting_down:
+        if coordinator.pod_triggered():
             phase = coordinator.phase
             return 503, {
                 "status": "shutting down",
@@ -279,8 +279,8 @@ class ShutdownEndpoint:
                 },
             )
             return
-        report = await coordinator.shutdown("prestop")
-        await send_json(send, 200, report.to_dict())
+        await coordinator.shutdown("prestop")
+        await send_json(send, 200, await coordinator.pod_report())
 
     def _refusal(
         self, scope: Scope

@@ -20,11 +20,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 READY_TIMEOUT = 15.0
-
-S = TypeVar("S", bound="Server")
 
 
 def free_port() -> int:
@@ -35,7 +36,7 @@ def free_port() -> int:
 
 
 def packaged_binary(package: str, relative: str, distribution: str) -> Path:
-    """The executable *relative* to the installed *package*, or a RuntimeError saying how to get it."""
+    """The executable at *relative* in the installed *package*; RuntimeError when missing."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
@@ -67,7 +68,7 @@ class Server:
     def ready(self) -> bool:
         raise NotImplementedError
 
-    def start(self: S) -> S:
+    def start(self) -> Self:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir
@@ -115,7 +116,7 @@ class Server:
             return self.log.read_text(errors="replace")[-2000:]
         return "(no log)"
 
-    def __enter__(self: S) -> S:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -176,7 +177,7 @@ class EtcdServer(Server):
         # GET, not HEAD: etcd answers HEAD /health with 405.
         url = f"http://127.0.0.1:{self.port}/health"
         try:
-            with urllib.request.urlopen(url, timeout=0.5) as response:  # noqa: S310 - http://127.0.0.1 only
+            with urllib.request.urlopen(url, timeout=0.5) as response:
                 return bool(json.load(response).get("health") == "true")
         except (OSError, ValueError, urllib.error.URLError):
             return False

@@ -15,7 +15,7 @@ import redis.retry
 from redis.backoff import ConstantBackoff, NoBackoff
 
 from graceshut import Coordinator, HandlerResult, Outcome, ShutdownReport
-from graceshut.contrib.redis import RedisLocks, ReleaseError
+from graceshut.contrib.redis import RedisLocks
 
 from ._servers import RedisServer, free_port
 
@@ -497,4 +497,3 @@ def test_bad_arguments_are_refused_at_once() -> None:
         locks.track("x", "not callable")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="already registered"):
         RedisLocks(shutdown)
-

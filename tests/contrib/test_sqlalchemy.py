@@ -110,7 +110,9 @@ class Database:
 
 
 @pytest.fixture
-async def db(db_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+async def db(
+    db_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Database]:
     """An empty database of the kind the test is parametrized with."""
     if db_kind in {"sqlite", "aiosqlite"}:
         path = tmp_path / "test.sqlite"
@@ -251,9 +253,7 @@ async def test_failed_batch_stays_buffered_and_a_retry_writes_it_once(db: Databa
     assert db.rows("SELECT id, payload FROM events ORDER BY id") == [
         (i, f"p{i}") for i in range(20)
     ]
-    assert db.rows("SELECT id FROM events WHERE seq > 1 ORDER BY seq") == [
-        (i,) for i in range(20)
-    ]
+    assert db.rows("SELECT id FROM events WHERE seq > 1 ORDER BY seq") == [(i,) for i in range(20)]
     assert (len(buffer), buffer.written) == (0, 20)
 
 
@@ -497,9 +497,20 @@ async def test_concurrent_appends_and_a_shutdown_persist_exactly_the_accepted_ro
         for worker in workers:
             worker.start()
         await anyio.sleep(shutdown_after)
-        pend = len(buffer); alive0 = sum(w.is_alive() for w in workers)
+        pend = len(buffer)
+        alive0 = sum(w.is_alive() for w in workers)
         report = await coord.shutdown()
-        print("PENDING_AT_SHUTDOWN", pend, "accepted", buffer.accepted, "alive at start", alive0, "alive after", sum(w.is_alive() for w in workers), round(report.duration,3))
+        print(
+            "PENDING_AT_SHUTDOWN",
+            pend,
+            "accepted",
+            buffer.accepted,
+            "alive at start",
+            alive0,
+            "alive after",
+            sum(w.is_alive() for w in workers),
+            round(report.duration, 3),
+        )
     for worker in workers:
         await anyio.to_thread.run_sync(worker.join)
     await engine.dispose() if isinstance(engine, AsyncEngine) else engine.dispose()
@@ -624,4 +635,3 @@ async def test_buffer_and_dispose_together_leave_nothing_behind(db: Database) ->
     ]
     assert db.rows("SELECT count(*) FROM events") == [(100,)]
     assert pool_of(engine).checkedout() == 0  # type: ignore[attr-defined]
-

@@ -87,6 +87,19 @@ async def test_custom_method_payload_builder_and_no_body(server: Recorder) -> No
     assert by_path["/b"].body == b""
 
 
+async def test_a_stopped_notice_can_go_out_in_the_report_phase(server: Recorder) -> None:
+    """phase="report" sends after the flush handlers have finished."""
+    coordinator = fast()
+    order: list[str] = []
+    coordinator.add_handler(lambda: order.append("flush"), phase="flush", timeout=1, name="f")
+    notify(coordinator, server.url, phase="report", json=lambda _ctx: order.append("report"))
+    report = await coordinator.shutdown()
+    assert report.ok, report.to_dict()
+    assert order == ["flush", "report"]
+    assert report.handlers[-1].phase is Phase.REPORT
+    assert len(server.received) == 1
+
+
 async def test_retries_5xx_then_succeeds(server: Recorder) -> None:
     """Two 503 answers are retried with backoff; the third attempt succeeds and is recorded."""
     server.fail_times = 2
@@ -131,7 +144,7 @@ async def test_gives_up_after_the_last_retry_with_a_clear_error(server: Recorder
     assert result.outcome is Outcome.ERROR
     assert result.error is not None
     assert result.error.startswith("WebhookError: POST http://127.0.0.1:")
-    assert "failed after 3 attempt(s): answered 502 Bad Gateway" in result.error
+    assert "failed after 3 attempts: answered 502 Bad Gateway" in result.error
     assert "(x3)" in result.error
     assert "token=abc" not in result.error  # the query string is not logged
     assert hook.result is not None
@@ -185,7 +198,7 @@ async def test_server_down_fails_within_timeout_while_others_in_the_phase_run() 
 
     results = {r.name: r for r in report.handlers}
     assert results["lb"].outcome is Outcome.ERROR
-    assert "failed after 4 attempt(s): ConnectError" in str(results["lb"].error)
+    assert "failed after 4 attempts: ConnectError" in str(results["lb"].error)
     assert results["lb"].duration < 3
     assert results["sibling"].outcome is Outcome.OK
     assert ran == ["sibling"]
@@ -234,7 +247,7 @@ async def test_no_retry_is_started_that_would_overrun_the_deadline() -> None:
     assert time.monotonic() - started < 0.9
     [result] = report.handlers
     assert result.outcome is Outcome.ERROR
-    assert "failed after 1 attempt(s)" in str(result.error)
+    assert "failed after 1 attempt:" in str(result.error)
     assert "no time left for a retry before the deadline" in str(result.error)
 
 
@@ -276,6 +289,8 @@ async def test_a_client_passed_in_is_used_and_left_open(server: Recorder) -> Non
         ({"url": "ftp://example.com/x"}, "absolute http"),
         ({"url": "http://x", "retries": -1}, "retries"),
         ({"url": "http://x", "attempt_timeout": 0}, "attempt_timeout"),
+        ({"url": "http://x", "backoff": float("nan")}, "backoff"),
+        ({"url": "http://x", "phase": "later"}, "unknown phase"),
         ({"url": "http://x", "timeout": 60}, "longer than the whole shutdown budget"),
     ],
 )

@@ -47,13 +47,18 @@ for phase in graceshut.Phase:
     coordinator.add_handler(handler, phase=phase, timeout=2.0, name=f"e2e-{phase.value}")
 
 
+@coordinator.on_shutdown("announce", timeout=2.0, name="e2e-pod-announce", once_per_pod=True)
+def announce_once() -> None:
+    record("pod-announce")
+
+
 async def home(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
 async def slow(request: Request) -> PlainTextResponse:
     await anyio.sleep(float(request.query_params.get("seconds", "2")))
-    return PlainTextResponse("slow ok")
+    return PlainTextResponse("slow ok", headers={"x-pid": str(os.getpid())})
 
 
 async def echo(websocket: WebSocket) -> None:

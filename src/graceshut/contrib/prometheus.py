@@ -15,7 +15,8 @@ Metrics (with the default ``namespace="graceshut"``):
 - ``graceshut_in_flight``: requests and tracked jobs running now.
 - ``graceshut_shutting_down``: 1 from the first shutdown trigger on.
 - ``graceshut_phase{phase}``: 1 for the phase running now.
-- ``graceshut_requests_refused_total``: requests refused with 503 while draining.
+- ``graceshut_requests_refused_total``: requests (503) and WebSocket handshakes
+  refused while draining.
 - ``graceshut_shutdown_ok{reason}``, ``graceshut_shutdown_duration_seconds{reason}``,
   ``graceshut_shutdown_abandoned``: once the run is over.
 - ``graceshut_handler_duration_seconds{handler,phase}``,
@@ -246,7 +247,8 @@ class _ShutdownCollector:
             f"{ns}_phase", "1 for the shutdown phase running now.", labels=["phase"]
         )
         refused = CounterMetricFamily(
-            f"{ns}_requests_refused", "Requests refused with 503 while draining."
+            f"{ns}_requests_refused",
+            "HTTP requests (503) and WebSocket handshakes refused while draining.",
         )
         if with_samples:
             in_flight.add_metric([], coordinator.in_flight.count)

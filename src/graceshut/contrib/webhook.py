@@ -2,9 +2,9 @@
 
 Install with ``pip install 'graceshut[webhook]'``. `notify` registers an ``announce``
 handler that sends one HTTP request with `httpx` (on asyncio and trio alike), retries
-transport errors and 5xx answers with backoff, never past the handler's deadline, and
-logs the answer. After the last attempt it fails with an error that says what happened,
-which the `~graceshut.ShutdownReport` records::
+transport errors, timeouts and 5xx answers with backoff, never past the handler's
+deadline, and logs the answer. After the last attempt it fails with an error that says
+what happened, which the `~graceshut.ShutdownReport` records::
 
     from graceshut.contrib.webhook import notify
 
@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -37,16 +37,22 @@ if TYPE_CHECKING:
     from .._context import ShutdownContext
     from .._coordinator import Coordinator
 
-__all__ = ["Webhook", "WebhookError", "WebhookResult", "default_payload", "notify"]
+__all__ = [
+    "RETRY_STATUSES",
+    "Webhook",
+    "WebhookError",
+    "WebhookResult",
+    "default_payload",
+    "notify",
+    "pod_name",
+]
 
 logger = logging.getLogger("graceshut")
 
-#: Answers worth another attempt: the server (or a proxy before it) may do better soon.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+"""Answers worth another attempt: the server (or a proxy before it) may do better soon."""
 _MAX_BACKOFF = 5.0
 _EXCERPT = 200
-
-Payload = Callable[["ShutdownContext"], Any]
 
 
 def default_payload(ctx: ShutdownContext) -> dict[str, Any]:
@@ -126,6 +132,9 @@ class Webhook:
         self._backoff = backoff
         self._attempt_timeout = attempt_timeout
         self._client = client
+        # Made now, at startup: a new client loads the CA bundle, which takes some
+        # 100 ms that the announce phase should not spend. Closed after each run.
+        self._spare: httpx.AsyncClient | None = _new_client() if client is None else None
         self._safe_url = _redact(url)
 
     async def __call__(self, ctx: ShutdownContext) -> None:
@@ -134,7 +143,8 @@ class Webhook:
         if self._client is not None:
             await self._send(self._client, body, ctx)
             return
-        async with httpx.AsyncClient(follow_redirects=False) as client:
+        client, self._spare = self._spare or _new_client(), None
+        async with client:
             await self._send(client, body, ctx)
 
     async def _send(self, client: httpx.AsyncClient, body: Any, ctx: ShutdownContext) -> None:
@@ -168,12 +178,12 @@ class Webhook:
                 if attempt.failure is None:
                     result = record()
                     logger.info(
-                        "webhook %s: %s %s answered %s after %d attempt(s) in %.3fs",
+                        "webhook %s: %s %s answered %s after %s in %.3fs",
                         self.name,
                         self.method,
                         self._safe_url,
                         result.status,
-                        result.attempts,
+                        _attempts(result.attempts),
                         result.duration,
                         extra=fields,
                     )
@@ -245,7 +255,7 @@ def notify(
     url: str,
     *,
     method: str = "POST",
-    json: Payload | Any = default_payload,
+    json: Any = default_payload,
     headers: Mapping[str, str] | None = None,
     timeout: float = 5.0,
     retries: int = 2,
@@ -253,8 +263,9 @@ def notify(
     attempt_timeout: float = 2.0,
     client: httpx.AsyncClient | None = None,
     name: str | None = None,
+    phase: Phase | str = Phase.ANNOUNCE,
 ) -> Webhook:
-    """Send a request to *url* in the ``announce`` phase of *coordinator*'s shutdown.
+    """Send a request to *url* when *coordinator*'s shutdown starts (``announce`` phase).
 
     2xx is success. Transport errors, timeouts and 408/425/429/5xx answers are retried
     after ``backoff``, doubling each time (or the answer's ``Retry-After``, if longer),
@@ -273,10 +284,14 @@ def notify(
         retries: Attempts after the first one.
         backoff: Seconds before the first retry; doubles after each, up to 5 s.
         attempt_timeout: Seconds one attempt may take.
-        client: An `httpx.AsyncClient` to send with (for TLS, proxies, auth); by default a
-            new one per run. A client you pass is not closed.
+        client: An `httpx.AsyncClient` to send with (for TLS, proxies, auth). A client
+            you pass is not closed. By default one is made here (loading the CA bundle
+            takes some 100 ms, better spent at startup than at shutdown) and closed after
+            the run.
         name: The handler's name in logs and the report; default
             ``"webhook <METHOD> <url>"``.
+        phase: The phase to notify in: ``announce`` by default, as early as possible;
+            ``report`` for a "stopped" notice once the work is done.
 
     Returns:
         The registered handler; its `~Webhook.result` says how the last run went.
@@ -301,9 +316,10 @@ def notify(
         raise ValueError(f"notify(url={url!r}): expected an absolute http:// or https:// URL")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"notify(retries={retries!r}): expected an integer, 0 or more")
-    for label, value in (("backoff", backoff), ("attempt_timeout", attempt_timeout)):
-        if not value >= 0 or (label == "attempt_timeout" and value == 0):
-            raise ValueError(f"notify({label}={value!r}): out of range")
+    if not backoff >= 0:  # also refuses NaN
+        raise ValueError(f"notify(backoff={backoff!r}): expected seconds, 0 or more")
+    if not attempt_timeout > 0:
+        raise ValueError(f"notify(attempt_timeout={attempt_timeout!r}): expected seconds above 0")
     method = method.upper()
     webhook = Webhook(
         url,
@@ -316,8 +332,12 @@ def notify(
         client=client,
         name=name or f"webhook {method} {_redact(url)}",
     )
-    coordinator.add_handler(webhook, phase=Phase.ANNOUNCE, timeout=timeout, name=webhook.name)
+    coordinator.add_handler(webhook, phase=phase, timeout=timeout, name=webhook.name)
     return webhook
+
+
+def _new_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(follow_redirects=False)
 
 
 def _redact(url: str) -> str:
@@ -345,4 +365,8 @@ def _describe(method: str, url: str, tried: int, attempts: list[_Attempt], note:
         parts.append(f"{failure} (x{count})" if count > 1 else failure)
     if note:
         parts.append(note)
-    return f"{method} {url} failed after {tried} attempt(s): {'; '.join(parts)}"
+    return f"{method} {url} failed after {_attempts(tried)}: {'; '.join(parts)}"
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"

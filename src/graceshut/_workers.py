@@ -1,0 +1,241 @@
+"""Several worker processes in one pod: a trigger in any of them drains them all.
+
+gunicorn, ``uvicorn --workers`` and hypercorn run the app in several processes of one
+supervisor, and the kubelet's preStop call or a readiness probe lands on whichever the
+kernel picks. The workers of one supervisor share a directory (under the temp dir,
+named after the supervisor's PID and start time, so a recycled PID never finds an old
+one):
+
+- ``<pid>.sock``: each worker's Unix datagram socket, its registration;
+- ``trigger``: created exclusively by the first worker to start a shutdown (the leader,
+  which also runs the once-per-pod handlers); it holds the reason and the start time,
+  so that every worker keeps to the same deadline;
+- ``<pid>.report.json``: each worker's report, for the shutdown route to gather.
+
+A datagram tells the siblings at once; the ``trigger`` file covers a probe that lands in
+the microseconds before the datagram is read, and a worker (re)started after the
+trigger. The last worker to leave removes the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+logger = logging.getLogger("graceshut")
+
+ENV_WORKER_DIR = "GRACESHUT_WORKER_DIR"
+_TRIGGER = "trigger"
+
+
+class WorkerGroup:
+    """This process's membership in its supervisor's group of workers."""
+
+    def __init__(self, directory: Path, pid: int | None = None) -> None:
+        self.directory = directory
+        self.pid = os.getpid() if pid is None else pid
+        self._socket: socket.socket | None = None
+        self._reports_changed: anyio.Event | None = None
+
+    @classmethod
+    def detect(cls) -> WorkerGroup | None:
+        """The group this process belongs to, or None when it serves alone.
+
+        ``GRACESHUT_WORKER_DIR`` names the directory explicitly (``off`` disables it);
+        otherwise a process started by ``multiprocessing`` (uvicorn's and hypercorn's
+        workers) or forked by a gunicorn master belongs to its parent's group.
+        """
+        explicit = os.environ.get(ENV_WORKER_DIR)
+        if explicit is not None:
+            return None if explicit.lower() in ("", "off", "0", "false") else cls(Path(explicit))
+        supervised = multiprocessing.parent_process() is not None or (
+            "gunicorn.arbiter" in sys.modules
+        )
+        if not supervised:
+            return None
+        parent = os.getppid()
+        name = f"graceshut-{parent}-{_start_time(parent)}"
+        return cls(Path(tempfile.gettempdir()) / name)
+
+    # -- membership -------------------------------------------------------------------
+
+    def join(self) -> None:
+        """Register this worker: create the directory and bind its socket."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self._socket_path(self.pid)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a crashed process that had our PID
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(str(path))
+        self._socket = sock
+        logger.debug("joined worker group %s", self.directory, extra={"pid": self.pid})
+
+    def leave(self) -> None:
+        """Unregister; the last live worker removes the whole directory."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        with contextlib.suppress(FileNotFoundError):
+            self._socket_path(self.pid).unlink()
+        if not self.siblings():
+            for entry in list(self.directory.glob("*")):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    entry.unlink()
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()
+
+    def siblings(self) -> list[int]:
+        """PIDs of the other live workers; sockets of dead ones are removed."""
+        pids = []
+        for path in self.directory.glob("*.sock"):
+            try:
+                pid = int(path.stem)
+            except ValueError:
+                continue
+            if pid == self.pid:
+                continue
+            if _alive(pid):
+                pids.append(pid)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return sorted(pids)
+
+    # -- the trigger --------------------------------------------------------------------
+
+    def claim(self, reason: str, started_at: float) -> tuple[bool, str, float]:
+        """Record the pod's first trigger, unless a sibling did it first.
+
+        Returns whether this worker is the leader, and the pod's reason and start time.
+        """
+        record = json.dumps({"reason": reason, "started_at": started_at, "pid": self.pid})
+        try:
+            fd = os.open(self.directory / _TRIGGER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            existing = self.trigger()
+            if existing is not None:
+                return False, existing[0], existing[1]
+            return False, reason, started_at
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+        return True, reason, started_at
+
+    def trigger(self) -> tuple[str, float] | None:
+        """The pod's trigger (reason, start time), if a worker started a shutdown."""
+        try:
+            data = json.loads((self.directory / _TRIGGER).read_text())
+            return str(data["reason"]), float(data["started_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def triggered(self) -> bool:
+        """Whether any worker started a shutdown (one ``stat``; for readiness probes)."""
+        return (self.directory / _TRIGGER).exists()
+
+    def broadcast(self, kind: str, **fields: Any) -> None:
+        """Tell every sibling at once; never blocks (a full queue drops the message)."""
+        if self._socket is None:
+            return
+        message = json.dumps({"kind": kind, "pid": self.pid, **fields}).encode()
+        for pid in self.siblings():
+            with contextlib.suppress(OSError):
+                self._socket.sendto(message, str(self._socket_path(pid)))
+
+    async def listen(self, on_trigger: Callable[[str, float], None]) -> None:
+        """Act on siblings' messages until cancelled."""
+        sock = self._socket
+        if sock is None:
+            return
+        while True:
+            await anyio.wait_readable(sock)
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+            try:
+                message = json.loads(data)
+                kind = message["kind"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if kind == "trigger":
+                on_trigger(str(message["reason"]), float(message["started_at"]))
+            elif kind == "report" and self._reports_changed is not None:
+                self._reports_changed.set()
+
+    # -- reports ---------------------------------------------------------------------
+
+    def publish_report(self, report: dict[str, Any]) -> None:
+        """Write this worker's report for the shutdown route, and say so."""
+        path = self.directory / f"{self.pid}.report.json"
+        temporary = path.with_suffix(".tmp")
+        try:
+            temporary.write_text(json.dumps(report))
+            temporary.replace(path)
+        except OSError:
+            logger.warning("could not publish this worker's report in %s", self.directory)
+            return
+        self.broadcast("report")
+
+    async def gather_reports(self, deadline: float) -> list[dict[str, Any]]:
+        """Every live worker's report, waiting for them until *deadline* (monotonic)."""
+        while True:
+            pids = [self.pid, *self.siblings()]
+            reports = {pid: self._read_report(pid) for pid in pids}
+            missing = [pid for pid, r in reports.items() if r is None]
+            remaining = deadline - time.monotonic()
+            if not missing or remaining <= 0:
+                break
+            self._reports_changed = anyio.Event()
+            # Wakes on a sibling's datagram; the timeout covers one that crashed.
+            with anyio.move_on_after(min(remaining, 0.25)):
+                await self._reports_changed.wait()
+        found = [r for r in reports.values() if r is not None]
+        for pid in missing:
+            found.append({"pid": pid, "ok": False, "error": "no report before the deadline"})
+        return sorted(found, key=lambda r: int(r.get("pid", 0)))
+
+    def _read_report(self, pid: int) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.directory / f"{pid}.report.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _socket_path(self, pid: int) -> Path:
+        return self.directory / f"{pid}.sock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks (Linux), so recycled PIDs differ."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    # The command name (field 2) may hold spaces; fields after it are space-separated.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else "0"  # noqa: PLR2004 - field 22 of proc(5)

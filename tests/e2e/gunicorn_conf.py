@@ -1,0 +1,3 @@
+from graceshut.gunicorn import on_starting
+
+__all__ = ["on_starting"]

@@ -1,0 +1,150 @@
+"""Several worker processes per pod: one trigger drains every worker."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..asgi_servers import Server, free_port
+
+pytestmark = pytest.mark.e2e
+
+WORKERS = 4
+PER_PROCESS = ["announce", "drain", "flush", "release", "report"]
+
+
+def argv(kind: str, port: int) -> list[str]:
+    python = sys.executable
+    return {
+        "gunicorn": [
+            python, "-m", "gunicorn", "tests.e2e.app:app", "-k", "uvicorn_worker.UvicornWorker",
+            "-w", str(WORKERS), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20",
+        ],
+        "uvicorn": [
+            python, "-m", "uvicorn", "tests.e2e.app:app", "--port", str(port),
+            "--workers", str(WORKERS),
+        ],
+        "hypercorn": [
+            python, "-m", "hypercorn", "tests.e2e.app:app", "--bind", f"127.0.0.1:{port}",
+            "--workers", str(WORKERS),
+        ],
+    }[kind]  # fmt: skip
+
+
+@pytest.fixture(params=["gunicorn", "uvicorn", "hypercorn"])
+def pod(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    port = free_port()
+    env = {
+        "GRACESHUT_GRACE_PERIOD": "20",
+        "GRACESHUT_SAFETY_MARGIN": "1",
+        "GRACESHUT_PROPAGATION_DELAY": "1.5",
+    }
+    server = Server(argv(request.param, port), port, tmp_path / "pod.events", env)
+    server.kind = request.param  # type: ignore[attr-defined]
+    try:
+        wait_for_all_workers(server)
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for_all_workers(server: Server, timeout: float = 30.0) -> set[str]:
+    """Until requests have been answered by every worker (each has started)."""
+    pids: set[str] = set()
+    deadline = time.monotonic() + timeout
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        while len(pids) < WORKERS:
+            assert time.monotonic() < deadline, f"saw workers {pids}:\n{server.output()}"
+            batch = [pool.submit(slow, server, 0.05) for _ in range(16)]
+            pids |= {r.headers["x-pid"] for r in (f.result() for f in batch)}
+    return pids
+
+
+def slow(server: Server, seconds: float) -> httpx.Response:
+    return httpx.get(f"{server.url}/slow?seconds={seconds}", timeout=30)
+
+
+def leftovers(supervisor: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"graceshut-{supervisor}-*"))
+
+
+def test_one_prestop_call_drains_every_worker(pod: Server) -> None:
+    """/shutdown on one worker: all turn unready, all drain, one report lists all four."""
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        slows = [pool.submit(slow, pod, 3) for _ in range(12)]
+        time.sleep(0.5)
+        answer = pool.submit(httpx.get, f"{pod.url}/shutdown", timeout=30)
+        time.sleep(0.3)
+        probes = [httpx.get(f"{pod.url}/readyz", timeout=10).status_code for _ in range(50)]
+        finished = [f.result() for f in slows]
+        report = answer.result()
+    assert probes == [503] * 50, "every worker answers 503 from the first trigger"
+    assert [r.status_code for r in finished] == [200] * 12, "no in-flight request lost"
+    assert len({r.headers["x-pid"] for r in finished}) >= 2
+    assert report.status_code == 200
+    body = report.json()
+    assert body["ok"] is True, body
+    workers = body["workers"]
+    assert len(workers) == WORKERS
+    assert sum(w["in_flight_at_start"] for w in workers) == 12
+    assert all(w["in_flight_abandoned"] == 0 for w in workers)
+    events = pod.events_seen()
+    assert events == {**dict.fromkeys(PER_PROCESS, WORKERS), "pod-announce": 1}, events
+    pod.signal(signal.SIGTERM)
+    pod.wait_exit()
+    assert leftovers(pod.process.pid) == [], "the worker directory is removed at exit"
+
+
+def test_sigterm_to_the_supervisor_runs_once_per_pod_handlers_once(pod: Server) -> None:
+    """SIGTERM to the supervisor: every worker runs its sequence, pod handlers run once."""
+    if pod.kind == "hypercorn":  # type: ignore[attr-defined]
+        # hypercorn's parent stops its workers through an event, not a signal: they stop
+        # serving at once and run the sequence at lifespan shutdown (hence: use preStop).
+        pod.signal(signal.SIGTERM)
+        pod.wait_exit()
+        events = pod.events_seen()
+        assert events == {**dict.fromkeys(PER_PROCESS, WORKERS), "pod-announce": 1}, events
+        assert "shutdown (lifespan) finished clean" in pod.output()
+        assert leftovers(pod.process.pid) == []
+        return
+    pod.signal(signal.SIGTERM)
+    # uvicorn's supervisor looks at its signals every 0.5 s before forwarding them
+    deadline = time.monotonic() + 3
+    while httpx.get(f"{pod.url}/readyz", timeout=10).status_code == 200:
+        assert time.monotonic() < deadline, "readiness never flipped"
+        time.sleep(0.02)
+    probes = [httpx.get(f"{pod.url}/readyz", timeout=10).status_code for _ in range(20)]
+    assert probes == [503] * 20
+    assert pod.wait_exit() == 0, pod.output()
+    events = pod.events_seen()
+    assert events == {**dict.fromkeys(PER_PROCESS, WORKERS), "pod-announce": 1}, events
+    assert leftovers(pod.process.pid) == []
+
+
+def test_gunicorn_hook_keeps_the_master_from_killing_a_draining_worker(tmp_path: Path) -> None:
+    """With graceful_timeout 1 s, the hook raises it so a 3 s request still completes."""
+    port = free_port()
+    env = {"GRACESHUT_GRACE_PERIOD": "20", "GRACESHUT_PROPAGATION_DELAY": "0.5"}
+    command = [
+        *argv("gunicorn", port),
+        "--graceful-timeout", "1", "-c", "tests/e2e/gunicorn_conf.py",
+    ]  # fmt: skip
+    server = Server(command, port, tmp_path / "hook.events", env)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            request = pool.submit(slow, server, 3)
+            time.sleep(0.5)
+            server.signal(signal.SIGTERM)
+            assert request.result().status_code == 200
+        assert server.wait_exit() == 0
+        assert "graceful_timeout raised from 1s to 20s" in server.output()
+    finally:
+        server.stop()
