@@ -78,7 +78,7 @@ class WorkerGroup:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by a crashed process that had our PID
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.setblocking(False)
+        sock.setblocking(False)  # noqa: FBT003 - the stdlib's signature
         sock.bind(str(path))
         self._socket = sock
         logger.debug("joined worker group %s", self.directory, extra={"pid": self.pid})
@@ -205,8 +205,9 @@ class WorkerGroup:
             with anyio.move_on_after(min(remaining, 0.25)):
                 await self._reports_changed.wait()
         found = [r for r in reports.values() if r is not None]
-        for pid in missing:
-            found.append({"pid": pid, "ok": False, "error": "no report before the deadline"})
+        found += [
+            {"pid": p, "ok": False, "error": "no report before the deadline"} for p in missing
+        ]
         return sorted(found, key=lambda r: int(r.get("pid", 0)))
 
     def _read_report(self, pid: int) -> dict[str, Any] | None:

@@ -42,5 +42,5 @@ def raise_graceful_timeout(server: Any) -> int:
 
 
 def on_starting(server: Any) -> None:
-    """gunicorn's ``on_starting`` hook: see `raise_graceful_timeout`."""
+    """The ``on_starting`` hook for ``gunicorn.conf.py``: see `raise_graceful_timeout`."""
     raise_graceful_timeout(server)
