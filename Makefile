@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint venv
+.PHONY: demo test lint docs venv
 
 $(BIN)/graceshut: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,5 +21,8 @@ lint: venv
 	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy
 
-test: venv lint
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+test: venv lint docs
 	$(BIN)/pytest
