@@ -472,3 +472,20 @@ def test_default_handler_name_is_the_qualified_function_name() -> None:
     )
     assert handler.phase is Phase.FLUSH
     assert handler.timeout == 5.0
+
+
+async def test_report_times_every_step_of_the_sequence() -> None:
+    """The report lists each step with its start (after the trigger) and duration."""
+    coordinator = fast(propagation_delay=0.2)
+
+    @coordinator.on_shutdown("flush")
+    async def flush() -> None:
+        await anyio.sleep(0.1)
+
+    report = await coordinator.shutdown()
+    steps = {p.name: p for p in report.phases}
+    assert list(steps) == ["announce", "propagation", "drain", "flush", "release", "report"]
+    assert steps["propagation"].duration >= 0.19
+    assert steps["flush"].duration >= 0.09
+    assert steps["flush"].started >= steps["drain"].started >= steps["propagation"].started
+    assert report.to_dict()["phases"][3]["name"] == "flush"

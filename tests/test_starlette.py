@@ -100,6 +100,7 @@ async def test_in_flight_request_finishes_and_new_ones_get_503_in_drain() -> Non
     assert refused.headers["retry-after"] == "1"
     assert refused.headers["connection"] == "close"
     assert refused.json()["error"] == "shutting down"
+    assert coordinator.in_flight.refused == 1
     assert report.in_flight_at_start == 1
     assert report.in_flight_abandoned == 0
 

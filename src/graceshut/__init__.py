@@ -15,6 +15,7 @@ from ._coordinator import Coordinator as Coordinator
 from ._phases import Phase as Phase
 from ._report import HandlerResult as HandlerResult
 from ._report import Outcome as Outcome
+from ._report import PhaseResult as PhaseResult
 from ._report import ShutdownReport as ShutdownReport
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "HandlerResult",
     "Outcome",
     "Phase",
+    "PhaseResult",
     "ShutdownContext",
     "ShutdownReport",
 ]

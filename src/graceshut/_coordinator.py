@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
@@ -14,7 +14,7 @@ from ._config import Settings, resolve_settings
 from ._handlers import Handler, HandlerFunc, make_handler, run_handler
 from ._loop import LoopHandle
 from ._phases import PHASES, Phase
-from ._report import HandlerResult, ShutdownReport
+from ._report import HandlerResult, PhaseResult, ShutdownReport
 from ._tracker import InFlight
 from ._workers import WorkerGroup
 
@@ -424,118 +424,130 @@ class Coordinator:
 
     async def _run(self) -> None:
         reason = self._reason or "manual"
-        results: list[HandlerResult] = []
-        abandoned = 0
+        run = _Run(reason, self._started_monotonic, self.settings.budget)
         try:
             with anyio.CancelScope(shield=True):
-                abandoned = await self._sequence(reason, results)
+                await self._sequence(run)
         finally:
             self._phase = None
-            self._finish(reason, results, abandoned)
+            self._finish(run)
 
-    async def _sequence(self, reason: str, results: list[HandlerResult]) -> int:
+    async def _sequence(self, run: _Run) -> None:
         settings = self.settings
-        start = self._started_monotonic
-        deadline = start + settings.budget
         needs = self._phase_needs()
         after = self._reserved_after(needs)
         logger.info(
             "shutdown started (%s): %.1fs until the deadline",
-            reason,
-            settings.budget,
+            run.reason,
+            run.remaining(),
             extra={
-                "reason": reason,
+                "reason": run.reason,
                 "in_flight": self._in_flight_at_start,
-                "remaining": deadline - time.monotonic(),
+                "remaining": run.remaining(),
+                "leader": self._leader,
             },
         )
 
-        end = _step_end(deadline, needs[Phase.ANNOUNCE], after[Phase.ANNOUNCE])
-        results += await self._run_phase(Phase.ANNOUNCE, reason, end)
+        end = _step_end(run.deadline, needs[Phase.ANNOUNCE], after[Phase.ANNOUNCE])
+        await self._run_phase(run, Phase.ANNOUNCE, end)
 
-        if reason not in _SERVER_ALREADY_STOPPED:
+        if run.reason not in _SERVER_ALREADY_STOPPED:
             self._phase = None
-            end = _step_end(deadline, 0.0, after[Phase.ANNOUNCE])
-            await _sleep_until(min(start + settings.propagation_delay, end))
+            end = _step_end(run.deadline, 0.0, after[Phase.ANNOUNCE])
+            until = min(run.start + settings.propagation_delay, end)
+            with run.step("propagation"):
+                logger.info(
+                    "propagation delay: serving for %.2fs more while routers catch up",
+                    max(0.0, until - time.monotonic()),
+                    extra={"phase": "propagation", "remaining": run.remaining()},
+                )
+                await _sleep_until(until)
 
-        end = _step_end(deadline, needs[Phase.DRAIN], after[Phase.DRAIN])
-        abandoned = await self._drain(reason, end, results)
+        end = _step_end(run.deadline, needs[Phase.DRAIN], after[Phase.DRAIN])
+        await self._drain(run, end)
 
         for phase in (Phase.FLUSH, Phase.RELEASE, Phase.REPORT):
-            end = _step_end(deadline, needs[phase], after[phase])
-            results += await self._run_phase(phase, reason, end)
-        return abandoned
+            end = _step_end(run.deadline, needs[phase], after[phase])
+            await self._run_phase(run, phase, end)
 
-    async def _drain(self, reason: str, end: float, results: list[HandlerResult]) -> int:
+    async def _drain(self, run: _Run, end: float) -> None:
         self._draining = True
         self._phase = Phase.DRAIN
         for event in self._drain_waiters:
             event.set()
         self._drain_waiters.clear()
-        logger.info(
-            "draining %d in-flight requests and jobs",
-            self.in_flight.count,
-            extra={"phase": "drain", "in_flight": self.in_flight.count},
-        )
-        drained_at = time.monotonic()
-        async with anyio.create_task_group() as tg:
-            for hook in self._drain_hooks:
-                tg.start_soon(_run_hook, hook)
-            handler_results: list[HandlerResult] = []
-            tg.start_soon(self._collect_phase, Phase.DRAIN, reason, end, handler_results)
-            with anyio.move_on_after(max(0.0, end - time.monotonic())):
-                await self.in_flight.wait_idle()
-            drained_at = time.monotonic()
-        results += handler_results
-        abandoned = self.in_flight.count
-        if abandoned:
+        with run.step(Phase.DRAIN.value):
+            logger.info(
+                "draining %d in-flight requests and jobs",
+                self.in_flight.count,
+                extra={
+                    "phase": "drain",
+                    "in_flight": self.in_flight.count,
+                    "remaining": run.remaining(),
+                },
+            )
+            async with anyio.create_task_group() as tg:
+                for hook in self._drain_hooks:
+                    tg.start_soon(_run_hook, hook)
+                tg.start_soon(self._run_handlers, run, Phase.DRAIN, end)
+                with anyio.move_on_after(max(0.0, end - time.monotonic())):
+                    await self.in_flight.wait_idle()
+            run.abandoned = self.in_flight.count
+        fields = {"phase": "drain", "duration": run.phases[-1].duration}
+        if run.abandoned:
             logger.warning(
                 "drain ran out of time with %d requests or jobs still running: %s",
-                abandoned,
+                run.abandoned,
                 dict(self.in_flight.named) or "requests",
-                extra={"phase": "drain", "in_flight": abandoned},
+                extra={**fields, "in_flight": run.abandoned, "remaining": run.remaining()},
             )
         else:
             logger.info(
-                "drain complete",
-                extra={"phase": "drain", "remaining": end - drained_at},
+                "drain complete in %.3fs",
+                fields["duration"],
+                extra={**fields, "remaining": run.remaining()},
             )
-        return abandoned
 
-    async def _collect_phase(
-        self, phase: Phase, reason: str, end: float, into: list[HandlerResult]
-    ) -> None:
-        into += await self._run_phase(phase, reason, end, announce=False)
+    async def _run_phase(self, run: _Run, phase: Phase, end: float) -> None:
+        self._phase = phase
+        with run.step(phase.value):
+            count = await self._run_handlers(run, phase, end)
+        if count:
+            duration = run.phases[-1].duration
+            logger.info(
+                "phase %s done in %.3fs",
+                phase.value,
+                duration,
+                extra={"phase": phase.value, "duration": duration, "remaining": run.remaining()},
+            )
 
-    async def _run_phase(
-        self, phase: Phase, reason: str, end: float, *, announce: bool = True
-    ) -> list[HandlerResult]:
+    async def _run_handlers(self, run: _Run, phase: Phase, end: float) -> int:
         handlers = [
             h
             for h in self._handlers.values()
             if h.phase is phase and (self._leader or not h.once_per_pod)
         ]
-        if announce:
-            self._phase = phase
         if not handlers:
-            return []
+            return 0
         logger.info(
-            "phase %s: %d handlers",
+            "phase %s: %d handler%s",
             phase.value,
             len(handlers),
-            extra={"phase": phase.value, "remaining": end - time.monotonic()},
+            "" if len(handlers) == 1 else "s",
+            extra={"phase": phase.value, "remaining": run.remaining()},
         )
         slots: list[HandlerResult | None] = [None] * len(handlers)
         # Sync handlers must all start at once: the default thread limiter could queue them.
         limiter = anyio.CapacityLimiter(len(handlers))
 
-        async def run(index: int, handler: Handler) -> None:
-            slots[index] = await run_handler(handler, reason, end, limiter)
+        async def run_one(index: int, handler: Handler) -> None:
+            slots[index] = await run_handler(handler, run.reason, end, run.deadline, limiter)
 
         async with anyio.create_task_group() as tg:
             for index, handler in enumerate(handlers):
-                tg.start_soon(run, index, handler)
-        return [r for r in slots if r is not None]
+                tg.start_soon(run_one, index, handler)
+        run.handlers += [r for r in slots if r is not None]
+        return len(handlers)
 
     def _phase_needs(self) -> dict[Phase, float]:
         needs = dict.fromkeys(PHASES, 0.0)
@@ -553,14 +565,15 @@ class Coordinator:
             total += needs[phase]
         return reserved
 
-    def _finish(self, reason: str, results: list[HandlerResult], abandoned: int) -> None:
+    def _finish(self, run: _Run) -> None:
         report = ShutdownReport(
-            reason=reason,
+            reason=run.reason,
             started_at=self._started_at,
-            duration=time.monotonic() - self._started_monotonic,
+            duration=time.monotonic() - run.start,
             in_flight_at_start=self._in_flight_at_start,
-            in_flight_abandoned=abandoned,
-            handlers=tuple(results),
+            in_flight_abandoned=run.abandoned,
+            handlers=tuple(sorted(run.handlers, key=lambda h: PHASES.index(h.phase))),
+            phases=tuple(run.phases),
         )
         self._report = report
         log = logger.info if report.ok else logger.warning
@@ -568,7 +581,7 @@ class Coordinator:
             "%s",
             report.summary(),
             extra={
-                "reason": reason,
+                "reason": run.reason,
                 "outcome": "ok" if report.ok else "failed",
                 "duration": report.duration,
                 "report": report.to_dict(),
@@ -584,6 +597,32 @@ class Coordinator:
         for event in self._waiters:
             event.set()
         self._waiters.clear()
+
+
+class _Run:
+    """The bookkeeping of one run of the sequence."""
+
+    def __init__(self, reason: str, start: float, budget: float) -> None:
+        self.reason = reason
+        self.start = start
+        self.deadline = start + budget
+        self.handlers: list[HandlerResult] = []
+        self.phases: list[PhaseResult] = []
+        self.abandoned = 0
+
+    def remaining(self) -> float:
+        """Seconds until the deadline of the whole sequence."""
+        return self.deadline - time.monotonic()
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Record when the step *name* started and how long it took."""
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            ended = time.monotonic()
+            self.phases.append(PhaseResult(name, began - self.start, ended - began))
 
 
 def _step_end(deadline: float, need: float, reserved_after: float) -> float:

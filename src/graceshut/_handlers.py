@@ -64,24 +64,37 @@ def make_handler(
 
 
 async def run_handler(
-    handler: Handler, reason: str, deadline: float, limiter: anyio.CapacityLimiter
+    handler: Handler,
+    reason: str,
+    end: float,
+    run_deadline: float,
+    limiter: anyio.CapacityLimiter,
 ) -> HandlerResult:
-    """Run *handler* until it returns or *deadline* (monotonic) passes; never raises."""
+    """Run *handler* until it returns, its timeout or *end* (monotonic); never raises.
+
+    *run_deadline* is the deadline of the whole sequence, for the ``remaining`` field of
+    the log records (which always means: seconds left until that deadline).
+    """
     started = time.monotonic()
-    deadline = min(deadline, started + handler.timeout)
+    deadline = min(end, started + handler.timeout)
     budget = deadline - started
-    fields = {"phase": handler.phase.value, "handler": handler.name, "reason": reason}
+    fields: dict[str, object] = {
+        "phase": handler.phase.value,
+        "handler": handler.name,
+        "reason": reason,
+    }
     if budget <= 0:
         logger.warning(
             "handler %s skipped: no time left before the deadline",
             handler.name,
-            extra={**fields, "outcome": "skipped", "remaining": 0.0},
+            extra={**fields, "outcome": "skipped", "remaining": run_deadline - started},
         )
         return HandlerResult(handler.name, handler.phase, Outcome.SKIPPED, 0.0, "no time left")
     ctx = ShutdownContext(reason=reason, phase=handler.phase, deadline=deadline, logger=logger)
     args = (ctx,) if handler.takes_context else ()
     outcome: Outcome = Outcome.ERROR
     error: str | None = "cancelled"
+    failure: BaseException | None = None
     try:
         with anyio.move_on_after(budget) as scope:
             if handler.is_async:
@@ -95,30 +108,29 @@ async def run_handler(
         else:
             outcome, error = Outcome.OK, None
     except Exception as exc:
-        outcome, error = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
-        logger.exception(
-            "handler %s failed: %s",
-            handler.name,
-            error,
-            extra={**fields, "outcome": "error"},
-        )
+        outcome, error, failure = Outcome.ERROR, f"{type(exc).__name__}: {exc}", exc
     finally:
         # Recorded here so that a handler cut off from outside still gets a record.
         duration = time.monotonic() - started
         result = HandlerResult(handler.name, handler.phase, outcome, duration, error)
-    if outcome is not Outcome.ERROR:
-        log = logger.info if outcome is Outcome.OK else logger.warning
-        log(
-            "handler %s: %s in %.3fs",
+    extra = {
+        **fields,
+        "outcome": outcome.value,
+        "duration": duration,
+        "remaining": run_deadline - time.monotonic(),
+    }
+    if outcome is Outcome.OK:
+        logger.info("handler %s: ok in %.3fs", handler.name, duration, extra=extra)
+    elif outcome is Outcome.TIMEOUT:
+        logger.warning("handler %s: %s", handler.name, error, extra=extra)
+    else:
+        logger.error(
+            "handler %s failed after %.3fs: %s",
             handler.name,
-            outcome.value,
             duration,
-            extra={
-                **fields,
-                "outcome": outcome.value,
-                "duration": duration,
-                "remaining": max(0.0, deadline - time.monotonic()),
-            },
+            error,
+            exc_info=failure,
+            extra=extra,
         )
     return result
 

@@ -45,6 +45,27 @@ class HandlerResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class PhaseResult:
+    """When one step of the sequence ran, in seconds after the first trigger.
+
+    The steps are the five phases plus ``propagation`` (the delay between announce and
+    drain); the ``drain`` step includes the wait for in-flight work.
+    """
+
+    name: str
+    started: float
+    duration: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {
+            "name": self.name,
+            "started": round(self.started, 6),
+            "duration": round(self.duration, 6),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
 class ShutdownReport:
     """The result of `Coordinator.shutdown`, the same object for every caller.
 
@@ -55,6 +76,7 @@ class ShutdownReport:
         in_flight_at_start: Requests and tracked work running at the first trigger.
         in_flight_abandoned: Work still running when the drain ran out of time.
         handlers: One record per handler, in phase order.
+        phases: When each step ran, in order.
         pid: The process that ran the sequence.
     """
 
@@ -64,6 +86,7 @@ class ShutdownReport:
     in_flight_at_start: int
     in_flight_abandoned: int
     handlers: tuple[HandlerResult, ...]
+    phases: tuple[PhaseResult, ...] = ()
     pid: int = dataclasses.field(default_factory=os.getpid)
 
     @property
@@ -91,6 +114,7 @@ class ShutdownReport:
             "in_flight_abandoned": self.in_flight_abandoned,
             "pid": self.pid,
             "handlers": [h.to_dict() for h in self.handlers],
+            "phases": [p.to_dict() for p in self.phases],
         }
 
     def summary(self) -> str:

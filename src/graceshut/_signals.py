@@ -105,10 +105,15 @@ class SignalChain:
             forget_signal(getattr(previous, "__self__", None), signum)
         elif previous == signal.SIG_DFL or previous is None:
             # Nobody else would have stopped the process: end it the way the default
-            # action would, but through a normal interpreter exit with our status.
+            # action would, but through a normal interpreter exit with our status, and
+            # only after the other report listeners and waiters had their turn.
             logger.info("no server handler for %s: exiting", signal.Signals(signum).name)
             signal.signal(signum, _raise_system_exit(report.exit_code))
-            signal.raise_signal(signum)
+            loop = self._coordinator._loop  # noqa: SLF001 - same package
+            if loop is None:
+                signal.raise_signal(signum)
+            else:
+                loop.call_soon_threadsafe(lambda: signal.raise_signal(signum))
 
 
 def force_exit(signum: int) -> None:

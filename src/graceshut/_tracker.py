@@ -15,10 +15,12 @@ class InFlight:
     the exit of the last piece of work sets, so the drain ends without polling.
     """
 
-    __slots__ = ("_idle", "count", "named")
+    __slots__ = ("_idle", "count", "named", "refused")
 
     def __init__(self) -> None:
         self.count = 0
+        self.refused = 0
+        """Requests and WebSocket handshakes refused during the drain."""
         self.named: Counter[str] = Counter()
         self._idle: anyio.Event | None = None
 

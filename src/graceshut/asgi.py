@@ -96,6 +96,7 @@ class GracefulShutdownMiddleware:
                 return
             coordinator = self.coordinator
             if coordinator._draining:  # noqa: SLF001 - the hot path reads the attribute
+                coordinator.in_flight.refused += 1
                 await send(
                     {"type": "http.response.start", "status": 503, "headers": self._refusal_headers}
                 )
@@ -121,6 +122,7 @@ class GracefulShutdownMiddleware:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         coordinator = self.coordinator
         if coordinator._draining:  # noqa: SLF001
+            coordinator.in_flight.refused += 1
             # Closing before accept makes the server refuse the handshake.
             await receive()
             await send({"type": "websocket.close", "code": GOING_AWAY})

@@ -122,7 +122,9 @@ class ShutdownMetrics:
             self.push_gateway,
             job=self._job,
             registry=only_ours,
-            grouping_key=self._grouping_key or {"instance": _pod_name()},
+            grouping_key=(
+                self._grouping_key if self._grouping_key is not None else {"instance": _pod_name()}
+            ),
             timeout=self._push_timeout if timeout is None else timeout,
         )
 
@@ -296,9 +298,8 @@ class _ShutdownCollector:
                 labels = [result.name, result.phase.value]
                 handler_duration.add_metric(labels, result.duration)
                 outcomes.add_metric([*labels, result.outcome.value], 1)
-            # Phase timings, where the report carries them (``phases``: phase, duration).
-            for timing in getattr(report, "phases", ()):
-                phase_duration.add_metric([str(timing.phase)], float(timing.duration))
+            for step in report.phases:
+                phase_duration.add_metric([step.name], step.duration)
         yield from (ok, duration, abandoned, handler_duration, outcomes, phase_duration)
 
 
