@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint docs venv
+.PHONY: demo test lint docs venv system-deps
 
 $(BIN)/graceshut: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,8 @@ lint: venv
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
-test: venv lint docs
+system-deps:
+	scripts/system-deps
+
+test: venv system-deps lint docs
 	$(BIN)/pytest
