@@ -537,11 +537,9 @@ class Coordinator:
             extra={"phase": phase.value, "remaining": run.remaining()},
         )
         slots: list[HandlerResult | None] = [None] * len(handlers)
-        # Sync handlers must all start at once: the default thread limiter could queue them.
-        limiter = anyio.CapacityLimiter(len(handlers))
 
         async def run_one(index: int, handler: Handler) -> None:
-            slots[index] = await run_handler(handler, run.reason, end, run.deadline, limiter)
+            slots[index] = await run_handler(handler, run.reason, end, run.deadline)
 
         async with anyio.create_task_group() as tg:
             for index, handler in enumerate(handlers):

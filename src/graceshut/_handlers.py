@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from ._context import ShutdownContext
 from ._phases import Phase
 from ._report import HandlerResult, Outcome
+from ._threads import run_in_daemon_thread
 
 logger = logging.getLogger("graceshut")
 
@@ -58,7 +58,7 @@ def make_handler(
         phase=parsed,
         timeout=float(timeout),
         takes_context=_takes_context(func),
-        is_async=_is_async(func),
+        is_async=is_async_callable(func),
         once_per_pod=once_per_pod,
     )
 
@@ -68,7 +68,6 @@ async def run_handler(
     reason: str,
     end: float,
     run_deadline: float,
-    limiter: anyio.CapacityLimiter,
 ) -> HandlerResult:
     """Run *handler* until it returns, its timeout or *end* (monotonic); never raises.
 
@@ -100,8 +99,8 @@ async def run_handler(
             if handler.is_async:
                 await handler.func(*args)
             else:
-                await anyio.to_thread.run_sync(
-                    functools.partial(handler.func, *args), abandon_on_cancel=True, limiter=limiter
+                await run_in_daemon_thread(
+                    functools.partial(handler.func, *args), name=f"graceshut {handler.name}"
                 )
         if scope.cancelled_caught:
             outcome, error = Outcome.TIMEOUT, f"did not finish within {budget:.3f}s"
@@ -142,7 +141,8 @@ def _qualified_name(func: HandlerFunc) -> str:
     return f"{module}.{qualname}" if module else qualname
 
 
-def _is_async(func: HandlerFunc) -> bool:
+def is_async_callable(func: HandlerFunc) -> bool:
+    """Whether calling *func* gives a coroutine (functions, partials, async ``__call__``)."""
     while isinstance(func, functools.partial):
         func = func.func
     if inspect.iscoroutinefunction(func):

@@ -10,7 +10,6 @@ down for a while, for tests of a database that went away.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import shutil
@@ -26,17 +25,21 @@ from pathlib import Path
 import psycopg
 import pytest
 
-__all__ = ["PostgresServer", "pg_database", "postgres"]
+__all__ = ["PostgresServer", "pg_database", "postgres", "running_postgres"]
 
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 30.0
+
+FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+"""Settings for tests: durability is not what they check."""
 
 
 class PostgresServer:
     """One ``postgres`` process over a data directory made by ``initdb``."""
 
-    def __init__(self, root: Path, bindir: Path) -> None:
+    def __init__(self, root: Path, bindir: Path, settings: dict[str, str] | None = None) -> None:
         self.root = root
+        self.settings = FAST if settings is None else settings
         self.bindir = bindir
         self.data = root / "data"
         self.sockets = root / "sockets"
@@ -77,6 +80,7 @@ class PostgresServer:
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(
                 [
+                    *_ends_with_us(),
                     *_as_postgres(),
                     str(self.bindir / "postgres"),
                     "-D",
@@ -87,12 +91,7 @@ class PostgresServer:
                     str(self.port),
                     "-k",
                     str(self.sockets),
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
+                    *(f"--{name}={value}" for name, value in self.settings.items()),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -173,12 +172,12 @@ class PostgresServer:
         )
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the whole session; fails (never skips) if it cannot start."""
+@contextlib.contextmanager
+def running_postgres(settings: dict[str, str] | None = None) -> Iterator[PostgresServer]:
+    """A new server in a temporary directory, removed after the block."""
     bindir = _find_bindir()
     root = Path(tempfile.mkdtemp(prefix="graceshut-pg-"))
-    server = PostgresServer(root, bindir)
+    server = PostgresServer(root, bindir, settings)
     try:
         server.initdb()
         server.start()
@@ -186,6 +185,13 @@ def postgres() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole session; fails (never skips) if it cannot start."""
+    with running_postgres() as server:
+        yield server
 
 
 @pytest.fixture
@@ -199,7 +205,7 @@ def pg_database(postgres: PostgresServer) -> Iterator[str]:
 def _find_bindir() -> Path:
     found = shutil.which("initdb")
     candidates = [Path(found).resolve().parent] if found else []
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     for bindir in candidates:
         if (bindir / "initdb").exists() and (bindir / "postgres").exists():
             return bindir
@@ -226,6 +232,18 @@ def _as_postgres() -> list[str]:
     if runuser is None:
         pytest.fail("running as root without runuser to drop to the postgres user", pytrace=False)
     return [runuser, "-u", "postgres", "--"]
+
+
+def _ends_with_us() -> list[str]:
+    """A command prefix that sends the server SIGTERM when the test process dies.
+
+    Without it a run killed before its finalizers (a CI timeout, SIGKILL) would leave the
+    server running for good. ``setpriv`` (util-linux) sets the parent-death signal and
+    execs the rest; as root that is runuser, which passes SIGTERM on to postgres, which
+    takes it as a smart shutdown.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 def _give_to_postgres(path: Path) -> None:

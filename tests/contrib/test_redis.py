@@ -453,6 +453,24 @@ async def test_custom_release_error_fails_the_handler_after_the_others() -> None
     )
 
 
+async def test_plain_function_returning_a_coroutine_is_an_error(
+    aclient: redis.asyncio.Redis,
+) -> None:
+    """A lambda around an asyncio client releases nothing: an error, not a silent success."""
+    async with aclient:
+        shutdown = coordinator()
+        locks = RedisLocks(shutdown)
+        name = key()
+        await aclient.set(name, "1")
+        locks.track("lambda", lambda: aclient.delete(name))
+
+        report = await shutdown.shutdown()
+
+        assert result(report).outcome is Outcome.ERROR
+        assert "make it an `async def`" in (result(report).error or "")
+        assert await aclient.exists(name)
+
+
 @BOTH_LOOPS
 async def test_hundred_sync_locks_are_released_together(client: redis.Redis) -> None:
     """100 held locks are all deleted at shutdown, concurrently, well within a second."""

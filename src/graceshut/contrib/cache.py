@@ -10,18 +10,15 @@ No dependency beyond graceshut: the writer does the storage-specific part.
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import logging
-import threading
 import time
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-import anyio
-
-from .._handlers import _is_async
-from .._loop import LoopHandle
+from .._handlers import is_async_callable
 from .._phases import Phase
+from .._threads import run_in_daemon_thread
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -40,7 +37,7 @@ T = TypeVar("T")
 Source = MutableMapping[K, V] | Callable[[], MutableMapping[K, V]]
 """A mapping, or a callable returning it (resolved at each flush)."""
 Writer = Callable[[dict[K, V]], object]
-"""Receives one batch; sync (run in a worker thread) or async."""
+"""Receives one batch; a plain function (run in a thread of its own) or an ``async def``."""
 
 
 class MappingFlushError(RuntimeError):
@@ -80,9 +77,13 @@ class MappingFlusher(Generic[K, V]):
         source: The mapping, or a zero-argument callable returning it (for a cache
             created later, such as ``lambda: app.state.cache``).
         writer: Called with each batch as a new `dict`; a plain function runs in a
-            worker thread, an ``async def`` on the event loop.
+            daemon thread (a stuck one never delays the process exit), an ``async def``
+            on the event loop.
         batch_size: Entries per writer call; None writes everything in one call.
-        name: Used in log lines.
+        name: Used in error texts and log lines.
+
+    Attributes:
+        name: As given.
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class MappingFlusher(Generic[K, V]):
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer or None")
         self._source = source
         self._writer = writer
-        self._writer_is_async = _is_async(writer)
+        self._writer_is_async = is_async_callable(writer)
         self._batch_size = batch_size
         self.name = name
 
@@ -131,10 +132,12 @@ class MappingFlusher(Generic[K, V]):
                 await self._write(batch)
             except Exception as exc:
                 remaining = len(mapping)
+                # The first line only: SQLAlchemy, for one, appends the statement and values.
+                reason = (str(exc).splitlines() or [""])[0]
                 raise MappingFlushError(
                     f"{self.name}: wrote {written} of {len(items)} entries, then a batch of "
                     f"{len(batch)} failed; {remaining} entries kept in the mapping: "
-                    f"{type(exc).__name__}: {exc}",
+                    f"{type(exc).__name__}: {reason}",
                     written=written,
                     remaining=remaining,
                 ) from exc
@@ -147,9 +150,18 @@ class MappingFlusher(Generic[K, V]):
     async def _write(self, batch: dict[K, V]) -> None:
         if self._writer_is_async:
             await cast("Awaitable[object]", self._writer(batch))
-        else:
-            await _run_in_daemon_thread(
-                lambda: self._writer(batch), name=f"graceshut {self.name} writer"
+            return
+        result = await run_in_daemon_thread(
+            lambda: self._writer(batch), name=f"graceshut {self.name} writer"
+        )
+        if inspect.isawaitable(result):
+            # A plain callable that returns a coroutine (a lambda around an async client):
+            # nothing was written, and treating it as written would drop the batch.
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError(
+                f"the writer {self._writer!r} returned an awaitable from a plain function: "
+                "make it an `async def` so that it runs on the event loop"
             )
 
     async def flush_all(self) -> int:
@@ -245,36 +257,6 @@ def flush_mapping(
 
     coordinator.add_handler(flush_cache, phase=phase, timeout=timeout, name=label)
     return flusher
-
-
-async def _run_in_daemon_thread(func: Callable[[], T], *, name: str) -> T:
-    """Run *func* in a new daemon thread and return its result.
-
-    Cancelling the wait abandons the thread, and a daemon thread never holds up the
-    process exit: a write stuck on an unreachable server ends with the process instead
-    of keeping it alive until the kubelet's SIGKILL (anyio's worker threads on asyncio
-    are joined at interpreter exit).
-    """
-    loop = LoopHandle()
-    done = anyio.Event()
-    outcome: list[tuple[bool, Any]] = []
-
-    def target() -> None:
-        try:
-            outcome.append((True, func()))
-        except BaseException as exc:  # handed to the waiting task
-            outcome.append((False, exc))
-        finally:
-            # The loop may be gone when an abandoned thread ends: nobody is waiting then.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(done.set)
-
-    threading.Thread(target=target, name=name, daemon=True).start()
-    await done.wait()
-    succeeded, value = outcome[0]
-    if succeeded:
-        return cast("T", value)
-    raise value
 
 
 _MISSING: Any = object()

@@ -172,7 +172,12 @@ class EtcdLeases:
                 "and lives until its TTL runs out",
                 self.name,
                 label,
-                extra={"handler": self.name, "lease": lease.id, "lock": label},
+                extra={
+                    "handler": self.name,
+                    "lease": lease.id,
+                    "lock": label,
+                    "outcome": "untracked",
+                },
             )
         return lease
 

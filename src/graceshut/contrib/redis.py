@@ -33,6 +33,7 @@ What it guarantees:
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -41,9 +42,9 @@ from typing import TYPE_CHECKING, Any, cast, overload
 
 import anyio
 
-from .._handlers import _is_async
+from .._handlers import is_async_callable
 from .._phases import Phase
-from .cache import _run_in_daemon_thread
+from .._threads import run_in_daemon_thread
 
 try:
     import redis
@@ -116,7 +117,8 @@ class _Entry:
 class _Registry:
     """What is held now; shared by sync and async locks, safe from any thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, handler: str) -> None:
+        self._handler = handler
         self._mutex = threading.Lock()
         self._entries: dict[_Entry, None] = {}
         self._closed = False
@@ -127,10 +129,11 @@ class _Registry:
             closed = self._closed
         if closed:
             logger.warning(
-                "redis lock %s taken after the release phase began: it is not released at "
-                "shutdown and stays until its timeout",
+                "%s: %s taken after the release phase began: it is not released at shutdown "
+                "and stays until its timeout",
+                self._handler,
                 entry.name,
-                extra={"lock": entry.name, "phase": Phase.RELEASE.value},
+                extra={"handler": self._handler, "lock": entry.name, "outcome": "untracked"},
             )
 
     def discard(self, entry: _Entry) -> bool:
@@ -321,7 +324,7 @@ class RedisLocks:
             raise ValueError(f"concurrency={concurrency!r} must be a positive integer")
         self.name = name
         self._concurrency = concurrency
-        self._registry = _Registry()
+        self._registry = _Registry(name)
         coordinator.add_handler(self.release_all, phase=Phase.RELEASE, timeout=timeout, name=name)
 
     @property
@@ -433,7 +436,9 @@ class RedisLocks:
     def track(self, name: str, release: Callable[[], object]) -> Tracked:
         """Run *release* at shutdown, together with the locks: any release of the app's own.
 
-        *release* takes no argument and may be sync (run in a worker thread) or async.
+        *release* takes no argument and may be a plain function (run in a thread) or an
+        ``async def`` (on the event loop); a plain function that returns a coroutine, such
+        as a lambda around an asyncio client, released nothing and fails the handler.
         It returns False (or raises `~redis.exceptions.LockNotOwnedError`) when the thing
         was no longer held (expired, taken over): that is reported as a warning, not a
         failure. Any other exception fails the handler.
@@ -443,7 +448,7 @@ class RedisLocks:
         """
         if not callable(release):
             raise TypeError(f"release must be callable, got {release!r}")
-        entry = _Entry(name, release, is_async=_is_async(release))
+        entry = _Entry(name, release, is_async=is_async_callable(release))
         self._registry.add(entry)
         return Tracked(self._registry, entry)
 
@@ -523,9 +528,10 @@ class RedisLocks:
                 if entry.is_async:
                     result = await cast("Awaitable[object]", entry.release())
                 else:
-                    result = await _run_in_daemon_thread(
+                    result = await run_in_daemon_thread(
                         entry.release, name=f"graceshut release {entry.name}"
                     )
+                    _refuse_awaitable(result, entry.release)
             except LockNotOwnedError:
                 result = False
             except Exception as exc:
@@ -554,6 +560,20 @@ class RedisLocks:
             "%s: released %s", self.name, entry.name, extra={**extra, "outcome": "released"}
         )
         return "released", None
+
+
+def _refuse_awaitable(result: object, release: Callable[[], object]) -> None:
+    """A plain function that returned a coroutine (a lambda around an asyncio client).
+
+    Nothing was released: taking it for a success would leave the lock held.
+    """
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()
+        raise TypeError(
+            f"the release {release!r} returned an awaitable from a plain function: "
+            "make it an `async def` so that it runs on the event loop"
+        )
 
 
 _OUTCOMES = ("released", "not_owned", "error", "timeout")

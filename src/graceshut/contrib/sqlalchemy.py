@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._phases import Phase
-from .cache import _run_in_daemon_thread
+from .._threads import run_in_daemon_thread
 
 try:
     import sqlalchemy as sa
@@ -55,7 +54,9 @@ __all__ = [
 logger = logging.getLogger("graceshut")
 
 AnyEngine = sa.Engine | AsyncEngine
+"""A sync engine or an asyncio one: every function here takes both."""
 Row = dict[str, Any]
+"""One buffered row: column keys to values."""
 
 
 class BufferClosedError(RuntimeError):
@@ -101,7 +102,10 @@ class WriteBehindBuffer:
     for a periodic flush, and in any case the ``flush`` phase writes everything left.
 
     Guarantees:
-        - Order: rows are inserted in the order they were appended, batch after batch.
+        - Order: batches are written in the order their rows were appended. Within a
+          batch, rows carrying the same columns keep their order; rows that leave out
+          a column (to get its default) go in a second statement of the same
+          transaction.
         - No loss: a row leaves the buffer only once the transaction holding it has
           committed. A failing batch (constraint violation, database down) stops the
           flush; that batch and the rows behind it stay, in order, for a retry.
@@ -117,14 +121,17 @@ class WriteBehindBuffer:
           `BufferClosedError`. If the shutdown flush fails, the buffer is closed all the
           same, and the handler's error (and the log) say how many rows were not written.
 
-    A row the database rejects blocks the rows behind it until it is removed or the
-    cause is fixed: with a sync engine, pass ``hide_parameters=True`` to
-    `~sqlalchemy.create_engine` if row values must not appear in error logs.
+    A row the database keeps rejecting (a duplicate key, say) holds back the rows behind
+    it until the cause is fixed: where that can happen, make the statement tolerate it
+    (``on_conflict_do_nothing()``). Error texts in the report and the log keep only the
+    first line of the database's message; the traceback that the coordinator logs still
+    shows row values unless the engine is made with ``hide_parameters=True``.
 
     Args:
         coordinator: Registers the shutdown flush in the ``flush`` phase.
-        engine: A sync `~sqlalchemy.engine.Engine` (batches are written in a worker
-            thread) or an `~sqlalchemy.ext.asyncio.AsyncEngine` (on the event loop).
+        engine: A sync `~sqlalchemy.engine.Engine` (batches are written in a daemon
+            thread, which a stuck database cannot make delay the process exit) or an
+            `~sqlalchemy.ext.asyncio.AsyncEngine` (on the event loop, asyncio only).
         table: Where rows go: a `~sqlalchemy.schema.Table`, an ORM mapped class (then
             `append` also takes instances of it), or an ``Insert`` statement such as
             ``postgresql.insert(table).on_conflict_do_nothing()``. Each batch runs it as
@@ -135,6 +142,10 @@ class WriteBehindBuffer:
         timeout: Seconds the shutdown flush may take.
         name: Handler name in logs and the report; ``sqlalchemy.write_behind[<table>]``
             by default.
+
+    Attributes:
+        name: The handler's name.
+        table_name: The target table's name, as in log lines (field ``table``).
 
     Example::
 
@@ -262,22 +273,34 @@ class WriteBehindBuffer:
         while not self._closed:
             await anyio.sleep(interval)
             if self._pending:
-                # A failure is logged by the flush; the next tick retries.
-                with contextlib.suppress(BufferFlushError):
+                try:
                     await self.flush()
+                except BufferFlushError as exc:  # the next tick retries
+                    logger.warning(
+                        "%s: periodic flush failed: %s",
+                        self.name,
+                        exc,
+                        extra={
+                            "handler": self.name,
+                            "table": self.table_name,
+                            "written": exc.written,
+                            "pending": exc.pending,
+                        },
+                    )
 
     async def _on_shutdown(self, ctx: ShutdownContext) -> None:
         started = time.monotonic()
         fields = {"handler": self.name, "phase": ctx.phase.value, "table": self.table_name}
         try:
             written = await self._flush(final=True, deadline=ctx.deadline)
-        except BaseException:
+        except BaseException:  # failed, or cut off by the timeout
             self._close()
+            # A writer cut off mid-batch may still commit it: "buffered", not "lost".
             ctx.logger.warning(
-                "%s: %d rows not written before the process ends",
+                "%s: shutdown flush ended with %d rows still buffered",
                 self.name,
-                len(self._pending),
-                extra={**fields, "pending": len(self._pending), "written": self._written},
+                len(self),
+                extra={**fields, "pending": len(self), "written": self._written},
             )
             raise
         ctx.logger.info(
@@ -299,7 +322,7 @@ class WriteBehindBuffer:
                 # Shielded: a cancelled caller must not interrupt a batch mid-commit.
                 return await asyncio.shield(task)
             engine = self._engine
-            return await _run_in_daemon_thread(
+            return await run_in_daemon_thread(
                 lambda: self._write_sync(engine, final, deadline, stop),
                 name=f"graceshut {self.name}",
             )
@@ -367,14 +390,6 @@ class WriteBehindBuffer:
         pending = len(self)
         # The first line only: SQLAlchemy appends the statement and the row values.
         reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-        logger.warning(
-            "%s: a batch of %d rows failed after %d were written; %d rows stay buffered",
-            self.name,
-            len(batch),
-            run.written,
-            pending,
-            extra={**self._fields(run), "pending": pending, "error": reason},
-        )
         return BufferFlushError(
             f"{run.written} rows written to {self.table_name}, then a batch of {len(batch)} "
             f"failed; {pending} rows stay buffered: {reason}",
@@ -480,7 +495,7 @@ async def dispose_when_idle(engine: AnyEngine, *, wait: float, poll_interval: fl
     if isinstance(engine, AsyncEngine):
         await engine.dispose()
     else:
-        await _run_in_daemon_thread(engine.dispose, name="graceshut dispose")
+        await run_in_daemon_thread(engine.dispose, name="graceshut dispose")
     return int(checked_out)
 
 
