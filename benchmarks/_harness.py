@@ -64,6 +64,7 @@ class Measure:
     lines: list[Line]
     detail: str = ""
     error: str = ""
+    skipped: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -130,6 +131,10 @@ def tool_version(command: list[str]) -> str | None:
     return text[0] if text else command[0]
 
 
+#: The machine's load average when the run started, before it added its own.
+LOAD_AT_START = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
 def header_lines(config: Config, peers: Iterable[str]) -> list[str]:
     """The machine and the software the numbers come from."""
     memory = ""
@@ -151,13 +156,22 @@ def header_lines(config: Config, peers: Iterable[str]) -> list[str]:
     load = load.split(" Copyright")[0]
     hey = "hey installed" if shutil.which("hey") else "hey not installed"
     return [
-        f"machine:   {cpu_model()}, {usable_cores()} cores usable of {os.cpu_count()}"
-        f"{memory}, {platform.system()} {platform.release()}",
-        f"python:    {platform.python_implementation()} {platform.python_version()}"
-        f" ({Path(sys.executable).parent.parent})",
+        (
+            f"machine:   {cpu_model()}, {usable_cores()} cores usable of {os.cpu_count()}"
+            f"{memory}, {platform.system()} {platform.release()}"
+        ),
+        (
+            f"python:    {platform.python_implementation()} {platform.python_version()}"
+            f" ({Path(sys.executable).parent.parent})"
+        ),
         f"libraries: {libraries}",
+        "busy:      load average before the run "
+        + (" ".join(f"{v:.2f}" for v in LOAD_AT_START) if LOAD_AT_START else "unknown")
+        + f" (1, 5, 15 min) on {os.cpu_count()} cores",
         "server:    uvicorn with "
-        + (", ".join(server_extras) if server_extras else "asyncio loop, h11 (no uvloop/httptools)"),
+        + (
+            ", ".join(server_extras) if server_extras else "asyncio loop, h11 (no uvloop/httptools)"
+        ),
         f"load:      {load}; {hey}",
         "peers:     " + (", ".join(peers) or "none installed (python benchmarks/run.py setup)"),
         "mode:      "
@@ -206,9 +220,10 @@ def render(measures: Sequence[Measure]) -> str:
     notes: list[str] = []
     for measure in measures:
         met = {True: "yes", False: "NO", None: "-"}[measure.met]
-        if measure.error:
-            rows.append((measure.title, "-", "-", "-", "-", measure.goal, "-"))
-            notes.append(f"{measure.title}: {measure.error}")
+        if measure.error or measure.skipped:
+            why = "FAILED" if measure.error else "SKIPPED"
+            rows.append((measure.title, why, "-", "-", "-", measure.goal, "-"))
+            notes.append(f"{measure.title}: {why}: {measure.error or measure.skipped}")
             continue
         graceshut = format_value(measure.graceshut, measure.unit)
         lines = measure.lines or [Line("-", None)]

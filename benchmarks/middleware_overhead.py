@@ -1,106 +1,104 @@
 """Added cost per request of graceshut's middleware, in-process (raw ASGI calls, no network).
 
-Baselines in the same run: the bare app, and the counter a user would write today with
-Starlette's BaseHTTPMiddleware. Prints the median of several rounds.
+Baselines in the same run, rounds interleaved: the bare app, a hand-written pure-ASGI
+counter, Starlette's BaseHTTPMiddleware counter, and the PyPI peers that have a
+middleware. Reports the median of several rounds.
 
-    python benchmarks/middleware_overhead.py [--requests N] [--rounds R]
+    python benchmarks/run.py middleware [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import platform
-import statistics
+import gc
+import sys
 import time
-from typing import Any
 
-from starlette.applications import Starlette
-from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
+import _asgi
+from _harness import Config, Line, Measure, median, ratio
 
-import graceshut
-from graceshut.asgi import GracefulShutdownMiddleware
-
-SCOPE: dict[str, Any] = {
-    "type": "http",
-    "asgi": {"version": "3.0"},
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/",
-    "raw_path": b"/",
-    "query_string": b"",
-    "root_path": "",
-    "headers": [(b"host", b"bench")],
-    "client": ("127.0.0.1", 1234),
-    "server": ("127.0.0.1", 8000),
-}
-START = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-BODY = {"type": "http.response.body", "body": b"ok"}
+GOAL_US = 1.0
 
 
-async def bare_app(scope: Any, receive: Any, send: Any) -> None:
-    await send(START)
-    await send(BODY)
-
-
-async def receive() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def send(message: Any) -> None:
-    return None
-
-
-class CountingMiddleware(BaseHTTPMiddleware):
-    in_flight = 0
-
-    async def dispatch(self, request: Request, call_next: Any) -> Response:
-        CountingMiddleware.in_flight += 1
-        try:
-            return await call_next(request)
-        finally:
-            CountingMiddleware.in_flight -= 1
-
-
-async def per_request(app: Any, requests: int) -> float:
-    scope = SCOPE
+async def per_request(app: _asgi.App, requests: int) -> float:
+    """Seconds per request through *app*, scopes made before the clock starts."""
+    scopes = [_asgi.make_scope() for _ in range(requests)]
+    receive, send = _asgi.receive, _asgi.discard
+    gc.collect()
     started = time.perf_counter()
-    for _ in range(requests):
-        await app(dict(scope), receive, send)
+    for scope in scopes:
+        await app(scope, receive, send)
     return (time.perf_counter() - started) / requests
 
 
-async def main(requests: int, rounds: int) -> None:
-    coordinator = graceshut.Coordinator(environ={})
-    graceshut_app = GracefulShutdownMiddleware(bare_app, coordinator)
-    counting = Starlette()
-    counting.add_middleware(CountingMiddleware)
-    counting.router.routes.clear()
+async def interleaved(apps: dict[str, _asgi.App], requests: int, rounds: int) -> dict[str, float]:
+    """Median seconds per request for each app, the order rotated every round.
 
-    async def counting_endpoint(scope: Any, receive: Any, send: Any) -> None:
-        await bare_app(scope, receive, send)
+    A slow app (BaseHTTPMiddleware takes ~100 us a request) gets fewer requests per
+    round, enough for about 0.2 s, so that it does not stretch the run.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in apps}
+    counts: dict[str, int] = {}
+    names = list(apps)
+    for name in names:  # warm up: first calls build caches and specialise bytecode
+        warm = await per_request(apps[name], min(requests, 2000))
+        counts[name] = max(min(requests, 1000), min(requests, int(0.2 / warm)))
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(await per_request(apps[name], counts[name]))
+    return {name: median(values) for name, values in samples.items()}
 
-    base_http = CountingMiddleware(counting_endpoint)
-    apps = {"bare app": bare_app, "graceshut": graceshut_app, "BaseHTTPMiddleware": base_http}
-    results: dict[str, list[float]] = {name: [] for name in apps}
-    for _ in range(rounds):
-        for name, app in apps.items():
-            results[name].append(await per_request(app, requests))
-    bare = statistics.median(results["bare app"])
-    print(f"# middleware cost per request, {requests} requests x {rounds} rounds, median")
-    print(f"# {platform.python_implementation()} {platform.python_version()}, {platform.machine()}")
-    print(f"{'app':<20} {'us/request':>11} {'added us':>9} {'ratio':>6}")
-    for name, samples in results.items():
-        value = statistics.median(samples)
-        print(f"{name:<20} {value * 1e6:>11.3f} {(value - bare) * 1e6:>9.3f} {value / bare:>6.2f}")
+
+async def _measure(config: Config) -> Measure:
+    requests = config.pick(50_000, 5_000)
+    rounds = config.pick(9, 3)
+    bare = _asgi.bare_app
+    shutting_down = _asgi.new_coordinator()
+    shutting_down._shutting_down = True  # noqa: SLF001 - the propagation delay's state
+    apps: dict[str, _asgi.App] = {
+        "bare app": bare,
+        "graceshut": _asgi.graceshut_middleware(bare),
+        "graceshut (shutting down)": _asgi.graceshut_middleware(bare, shutting_down),
+    }
+    notes: dict[str, str] = {}
+    for name, (app, note) in _asgi.wrappers(bare).items():
+        apps[name] = app
+        notes[name] = note
+    result = await interleaved(apps, requests, rounds)
+    base = result.pop("bare app")
+    added = {name: value - base for name, value in result.items()}
+    graceshut = added.pop("graceshut")
+    closing = added.pop("graceshut (shutting down)")
+    lines = [
+        Line(name, value * 1e6, ratio(graceshut, value), notes.get(name, ""))
+        for name, value in added.items()
+    ]
+    lines += [Line(text, None) for text in _asgi.missing_wrappers()]
+    return Measure(
+        key="middleware",
+        title="middleware: added per request (in-process)",
+        unit="us",
+        graceshut=graceshut * 1e6,
+        goal=f"<= {GOAL_US:g} us added",
+        met=graceshut * 1e6 <= GOAL_US,
+        lines=lines,
+        detail=(
+            f"bare app {base * 1e6:.3f} us/request, graceshut {(base + graceshut) * 1e6:.3f} "
+            f"us/request (x{(base + graceshut) / base:.2f}); while shutting down (every "
+            f"response gets Connection: close) graceshut adds {closing * 1e6:.3f} us; "
+            f"baseline values are what each adds over the bare app; "
+            f"{requests:,} requests x {rounds} rounds, median"
+        ),
+    )
+
+
+def measure(config: Config) -> list[Measure]:
+    """The in-process middleware cost, graceshut against every counter we can build."""
+    return [asyncio.run(_measure(config))]
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-    asyncio.run(main(args.requests, args.rounds))
+    import run
+
+    sys.exit(run.main(["middleware", *sys.argv[1:]]))

@@ -21,6 +21,7 @@ or runs handlers, so no measure here applies to them.
 from __future__ import annotations
 
 import importlib
+import logging
 from types import ModuleType
 
 from _harness import version_of
@@ -59,6 +60,12 @@ def asgi_lifecycle() -> ModuleType | None:
     """asgi-lifecycle's lifespan module, or None when it is not installed."""
     if version_of(ASGI_LIFECYCLE) is None:
         return None
+    # graceshut's logger has a NullHandler and nothing else; give the peer the same, or
+    # its records would reach stderr through logging's last-resort handler.
+    quiet = logging.getLogger("asgi_lifecycle")
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
     return importlib.import_module("asgi_lifecycle.lifespan")
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +40,7 @@ class Server:
             env={**os.environ, **env, "E2E_EVENTS": str(events), "PYTHONPATH": str(ROOT)},
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() reaps the workers too
         )
         self.wait_ready()
 
@@ -77,9 +80,9 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
         self._log_file.close()
 
 
@@ -94,6 +97,15 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         python = sys.executable
         argv = {
             "uvicorn": [python, "-m", "uvicorn", "tests.e2e.app:app", "--port", str(port)],
+            # The same routes without graceshut: what users run today.
+            "uvicorn-plain": [
+                python,
+                "-m",
+                "uvicorn",
+                "tests.e2e.plain_app:app",
+                "--port",
+                str(port),
+            ],
             "gunicorn": [
                 python,
                 "-m",

@@ -70,7 +70,7 @@ async def serve(app: Any, coordinator: Coordinator, config: Config | None = None
 
         await hypercorn_serve(app, config, shutdown_trigger=until_finished)
     finally:
-        restore()
+        restore(finished=coordinator.report is not None)
     # Served until the lifespan shutdown joined the run: the report is there.
     return await coordinator.wait()
 
@@ -95,7 +95,11 @@ def run(
 
 def _install_signal_handlers(coordinator: Coordinator) -> Any:
     if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+
+        def nothing_to_restore(*, finished: bool) -> None:
+            return None
+
+        return nothing_to_restore
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -107,8 +111,13 @@ def _install_signal_handlers(coordinator: Coordinator) -> Any:
     for signum in previous:
         signal.signal(signum, handle)
 
-    def restore() -> None:
+    def restore(*, finished: bool) -> None:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if finished and signum == signal.SIGTERM:
+                # The kubelet's SIGTERM follows a preStop run closely: if it came between
+                # here and the exit, the default action would turn a clean exit into 143.
+                signal.signal(signum, signal.SIG_IGN)
+            else:
+                signal.signal(signum, handler)
 
     return restore

@@ -222,3 +222,15 @@ def test_hostile_requests_to_a_real_server_start_nothing(start_server: StartServ
     ok = httpx.get(shutdown, headers={"Authorization": "Bearer s3cr3t-token"}, timeout=30)
     assert ok.status_code == 200
     assert ok.json()["ok"] is True
+
+
+@pytest.mark.parametrize("kind", ["hypercorn-asyncio", "hypercorn-trio"])
+def test_hypercorn_runner_exits_0_when_sigterm_follows_prestop_at_once(
+    start_server: StartServer, kind: str
+) -> None:
+    """The kubelet's SIGTERM right after the preStop answer never turns a clean exit into 143."""
+    for _ in range(3):
+        server = start_server(kind, {"GRACESHUT_PROPAGATION_DELAY": "0"})
+        assert get(server, "/shutdown").json()["ok"] is True
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0, server.output()

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ._prestop import add_prestop_command
+from ._simulate import add_simulate_command
 
 __all__ = ["main"]
 
@@ -18,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_prestop_command(commands)
+    add_simulate_command(commands)
     args = parser.parse_args(argv)
     status: int = args.run(args)
     return status

@@ -1,0 +1,252 @@
+"""Requests per second of a trivial route under uvicorn, with and without graceshut.
+
+Every app runs in its own uvicorn process at once (one worker, pinned to the first CPU),
+and a real load generator (wrk, else hey) on the other CPU loads them in turn, the order
+rotated every round so that drift on the machine falls on all of them alike. Two numbers
+per app: requests per second as wrk counts them, and requests per CPU-second of the
+server process during the same runs, which other load on the machine does not move.
+Both uvicorn stacks are measured: uvloop + httptools (as `uvicorn[standard]` runs) and
+asyncio + h11 (plain `uvicorn`).
+
+    python benchmarks/run.py throughput [--quick]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import peers
+from _harness import BENCHMARKS, Config, Line, Measure, median, ratio, usable_cores, version_of
+
+GOAL = 0.98
+CONNECTIONS = 32
+APPS = {
+    "bare app": ("_apps:bare", None),
+    "graceshut": ("_apps:with_graceshut", None),
+    "BaseHTTPMiddleware counter": ("_apps:with_base_http_counter", None),
+    "svc-infra": ("_apps:with_svc_infra", peers.SVC_INFRA),
+}
+LABELS = {"svc-infra": f"{peers.label(peers.SVC_INFRA)} install_graceful_shutdown"}
+INSTALL_HINT = "apt-get install -y wrk (Debian/Ubuntu), or hey"
+
+
+def _pin(cpu: int) -> list[str]:
+    """A taskset prefix that keeps server and load apart, when there are two cores."""
+    if usable_cores() >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        connection.request("GET", "/")
+        ok = connection.getresponse().status == 200
+        connection.close()
+    except OSError:
+        return False
+    return ok
+
+
+STACKS = {
+    "uvloop+httptools": ["--loop", "uvloop", "--http", "httptools"],
+    "asyncio+h11": ["--loop", "asyncio", "--http", "h11"],
+}
+
+
+def stacks(config: Config) -> list[str]:
+    """The uvicorn stacks to measure: the fast one first, when it is installed."""
+    found = [name for name in STACKS if name != "uvloop+httptools" or _fast_stack()]
+    return found[:1] if config.quick else found
+
+
+def _fast_stack() -> bool:
+    return bool(version_of("uvloop") and version_of("httptools"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time that process *pid* has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def serve(target: str, stack: str) -> Iterator[tuple[int, int]]:
+    """Run *target* (module:factory) under uvicorn; yield its port and pid; stop it after."""
+    port = _free_port()
+    command = [
+        *_pin(0),
+        sys.executable, "-m", "uvicorn", "--factory", target, *STACKS[stack],
+        "--app-dir", str(BENCHMARKS), "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GRACESHUT_")}
+    server = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(port):
+            if server.poll() is not None:
+                raise RuntimeError(f"uvicorn {target} exited with {server.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn {target} did not answer within 30s")
+            time.sleep(0.05)
+        yield port, server.pid  # taskset execs uvicorn: the same pid
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def load_tool() -> str | None:
+    """The load generator found on PATH: wrk, else hey, else None."""
+    for tool in ("wrk", "hey"):
+        if shutil.which(tool):
+            return tool
+    return None
+
+
+@dataclasses.dataclass
+class Run:
+    """One load run against one server."""
+
+    per_second: float
+    per_cpu_second: float
+    errors: str
+
+
+def load(tool: str, port: int, pid: int, seconds: int) -> Run:
+    """Load 127.0.0.1:*port* for *seconds*; requests per second, and per server CPU-second."""
+    url = f"http://127.0.0.1:{port}/"
+    if tool == "wrk":
+        command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", url]
+        total_pattern = r"(\d+) requests in"
+    else:
+        command = ["hey", "-z", f"{seconds}s", "-c", str(CONNECTIONS), url]
+        total_pattern = r"\[200\]\s+(\d+) responses"
+    cpu_before = cpu_seconds(pid)
+    done = subprocess.run(
+        [*_pin(1), *command], capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    cpu = cpu_seconds(pid) - cpu_before
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    total = re.search(total_pattern, done.stdout)
+    if done.returncode != 0 or rate is None or total is None:
+        raise RuntimeError(f"{tool} failed: {done.stderr.strip() or done.stdout.strip()}")
+    errors = re.findall(r"(Socket errors:.*|Non-2xx or 3xx responses:.*)", done.stdout)
+    return Run(float(rate.group(1)), int(total.group(1)) / max(cpu, 1e-9), "; ".join(errors))
+
+
+def _stack_measures(config: Config, tool: str, stack: str) -> list[Measure]:
+    seconds = config.pick(4, 1)  # wrk takes whole seconds
+    warmup = config.pick(2, 1)
+    rounds = config.pick(7, 1)
+    targets = {
+        name: target for name, (target, needs) in APPS.items() if needs is None or version_of(needs)
+    }
+    runs: dict[str, list[Run]] = {name: [] for name in targets}
+    with contextlib.ExitStack() as servers:
+        started = {name: servers.enter_context(serve(t, stack)) for name, t in targets.items()}
+        for port, pid in started.values():
+            load(tool, port, pid, warmup)
+        names = list(started)
+        for round_index in range(rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                runs[name].append(load(tool, *started[name], seconds))
+    pinning = "server on CPU 0, load on CPU 1" if _pin(0) else "not pinned (one core)"
+    command = (
+        f"wrk -t1 -c{CONNECTIONS} -d{seconds}s"
+        if tool == "wrk"
+        else f"hey -c {CONNECTIONS} -z {seconds}s"
+    )
+    errors = [f"{name}: {r.errors}" for name, rs in runs.items() for r in rs if r.errors]
+    measures = []
+    for key, unit, title, pick in (
+        ("throughput", "req/s", f"throughput, uvicorn {stack}, {tool}", "per_second"),
+        (
+            "throughput-cpu",
+            "req/cpu-s",
+            f"throughput per server CPU-second, {stack}",
+            "per_cpu_second",
+        ),
+    ):
+        values = {name: [getattr(r, pick) for r in rs] for name, rs in runs.items()}
+        result = {name: median(v) for name, v in values.items()}
+        graceshut = result.pop("graceshut")
+        per_round = [g / b for g, b in zip(values["graceshut"], values["bare app"], strict=True)]
+        lines = [
+            Line(LABELS.get(name, name), value, ratio(graceshut, value))
+            for name, value in result.items()
+        ]
+        if "svc-infra" not in targets:
+            lines.append(Line(peers.missing(peers.SVC_INFRA), None))
+        detail = (
+            f"{command}, {rounds} rounds rotated, median; one uvicorn worker per app, "
+            f"{pinning}; graceshut / bare per round: " + ", ".join(f"{r:.3f}" for r in per_round)
+        )
+        if key == "throughput-cpu":
+            detail = (
+                "requests served / CPU time the server process used during the same runs: "
+                "what one core sustains, unmoved by other load on the machine; " + detail
+            )
+        elif errors:
+            detail += "; load errors: " + " | ".join(errors)
+        measures.append(
+            Measure(
+                key=key,
+                title=title,
+                unit=unit,
+                graceshut=graceshut,
+                goal=f">= {GOAL:g} x bare app",
+                met=graceshut / result["bare app"] >= GOAL,
+                lines=lines,
+                detail=detail,
+            )
+        )
+    return measures
+
+
+def measure(config: Config) -> list[Measure]:
+    """graceshut's throughput against the bare app and the other ways of counting."""
+    tool = load_tool()
+    if tool is None:
+        return [
+            Measure(
+                "throughput",
+                "throughput under uvicorn",
+                "req/s",
+                None,
+                f">= {GOAL:g} x bare app",
+                None,
+                [],
+                skipped=f"no load generator: wrk and hey not installed ({INSTALL_HINT})",
+            )
+        ]
+    return [m for stack in stacks(config) for m in _stack_measures(config, tool, stack)]
+
+
+if __name__ == "__main__":
+    import run
+
+    sys.exit(run.main(["throughput", *sys.argv[1:]]))

@@ -1,0 +1,240 @@
+"""``graceshut simulate [options] -- COMMAND...``: play a pod's termination against a local app.
+
+Starts the app, waits for its readiness probe, puts steady keep-alive load on it, then
+does what the kubelet does (preStop hook, SIGTERM, SIGKILL at the end of the grace
+period) while the Service stops routing new connections to it a little later. Reports
+what happened when, which requests failed and how, and exits 0 only when the run was
+clean, so that CI can gate on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..simulate import _report
+from ..simulate._manifest import ManifestError
+from ..simulate._plan import DEFAULT_PORT, UsageError, build_plan
+from ..simulate._run import Progress, simulate
+
+EXIT_CLEAN = 0
+EXIT_NOT_CLEAN = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_simulate_command(commands: Any) -> None:
+    """Register the ``simulate`` sub-command."""
+    parser = commands.add_parser(
+        "simulate",
+        help="play a pod's termination (preStop, SIGTERM, SIGKILL) against the app under load",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        usage="graceshut simulate [options] -- COMMAND...",
+        epilog="Exit status: 0 clean (no failed request, no SIGKILL, exit status 0), "
+        "1 not clean, 2 bad options or manifest.",
+    )
+    app = parser.add_argument_group("the app")
+    app.add_argument(
+        "app_command",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND",
+        help="the command that starts the app (default: the manifest container's command)",
+    )
+    app.add_argument(
+        "--port",
+        type=_port,
+        help="where the app listens (default: the "
+        f"manifest's first containerPort, else {DEFAULT_PORT})",
+    )
+    app.add_argument(
+        "--pod-ip",
+        metavar="ADDRESS",
+        help="where the kubelet and the Service reach the app (default: this machine's "
+        "address, as a pod's IP: the app must listen on it, as in a pod)",
+    )
+    app.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=_env,
+        metavar="NAME=VALUE",
+        help="set for the app and exec hooks, over the manifest's env (repeatable)",
+    )
+    app.add_argument(
+        "--ready-timeout",
+        type=_non_negative,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long the app may take to pass its readiness probe (default 60)",
+    )
+    app.add_argument("--app-log", type=Path, metavar="FILE", help="write the app's output here")
+
+    kubelet = parser.add_argument_group("the kubelet")
+    kubelet.add_argument(
+        "--manifest", type=Path, metavar="FILE", help="a Pod or workload manifest, YAML or JSON"
+    )
+    kubelet.add_argument(
+        "--container", metavar="NAME", help="the container in the manifest (if several)"
+    )
+    kubelet.add_argument(
+        "--grace-period",
+        type=_non_negative,
+        metavar="SECONDS",
+        help="terminationGracePeriodSeconds (default: the manifest's, else 30)",
+    )
+    hook = kubelet.add_mutually_exclusive_group()
+    hook.add_argument(
+        "--prestop-http", metavar="PATH", type=_path, help="preStop httpGet PATH on the app's port"
+    )
+    hook.add_argument(
+        "--prestop-exec", metavar="COMMAND", help="preStop exec (a shell-quoted line)"
+    )
+    hook.add_argument(
+        "--prestop-sleep", metavar="SECONDS", type=_non_negative, help="preStop sleep"
+    )
+    hook.add_argument("--no-prestop", action="store_true", help="ignore the manifest's preStop")
+    kubelet.add_argument(
+        "--prestop-header",
+        action="append",
+        default=[],
+        type=_header,
+        metavar="'NAME: VALUE'",
+        help="header for --prestop-http (repeatable)",
+    )
+    kubelet.add_argument(
+        "--ready-path",
+        type=_path,
+        metavar="PATH",
+        help="readiness probe httpGet PATH (default: the manifest's readinessProbe, else /readyz)",
+    )
+    kubelet.add_argument(
+        "--endpoint-lag",
+        type=_non_negative,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long after the deletion the Service still opens new connections to the "
+        "pod (kube-proxy, ingress: 1-5 s; default 2)",
+    )
+
+    load = parser.add_argument_group("the load")
+    load.add_argument(
+        "--rate",
+        type=_non_negative,
+        default=50.0,
+        metavar="REQ_PER_S",
+        help="requests per second over all clients, 0: as fast as they can (default 50)",
+    )
+    load.add_argument(
+        "--concurrency",
+        type=_clients,
+        default=4,
+        metavar="N",
+        help="clients, one connection each (default 4)",
+    )
+    load.add_argument(
+        "--path",
+        action="append",
+        type=_path,
+        dest="paths",
+        metavar="PATH",
+        help="path to request (repeatable, taken in turn; default /)",
+    )
+    load.add_argument("--no-keep-alive", action="store_true", help="a new connection per request")
+    load.add_argument(
+        "--timeout",
+        type=_non_negative,
+        default=10.0,
+        metavar="SECONDS",
+        help="a request without an answer after this long failed (default 10)",
+    )
+    load.add_argument(
+        "--warmup",
+        type=_non_negative,
+        default=2.0,
+        metavar="SECONDS",
+        help="load before the termination starts (default 2)",
+    )
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="print the report as JSON")
+    output.add_argument("--no-progress", action="store_true", help="no status line on stderr")
+    parser.set_defaults(run=run_simulate)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """Run the simulation and print the report; the exit status is the verdict."""
+    try:
+        plan = build_plan(args)
+    except (UsageError, ManifestError) as exc:
+        print(f"graceshut simulate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    progress = None
+    if not args.no_progress and sys.stderr.isatty():
+        progress = Progress(sys.stderr)
+    try:
+        outcome = simulate(plan, progress)
+    except OSError as exc:
+        print(f"graceshut simulate: error: cannot start {plan.command[0]}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("graceshut simulate: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if progress is not None:
+            progress.close()
+    data = _report.to_dict(outcome)
+    print(json.dumps(data, indent=2) if args.json else _report.render_text(data))
+    return EXIT_CLEAN if data["clean"] else EXIT_NOT_CLEAN
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _clients(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 1 and 1000")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 1 and 65535")
+    return value
+
+
+def _path(text: str) -> str:
+    if not text.startswith("/"):
+        raise argparse.ArgumentTypeError(f"{text!r} must start with /")
+    return text
+
+
+def _env(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'NAME: VALUE'")
+    return name.strip(), value.strip()

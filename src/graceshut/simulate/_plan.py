@@ -1,0 +1,185 @@
+"""From the command line's options and the manifest to a `Plan`.
+
+What to start, where the pod is, what the kubelet runs, what load to put on it.
+Explicit options win over the manifest, which wins over the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+
+from ._actions import Action, Exec, HttpGet, Sleep, Target, TcpSocket
+from ._kubelet import Probe
+from ._load import LoadSpec
+from ._manifest import ContainerSpec, ManifestError, read_manifest
+from ._run import Plan, child_path, pod_ip
+
+DEFAULT_PORT = 8000
+DEFAULT_GRACE_PERIOD = 30.0
+
+
+class UsageError(ValueError):
+    """Options that cannot work together; the message names them."""
+
+
+def build_plan(args: argparse.Namespace) -> Plan:
+    """Resolve the options and the manifest into a `Plan`.
+
+    Raises:
+        UsageError: Options that do not fit together.
+        ManifestError: The manifest cannot be used.
+    """
+    if args.container is not None and args.manifest is None:
+        raise UsageError("--container needs --manifest")
+    if args.prestop_header and args.prestop_http is None:
+        raise UsageError("--prestop-header needs --prestop-http")
+    spec = read_manifest(args.manifest, args.container) if args.manifest is not None else None
+    command = tuple(args.app_command[1:] if args.app_command[:1] == ["--"] else args.app_command)
+    if not command and spec is not None:
+        command = spec.command
+    if not command:
+        raise UsageError(
+            "the command that starts the app is missing: graceshut simulate "
+            "[options] -- COMMAND... (or a manifest whose container has a command)"
+        )
+    warnings: list[str] = []
+    host = args.pod_ip or pod_ip()
+    if host is None:
+        host = "127.0.0.1"
+        warnings.append(
+            "no network address found: the kubelet's part is played on 127.0.0.1, "
+            "where graceshut's shutdown route accepts calls without a token"
+        )
+    container_port = _main_port(spec) if spec is not None else None
+    port = args.port or container_port or DEFAULT_PORT
+    hook_port = container_port or port
+    ports = {container_port: port} if container_port is not None else {}
+    target = Target(host, ports, spec.port_names if spec is not None else {})
+    env = _environment(args, spec, warnings)
+    grace = args.grace_period
+    if grace is None:
+        grace = spec.grace_period if spec is not None else DEFAULT_GRACE_PERIOD
+    prestop = _prestop(args, spec, hook_port)
+    readiness = _readiness(args, spec, hook_port, warnings)
+    liveness = spec.liveness if spec is not None else None
+    for action in (prestop, readiness.action, liveness.action if liveness else None):
+        if isinstance(action, (HttpGet, TcpSocket)):
+            try:
+                target.port(action.port)
+            except ValueError as exc:
+                raise ManifestError(f"{spec.source if spec else 'options'}: {exc}") from None
+    _check_grace_setting(env, grace, warnings)
+    load = LoadSpec(
+        host=host,
+        port=port,
+        paths=tuple(args.paths or ["/"]),
+        rate=args.rate,
+        concurrency=args.concurrency,
+        keep_alive=not args.no_keep_alive,
+        timeout=args.timeout,
+    )
+    return Plan(
+        command=command,
+        env=env,
+        target=target,
+        load=load,
+        grace_period=grace,
+        prestop=prestop,
+        readiness=readiness,
+        liveness=liveness,
+        warmup=args.warmup,
+        endpoint_lag=args.endpoint_lag,
+        ready_timeout=args.ready_timeout,
+        app_log=args.app_log,
+        source=spec.source if spec is not None else None,
+        warnings=tuple(warnings),
+    )
+
+
+def _main_port(spec: ContainerSpec) -> int | None:
+    """The container's port that the load, and ``--port``, are about.
+
+    The first declared ``containerPort``; without any, the port of the readiness probe
+    or of the preStop hook, when given as a number.
+    """
+    if spec.ports:
+        return spec.ports[0]
+    for probe in (spec.readiness, spec.liveness):
+        action = probe.action if probe is not None else None
+        if isinstance(action, (HttpGet, TcpSocket)) and isinstance(action.port, int):
+            return action.port
+    if isinstance(spec.prestop, HttpGet) and isinstance(spec.prestop.port, int):
+        return spec.prestop.port
+    return None
+
+
+def _environment(
+    args: argparse.Namespace, spec: ContainerSpec | None, warnings: list[str]
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = child_path(os.environ)
+    given = dict(args.env)
+    if spec is not None:
+        env.update(spec.env)
+        missing = [name for name in spec.env_from_elsewhere if name not in given]
+        if missing:
+            warnings.append(
+                f"set with valueFrom in the manifest, not known here: {', '.join(missing)} "
+                "(give them with --env NAME=VALUE)"
+            )
+        if spec.env_sources:
+            warnings.append(
+                f"envFrom is not read here ({', '.join(spec.env_sources)}): give what the "
+                "app needs from it with --env NAME=VALUE"
+            )
+    env.update(given)
+    return env
+
+
+def _prestop(args: argparse.Namespace, spec: ContainerSpec | None, port: int) -> Action | None:
+    if args.prestop_http is not None:
+        return HttpGet(path=args.prestop_http, port=port, headers=tuple(args.prestop_header))
+    if args.prestop_exec is not None:
+        try:
+            command = tuple(shlex.split(args.prestop_exec))
+        except ValueError as exc:
+            raise UsageError(f"--prestop-exec: {exc}") from None
+        if not command:
+            raise UsageError("--prestop-exec is empty")
+        return Exec(command)
+    if args.prestop_sleep is not None:
+        return Sleep(args.prestop_sleep)
+    if args.no_prestop or spec is None:
+        return None
+    return spec.prestop
+
+
+def _readiness(
+    args: argparse.Namespace, spec: ContainerSpec | None, port: int, warnings: list[str]
+) -> Probe:
+    if args.ready_path is not None:
+        return Probe(HttpGet(path=args.ready_path, port=port))
+    if spec is None:
+        return Probe(HttpGet(path="/readyz", port=port))
+    if spec.readiness is not None:
+        return spec.readiness
+    warnings.append(
+        "the container has no readinessProbe: Kubernetes sends it traffic as soon as it "
+        "starts, and load balancers that probe it cannot see it leave; waiting for its port"
+    )
+    return Probe(TcpSocket(port=port))
+
+
+def _check_grace_setting(env: dict[str, str], grace: float, warnings: list[str]) -> None:
+    raw = env.get("GRACESHUT_GRACE_PERIOD")
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        return  # graceshut itself refuses to start with it, and says why
+    if value is not None and value != grace:
+        warnings.append(
+            f"the app's GRACESHUT_GRACE_PERIOD={raw} is not the grace period ({grace:g}s): "
+            "graceshut plans its deadline on its own value; set both from one place"
+        )

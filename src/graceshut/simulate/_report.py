@@ -1,0 +1,280 @@
+"""The verdict of a run, as JSON and as text.
+
+A run is clean when no request failed, no SIGKILL was needed, the app exited with
+status 0, the preStop hook worked (no transport error, exec status 0, no overrun) and
+the app's own shutdown report, when it gave one, lists no failure.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from ._kubelet import describe_exit, signal_name
+from ._load import KINDS, STATUS, LoadStats
+from ._run import Outcome, Plan
+
+SCHEMA = 1
+
+
+def problems(outcome: Outcome) -> list[str]:
+    """Why the run is not clean; empty when it is."""
+    found: list[str] = []
+    if outcome.error is not None:
+        found.append(outcome.error)
+    failed = int(outcome.requests.get("failed", 0))
+    if failed:
+        found.append(f"{failed} requests failed ({_breakdown(outcome.requests)})")
+    done = outcome.termination
+    if done is not None:
+        if done.hook_overran:
+            found.append(
+                f"the preStop hook was still running when the grace period "
+                f"({done.grace_period:g}s) ran out"
+            )
+        elif done.hook_result is not None and not done.hook_result.ok:
+            found.append(f"the preStop hook failed: {done.hook_result.summary()}")
+        if done.sigkill_at is not None:
+            found.append(
+                f"SIGKILL was needed: the app was still running {done.stop_timeout:g}s "
+                "after SIGTERM"
+            )
+    if outcome.error is None and outcome.exit_status is not None and outcome.exit_status != 0:
+        status = outcome.exit_status
+        verb = "was" if status < 0 else "exited with"
+        found.append(f"the app {verb} {describe_exit(status)}")
+    report = app_report(outcome)
+    if report is not None and report.get("ok") is False:
+        failed_handlers = [
+            f"{h.get('name')} ({h.get('outcome')})"
+            for h in report.get("handlers", [])
+            if isinstance(h, dict) and h.get("outcome") != "ok"
+        ]
+        abandoned = report.get("in_flight_abandoned", 0)
+        detail = ", ".join(failed_handlers) or f"{abandoned} in-flight requests abandoned"
+        found.append(f"the app's shutdown report lists failures: {detail}")
+    return found
+
+
+def warnings(outcome: Outcome) -> list[str]:
+    """What deserves a look without failing the run."""
+    found = list(outcome.plan.warnings)
+    done = outcome.termination
+    result = done.hook_result if done is not None else None
+    if result is not None and result.status is not None and result.status >= 400:  # noqa: PLR2004
+        body = result.body[:300].decode(errors="replace")
+        found.append(
+            f"the preStop hook got HTTP {result.status} (the kubelet ignores the status, "
+            f"but the app did not take it as its cue to shut down): {body}"
+        )
+    origin = outcome.timeline.origin
+    lag = outcome.plan.endpoint_lag
+    early = [f for f in outcome.samples if origin is not None and 0 <= f.at - origin < lag]
+    if early:
+        found.append(
+            f"{len(early)} requests failed before the Service stopped sending new connections "
+            f"({lag:g}s after the deletion): the app stopped taking them too early. "
+            "graceshut keeps serving through GRACESHUT_PROPAGATION_DELAY: make it longer "
+            "than this lag"
+        )
+    for at, what in outcome.liveness_failures:
+        # Before SIGTERM the app is expected to answer it; after, the server may close.
+        sigterm = done.sigterm_at if done is not None else None
+        if origin is not None and origin <= at and (sigterm is None or at < sigterm):
+            found.append(f"the liveness probe failed during the preStop hook: {what}")
+    return found
+
+
+def app_report(outcome: Outcome) -> dict[str, Any] | None:
+    """The report graceshut's shutdown route returned to the preStop hook, if any."""
+    done = outcome.termination
+    result = done.hook_result if done is not None else None
+    if result is None:
+        return None
+    raw = result.body or result.output.encode()
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(payload, dict) and "handlers" in payload and "ok" in payload:
+        return payload
+    return None
+
+
+def settings(plan: Plan) -> dict[str, Any]:
+    """What was played: the command, the pod, the kubelet's settings, the load."""
+    target, load = plan.target, plan.load
+    return {
+        "command": list(plan.command),
+        "manifest": plan.source,
+        "pod": f"{target.host}:{load.port}",
+        "grace_period": plan.grace_period,
+        "prestop": plan.prestop.describe(target) if plan.prestop is not None else None,
+        "readiness": plan.readiness.action.describe(target),
+        "liveness": plan.liveness.action.describe(target) if plan.liveness else None,
+        "endpoint_lag": plan.endpoint_lag,
+        "warmup": plan.warmup,
+        "load": {
+            "rate": load.rate,
+            "concurrency": load.concurrency,
+            "paths": list(load.paths),
+            "keep_alive": load.keep_alive,
+            "timeout": load.timeout,
+        },
+    }
+
+
+def to_dict(outcome: Outcome) -> dict[str, Any]:
+    """The JSON form (``--json``)."""
+    found = problems(outcome)
+    timeline = outcome.timeline
+
+    def t(at: float | None) -> float | None:
+        return None if at is None else round(timeline.relative(at), 3)
+
+    done = outcome.termination
+    prestop: dict[str, Any] | None = None
+    if done is not None and done.hook is not None:
+        result = done.hook_result
+        prestop = {
+            "action": done.hook,
+            "ok": bool(result and result.ok) and not done.hook_overran,
+            "overran": done.hook_overran,
+            "duration": round(result.duration, 3) if result else None,
+            "status": result.status if result else None,
+            "exit_status": result.exit_status if result else None,
+            "error": result.error if result else None,
+        }
+    requests = dict(outcome.requests or LoadStats().snapshot())
+    requests["failure_samples"] = [
+        {"t": t(f.at), "kind": f.kind, "detail": f.detail, "path": f.path} for f in outcome.samples
+    ]
+    requests["first_failure"] = t(outcome.samples[0].at) if outcome.samples else None
+    requests["last_failure"] = t(outcome.samples[-1].at) if outcome.samples else None
+    status = outcome.exit_status
+    return {
+        "schema": SCHEMA,
+        "clean": not found,
+        "problems": found,
+        "warnings": warnings(outcome),
+        "settings": settings(outcome.plan),
+        "timeline": [{"t": t(e.at), "event": e.what, "detail": e.detail} for e in timeline.events],
+        "requests": requests,
+        "prestop": prestop,
+        "sigterm_at": t(done.sigterm_at) if done else None,
+        "sigkill_after": done.stop_timeout if done else None,
+        "sigkill": bool(done and done.sigkill_at is not None),
+        "sigkill_at": t(done.sigkill_at) if done else None,
+        "exit": _exit(status),
+        "app_report": app_report(outcome),
+        "app_output_tail": outcome.app_output,
+    }
+
+
+def _exit(status: int | None) -> dict[str, Any]:
+    if status is None:
+        return {"status": None, "signal": None, "description": "not terminated by the kubelet"}
+    # As the container runtime reports it (kubectl's exitCode): 128 + the signal.
+    return {
+        "status": 128 - status if status < 0 else status,
+        "signal": signal_name(status),
+        "description": describe_exit(status),
+    }
+
+
+def render_text(data: dict[str, Any]) -> str:
+    """The text form, from the JSON form so that both always say the same."""
+    lines = _settings_text(data["settings"])
+    deleted = any(e["event"] == "pod deleted" for e in data["timeline"])
+    origin = "the pod is deleted, the grace period starts" if deleted else "the run starts"
+    lines += ["", f"timeline (t=0: {origin})"]
+    for event in data["timeline"]:
+        detail = f": {event['detail']}" if event["detail"] else ""
+        lines.append(f"  {event['t']:+8.3f}s  {event['event']}{detail}")
+    lines += _requests_text(data["requests"])
+    lines += _app_report_text(data["app_report"])
+    lines += ["", f"exit: {data['exit']['description']}"]
+    lines += [f"warning: {warning}" for warning in data["warnings"]]
+    if data["clean"]:
+        lines += ["", "verdict: clean (no failed request, no SIGKILL, exit status 0)"]
+        return "\n".join(lines)
+    tail = data["app_output_tail"]
+    if tail:
+        lines += ["", "the app's last output:", *(f"  | {line}" for line in tail[-15:])]
+    lines += ["", "verdict: NOT CLEAN", *(f"  - {p}" for p in data["problems"])]
+    return "\n".join(lines)
+
+
+def _settings_text(settings: dict[str, Any]) -> list[str]:
+    load = settings["load"]
+    rate = f"{load['rate']:g} req/s" if load["rate"] else "as many requests as they can"
+    clients = "keep-alive clients" if load["keep_alive"] else "clients, a connection per request"
+    lines = [f"graceshut simulate: {shlex.join(settings['command'])}"]
+    if settings["manifest"]:
+        lines.append(f"  manifest: {settings['manifest']}")
+    pod = (
+        f"  pod {settings['pod']}, grace period {settings['grace_period']:g}s, new connections "
+        f"until {settings['endpoint_lag']:g}s after the deletion"
+    )
+    lines += [
+        pod,
+        f"  preStop: {settings['prestop'] or 'none'}",
+        f"  readiness: {settings['readiness']}",
+    ]
+    if settings["liveness"]:
+        lines.append(f"  liveness: {settings['liveness']}")
+    lines.append(
+        f"  load: {rate} from {load['concurrency']} {clients} on {', '.join(load['paths'])}, "
+        f"{settings['warmup']:g}s before the deletion and until the end"
+    )
+    return lines
+
+
+def _requests_text(requests: dict[str, Any]) -> list[str]:
+    if not requests:
+        return []
+    line = f"requests: {requests['sent']} sent, {requests['ok']} ok, {requests['failed']} failed"
+    if requests["failed"]:
+        line += f" ({_breakdown(requests)}; the first at {requests['first_failure']:+.3f}s)"
+    lines = ["", line]
+    if requests["rerouted"]:
+        lines.append(
+            f"  {requests['rerouted']} more went to other pods once the endpoints were updated"
+        )
+    latency = requests["latency_ms"]
+    if latency["p50"] is not None:
+        lines.append(
+            f"  latency p50 {latency['p50']} ms, p99 {latency['p99']} ms, "
+            f"max {latency['max']} ms; {requests['connections']} connections opened"
+        )
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for sample in requests["failure_samples"]:
+        key = (sample["kind"], sample["detail"], sample["path"])
+        groups.setdefault(key, []).append(sample["t"])
+    for (kind, detail, path), times in groups.items():
+        when = f"{times[0]:+.3f}s" + (f" to {times[-1]:+.3f}s" if len(times) > 1 else "")
+        lines.append(f"  {len(times)} x {kind}: {detail} on {path}, {when}")
+    if requests["failed"] > len(requests["failure_samples"]):
+        lines.append(f"  (the first {len(requests['failure_samples'])} failures are listed)")
+    return lines
+
+
+def _app_report_text(report: dict[str, Any] | None) -> list[str]:
+    if report is None:
+        return []
+    handlers = ", ".join(f"{h.get('name')} {h.get('outcome')}" for h in report["handlers"])
+    summary = (
+        f"app report: reason {report.get('reason')}, ok {report.get('ok')}, "
+        f"{report.get('duration', 0):.3f}s, {report.get('in_flight_at_start')} in flight "
+        f"at start, {report.get('in_flight_abandoned')} abandoned"
+    )
+    return ["", summary, f"  handlers: {handlers or 'none'}"]
+
+
+def _breakdown(requests: dict[str, Any]) -> str:
+    failures = requests.get("failures", {})
+    parts = [f"{failures[k]} {k}" for k in KINDS if failures.get(k) and k != STATUS]
+    statuses = {s: n for s, n in requests.get("statuses", {}).items() if int(s) >= 500}  # noqa: PLR2004
+    parts += [f"{n} HTTP {s}" for s, n in statuses.items()]
+    return ", ".join(parts)

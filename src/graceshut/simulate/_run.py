@@ -1,0 +1,297 @@
+"""One simulated termination: start, wait for readiness, load, terminate, collect."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from ._actions import Action, Exec, HttpGet, Target, TcpSocket
+from ._container import Container, Output
+from ._kubelet import Probe, ProbeWatcher, Termination, describe_exit, terminate
+from ._load import Failure, LoadGenerator, LoadSpec
+from ._timeline import Timeline
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything a run needs, resolved from the options and the manifest."""
+
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    target: Target
+    load: LoadSpec
+    grace_period: float
+    prestop: Action | None
+    readiness: Probe
+    liveness: Probe | None = None
+    warmup: float = 2.0
+    endpoint_lag: float = 2.0
+    ready_timeout: float = 60.0
+    app_log: Path | None = None
+    source: str | None = None
+    """The manifest and container the settings come from, if any."""
+    warnings: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a run saw; `graceshut.simulate._report` turns it into a verdict."""
+
+    plan: Plan
+    timeline: Timeline
+    requests: dict[str, Any] = dataclasses.field(default_factory=dict)
+    samples: list[Failure] = dataclasses.field(default_factory=list)
+    termination: Termination | None = None
+    exit_status: int | None = None
+    error: str | None = None
+    liveness_failures: list[tuple[float, str]] = dataclasses.field(default_factory=list)
+    app_output: list[str] = dataclasses.field(default_factory=list)
+
+
+class Endpoints:
+    """The Service's view of the pod: new connections stop *lag* seconds after deletion.
+
+    Connections already open keep going to the pod, as through kube-proxy's conntrack
+    entries, until one side closes them.
+    """
+
+    def __init__(self, lag: float, timeline: Timeline) -> None:
+        self.lag = lag
+        self.removed_at: float | None = None
+        self._timeline = timeline
+
+    def deleted(self, at: float) -> None:
+        """The pod was deleted at *at*: schedule its removal from the endpoints."""
+        self.removed_at = at + self.lag
+        self._timeline.add(
+            "endpoints updated", "new connections go to other pods", at=self.removed_at
+        )
+
+    def may_connect(self) -> bool:
+        """Whether a new connection is still routed to this pod."""
+        return self.removed_at is None or time.monotonic() < self.removed_at
+
+
+class Progress:
+    """A status line on a terminal, redrawn a few times a second."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stage = "starting the app"
+        self.load: LoadGenerator | None = None
+        self.timeline: Timeline | None = None
+        self._stream = stream
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._draw, name="progress", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop drawing and clear the line."""
+        self._stop.set()
+        self._thread.join(1)
+        self._stream.write("\r\x1b[K")
+        self._stream.flush()
+
+    def _draw(self) -> None:
+        while not self._stop.wait(0.2):
+            line = f"graceshut simulate: {self.stage}"
+            timeline = self.timeline
+            if timeline is not None and timeline.origin is not None:
+                now = time.monotonic()
+                last = [e.what for e in timeline.events if e.at <= now][-1:]
+                line += f" ({', '.join(last)})  t={timeline.relative(now):+.1f}s"
+            if self.load is not None:
+                stats = self.load.stats.snapshot()
+                line += (
+                    f"  sent {stats['sent']}  ok {stats['ok']}  failed {stats['failed']}"
+                    f"  rerouted {stats['rerouted']}"
+                )
+            width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be redrawn
+            self._stream.write(f"\r\x1b[K{line[:width]}")
+            self._stream.flush()
+
+
+def simulate(plan: Plan, progress: Progress | None = None) -> Outcome:
+    """Run the whole simulation once.
+
+    Raises:
+        OSError: The command cannot be started (not found, not executable).
+    """
+    run = _Run(plan, progress)
+    try:
+        run.play()
+    finally:
+        run.close()
+    return run.outcome
+
+
+class _Run:
+    def __init__(self, plan: Plan, progress: Progress | None) -> None:
+        self.plan = plan
+        self.progress = progress
+        self.timeline = timeline = Timeline()
+        self.outcome = Outcome(plan, timeline)
+        if progress is not None:
+            progress.timeline = timeline
+
+        def exited(status: int, at: float) -> None:
+            timeline.add("app exited", describe_exit(status), at=at)
+
+        self.container = Container.start(
+            plan.command, plan.env, output=subprocess.PIPE, on_exit=exited
+        )
+        assert self.container.process.stdout is not None  # noqa: S101 - asked for a pipe
+        self.output = Output(self.container.process.stdout, plan.app_log)
+        timeline.add("app started", f"PID {self.container.pid}: {shlex.join(plan.command)}")
+        self.load: LoadGenerator | None = None
+        self.watchers: list[ProbeWatcher] = []
+
+    def play(self) -> None:
+        plan, timeline, outcome, container = self.plan, self.timeline, self.outcome, self.container
+        self._stage("waiting for readiness")
+        outcome.error = _wait_ready(plan, container, timeline)
+        if outcome.error is not None:
+            return
+        endpoints = Endpoints(plan.endpoint_lag, timeline)
+        self.load = LoadGenerator(plan.load, may_connect=endpoints.may_connect)
+        self.load.start()
+        if self.progress is not None:
+            self.progress.load = self.load
+        timeline.add("load starts", _describe_load(plan.load))
+        probes = [("readiness", plan.readiness), ("liveness", plan.liveness)]
+        for name, probe in probes:
+            if probe is not None:
+                # An exec probe starts a process each time: not ten times a second.
+                interval = 0.5 if isinstance(probe.action, Exec) else 0.1
+                watcher = ProbeWatcher(
+                    name, probe, plan.target, plan.env, timeline, interval=interval
+                )
+                self.watchers.append(watcher)
+                watcher.start()
+        self._stage("load, before the termination")
+        if container.wait(plan.warmup) is not None:
+            outcome.error = "the app exited under load, before the termination"
+            return
+        self._stage("terminating")
+        outcome.termination = terminate(
+            container,
+            hook=plan.prestop,
+            grace_period=plan.grace_period,
+            target=plan.target,
+            env=plan.env,
+            timeline=timeline,
+            on_deleted=endpoints.deleted,
+        )
+        outcome.exit_status = outcome.termination.exit_status
+        # Until the Service has dropped the pod, new connections still come: count them.
+        if endpoints.removed_at is not None:
+            time.sleep(max(0.0, endpoints.removed_at - time.monotonic()))
+        timeline.add("load stops")
+
+    def close(self) -> None:
+        outcome = self.outcome
+        for watcher in self.watchers:
+            watcher.stop()
+        if outcome.termination is None and not self.container.running():
+            outcome.exit_status = self.container.exit_status  # it ended on its own
+        if self.container.running():  # the run was cut short: do not leave the app behind
+            self.container.kill()
+            self.container.wait(10)
+        if self.load is not None:
+            self.load.stop()
+            outcome.requests = self.load.stats.snapshot()
+            outcome.samples = list(self.load.stats.samples)
+        outcome.liveness_failures = [
+            f for w in self.watchers if w.name == "liveness" for f in w.failures
+        ]
+        outcome.app_output = self.output.join(2)
+
+    def _stage(self, stage: str) -> None:
+        if self.progress is not None:
+            self.progress.stage = stage
+
+
+def _describe_load(spec: LoadSpec) -> str:
+    rate = f"{spec.rate:g} req/s" if spec.rate > 0 else "as fast as possible"
+    kind = "keep-alive clients" if spec.keep_alive else "clients (no keep-alive)"
+    return f"{rate} from {spec.concurrency} {kind} on {', '.join(spec.paths)}"
+
+
+def _wait_ready(plan: Plan, container: Container, timeline: Timeline) -> str | None:
+    """None once the readiness probe passes, else why the run cannot go on."""
+    probe = plan.readiness
+    what = probe.action.describe(plan.target)
+    deadline = time.monotonic() + plan.ready_timeout
+    last = "nothing"
+    while time.monotonic() < deadline:
+        status = container.wait(0)
+        if status is not None:
+            return f"the app exited ({describe_exit(status)}) before it was ready"
+        result = probe.check(plan.target, plan.env)
+        if result.ok:
+            timeline.add("ready", f"{what}: {result.summary()}")
+            return None
+        last = result.summary()
+        if result.error == "connection refused" and _listens_on_loopback_only(plan, probe.action):
+            return (
+                f"the app listens on 127.0.0.1 only, but in a pod the kubelet's probes and "
+                f"hooks and the Service's traffic come to the pod IP ({plan.target.host}): "
+                "bind it to 0.0.0.0 (uvicorn --host 0.0.0.0), or pass --pod-ip 127.0.0.1"
+            )
+        time.sleep(0.1)
+    return f"not ready after {plan.ready_timeout:g}s: {what} answered {last}"
+
+
+def _listens_on_loopback_only(plan: Plan, action: Action) -> bool:
+    if isinstance(action, (Exec,)) or _is_loopback(plan.target.host):
+        return False
+    if not isinstance(action, (HttpGet, TcpSocket)) or action.host:
+        return False
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection(("127.0.0.1", plan.target.port(action.port)), timeout=1),
+    ):
+        return True
+    return False
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def pod_ip() -> str | None:
+    """This machine's address on its default route, as a pod's IP is: None when offline.
+
+    Connecting a UDP socket sends nothing; it only asks the kernel for the route.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address = str(probe.getsockname()[0])
+        except OSError:
+            return None
+    return None if _is_loopback(address) or address == "0.0.0.0" else address  # noqa: S104
+
+
+def child_path(environ: Mapping[str, str]) -> str:
+    """PATH for the app and exec hooks: this Python's scripts first.
+
+    As in an image where the app, its server and graceshut are installed together.
+    """
+    scripts = str(Path(sys.executable).parent)
+    rest = environ.get("PATH", "")
+    return scripts if not rest else f"{scripts}{os.pathsep}{rest}"

@@ -1,0 +1,306 @@
+"""The zero-drop proof: a rolling restart behind a real load balancer, with and without graceshut.
+
+Two instances of the e2e app behind HAProxy, which health-checks ``/readyz`` and, in TCP
+mode with no retries and no redispatch, behaves like kube-proxy: it balances
+connections, not requests; a connection it opened to a pod stays on that pod until one
+side closes it; a pod marked down gets no new connections; a failed connection attempt
+is the client's failure. Keep-alive clients put steady load on it, then one instance is
+terminated as the kubelet does it (preStop ``GET /shutdown``, then SIGTERM).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from graceshut.simulate._actions import HttpGet, Target
+from graceshut.simulate._container import Container
+from graceshut.simulate._kubelet import Termination, terminate
+from graceshut.simulate._load import LoadGenerator, LoadSpec
+from graceshut.simulate._timeline import Timeline
+
+from ..asgi_servers import Server, free_port
+
+pytestmark = pytest.mark.e2e
+
+StartServer = Callable[..., Server]
+GRACE_PERIOD = 20  # the servers' GRACESHUT_GRACE_PERIOD (tests/asgi_servers.py)
+RATE = 200
+CLIENTS = 8
+
+HAPROXY_CONFIG = """\
+global
+    maxconn 1000
+    stats socket {socket} mode 600 level admin
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    # kube-proxy neither retries nor sends a failed attempt elsewhere: the client sees it.
+    retries 0
+    no option redispatch
+
+frontend service
+    bind 127.0.0.1:{port}
+    default_backend pods
+
+backend pods
+    balance roundrobin
+    option httpchk GET /readyz
+    default-server inter 500ms fall 1 rise 1
+{servers}
+"""
+
+
+class HAProxy:
+    """A HAProxy process in front of the given ports."""
+
+    def __init__(self, directory: Path, ports: list[int]) -> None:
+        # Debian puts it in /usr/sbin, which is not on every user's PATH.
+        binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+        if binary is None:
+            pytest.fail(
+                "haproxy is not installed: the rolling-restart proof needs a real load "
+                "balancer. Install it with: apt-get install -y haproxy"
+            )
+        self.port = free_port()
+        self.socket = directory / "haproxy.sock"
+        if len(str(self.socket)) > 100:  # a Unix socket path has room for about 107 bytes
+            self.socket = Path(tempfile.mkdtemp(prefix="haproxy-")) / "sock"
+        servers = "\n".join(
+            f"    server pod{i} 127.0.0.1:{port} check" for i, port in enumerate(ports)
+        )
+        config = directory / "haproxy.cfg"
+        config.write_text(
+            HAPROXY_CONFIG.format(socket=self.socket, port=self.port, servers=servers)
+        )
+        self.log = directory / "haproxy.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [binary, "-f", str(config), "-db"], stdout=log, stderr=subprocess.STDOUT
+            )
+        self._wait_until_up(len(ports))
+
+    def servers(self) -> dict[str, dict[str, str]]:
+        """``show stat`` of the backend's servers: status, stot (connections)..."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.socket))
+            s.sendall(b"show stat\n")
+            raw = b""
+            while chunk := s.recv(65536):
+                raw += chunk
+        header, *rows = raw.decode().strip().splitlines()
+        names = header.lstrip("# ").split(",")
+        table = [dict(zip(names, row.split(","), strict=False)) for row in rows]
+        return {r["svname"]: r for r in table if r["pxname"] == "pods" and r["svname"][:3] == "pod"}
+
+    def _wait_until_up(self, count: int) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"haproxy exited: {self.log.read_text()}")
+            try:
+                states = [s["status"] for s in self.servers().values()]
+            except OSError:
+                states = []
+            if states.count("UP") == count:
+                return
+            time.sleep(0.05)
+        pytest.fail(f"haproxy did not see {count} servers up: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(5)
+
+
+@pytest.fixture
+def haproxy(tmp_path: Path) -> Iterator[Callable[[list[int]], HAProxy]]:
+    """Start HAProxy in front of ports; stopped at teardown."""
+    started: list[HAProxy] = []
+
+    def start(ports: list[int]) -> HAProxy:
+        proxy = HAProxy(tmp_path, ports)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@dataclasses.dataclass
+class Roll:
+    """What one rolling restart did."""
+
+    requests: dict[str, Any]
+    samples: list[str]
+    termination: Termination
+    before: dict[str, dict[str, str]]
+    after: dict[str, dict[str, str]]
+    output: str
+
+
+def roll(
+    kind: str,
+    start_server: StartServer,
+    haproxy: Callable[[list[int]], HAProxy],
+    env: dict[str, str],
+    *,
+    prestop: bool = True,
+) -> Roll:
+    """Two instances behind HAProxy under load; the first is terminated like the kubelet does."""
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        pods = list(pool.map(lambda _: start_server(kind, env), range(2)))
+    proxy = haproxy([pod.port for pod in pods])
+    load = LoadGenerator(
+        LoadSpec("127.0.0.1", proxy.port, paths=("/",), rate=RATE, concurrency=CLIENTS, timeout=5)
+    )
+    load.start()
+    try:
+        time.sleep(1.5)
+        before = proxy.servers()
+        leaving = pods[0]
+        termination = terminate(
+            Container(leaving.process, own_group=False),
+            hook=HttpGet(path="/shutdown", port=leaving.port) if prestop else None,
+            grace_period=GRACE_PERIOD,
+            target=Target("127.0.0.1"),
+            env=os.environ,
+            timeline=Timeline(),
+        )
+        time.sleep(0.5)  # the one left carries the whole load
+    finally:
+        load.stop()
+        for pod in pods:
+            kill_tree(pod.process.pid)
+    samples = [f"{f.kind}: {f.detail}" for f in load.stats.samples]
+    return Roll(
+        load.stats.snapshot(), samples, termination, before, proxy.servers(), leaving.output()
+    )
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a server and its worker processes (a gunicorn worker outlives its master)."""
+    for child in children(pid):
+        kill_tree(child)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is *pid*, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def assert_the_load_reached_both(result: Roll) -> None:
+    assert result.requests["sent"] >= RATE, result.requests
+    assert int(result.before["pod0"]["stot"]) > 0, "the leaving pod had connections"
+    assert int(result.before["pod1"]["stot"]) > 0
+    assert result.after["pod0"]["status"].startswith("DOWN")
+    assert result.after["pod1"]["status"] == "UP"
+
+
+@pytest.mark.parametrize(
+    "kind", ["uvicorn", "gunicorn", "hypercorn-asyncio", "hypercorn-trio", "hypercorn-cli"]
+)
+def test_rolling_restart_drops_nothing_with_graceshut(
+    kind: str, start_server: StartServer, haproxy: Callable[[list[int]], HAProxy]
+) -> None:
+    """preStop /shutdown then SIGTERM behind a load balancer: not one request fails."""
+    result = roll(kind, start_server, haproxy, {"GRACESHUT_PROPAGATION_DELAY": "1.5"})
+    assert_the_load_reached_both(result)
+    requests = result.requests
+    assert requests["failed"] == 0, (requests, result.samples, result.output)
+    # The leaving pod's keep-alive connections were told to close during the delay:
+    # it was serving them when the termination began.
+    assert requests["closed_by_server"] > 0, requests
+    done = result.termination
+    assert done.hook_result is not None
+    assert done.hook_result.status == 200, (done.hook_result, result.output)
+    assert done.sigkill_at is None
+    if kind == "hypercorn-cli":
+        return  # its exit status is hypercorn's own (docs/servers.md)
+    assert done.exit_status == 0, result.output
+
+
+def test_rolling_restart_without_graceshut_drops_requests(
+    start_server: StartServer,
+    haproxy: Callable[[list[int]], HAProxy],
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    """The same app and termination without graceshut: the load balancer's clients see failures."""
+    result = roll("uvicorn-plain", start_server, haproxy, {})
+    assert_the_load_reached_both(result)
+    requests = result.requests
+    record_property("baseline_failed_requests", requests["failed"])
+    with capsys.disabled():
+        print(
+            f"\nrolling restart without graceshut: {requests['failed']} of {requests['sent']} "
+            f"requests failed {requests['failures']}"
+        )
+    assert requests["failed"] > 0, requests
+
+
+@pytest.mark.parametrize(
+    ("kind", "zero"),
+    [
+        ("uvicorn", True),
+        ("gunicorn", True),
+        ("hypercorn-asyncio", True),
+        ("hypercorn-trio", True),
+        # hypercorn's command line closes its listener on SIGTERM before the app hears of
+        # it: the pod still gets new connections for a moment, and they are refused.
+        ("hypercorn-cli", False),
+    ],
+)
+def test_rolling_restart_with_sigterm_alone(
+    kind: str,
+    zero: bool,
+    start_server: StartServer,
+    haproxy: Callable[[list[int]], HAProxy],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No preStop hook: zero drops wherever graceshut holds SIGTERM; hypercorn's CLI drops."""
+    result = roll(
+        kind, start_server, haproxy, {"GRACESHUT_PROPAGATION_DELAY": "1.5"}, prestop=False
+    )
+    assert_the_load_reached_both(result)
+    requests = result.requests
+    if zero:
+        assert requests["failed"] == 0, (requests, result.samples, result.output)
+        assert requests["closed_by_server"] > 0, requests
+        assert result.termination.exit_status == 0, result.output
+    else:
+        with capsys.disabled():
+            print(
+                f"\nSIGTERM alone under {kind}: {requests['failed']} of {requests['sent']} failed"
+            )
+        assert requests["failed"] > 0, requests
