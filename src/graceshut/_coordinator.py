@@ -74,6 +74,7 @@ class Coordinator:
         )
         self.in_flight = InFlight()
         self._handlers: dict[str, Handler] = {}
+        self._needs = dict.fromkeys(PHASES, 0.0)
         self._report_listeners: list[ReportListener] = []
         self._drain_hooks: list[DrainHook] = []
         self._loop: LoopHandle | None = None
@@ -173,7 +174,8 @@ class Coordinator:
                 f"{self.settings.grace_period:g} - safety_margin {self.settings.safety_margin:g})"
             )
         self._handlers[handler.name] = handler
-        needed = sum(self._phase_needs().values())
+        self._needs[handler.phase] = max(self._needs[handler.phase], handler.timeout)
+        needed = sum(self._needs.values())
         if needed > budget:
             logger.warning(
                 "handler timeouts add up to %.1fs across phases, more than the %.1fs budget: "
@@ -548,10 +550,8 @@ class Coordinator:
         return len(handlers)
 
     def _phase_needs(self) -> dict[Phase, float]:
-        needs = dict.fromkeys(PHASES, 0.0)
-        for handler in self._handlers.values():
-            needs[handler.phase] = max(needs[handler.phase], handler.timeout)
-        return needs
+        """For each phase, the longest timeout among its handlers (kept up to date)."""
+        return dict(self._needs)
 
     @staticmethod
     def _reserved_after(needs: dict[Phase, float]) -> dict[Phase, float]:

@@ -77,20 +77,18 @@ async def run_handler(
     started = time.monotonic()
     deadline = min(end, started + handler.timeout)
     budget = deadline - started
-    fields: dict[str, object] = {
-        "phase": handler.phase.value,
-        "handler": handler.name,
-        "reason": reason,
-    }
     if budget <= 0:
         logger.warning(
             "handler %s skipped: no time left before the deadline",
             handler.name,
-            extra={**fields, "outcome": "skipped", "remaining": run_deadline - started},
+            extra=_fields(handler, reason, Outcome.SKIPPED, 0.0, run_deadline - started),
         )
         return HandlerResult(handler.name, handler.phase, Outcome.SKIPPED, 0.0, "no time left")
-    ctx = ShutdownContext(reason=reason, phase=handler.phase, deadline=deadline, logger=logger)
-    args = (ctx,) if handler.takes_context else ()
+    args = (
+        (ShutdownContext(reason=reason, phase=handler.phase, deadline=deadline, logger=logger),)
+        if handler.takes_context
+        else ()
+    )
     outcome: Outcome = Outcome.ERROR
     error: str | None = "cancelled"
     failure: BaseException | None = None
@@ -112,15 +110,17 @@ async def run_handler(
         # Recorded here so that a handler cut off from outside still gets a record.
         duration = time.monotonic() - started
         result = HandlerResult(handler.name, handler.phase, outcome, duration, error)
-    extra = {
-        **fields,
-        "outcome": outcome.value,
-        "duration": duration,
-        "remaining": run_deadline - time.monotonic(),
-    }
     if outcome is Outcome.OK:
-        logger.info("handler %s: ok in %.3fs", handler.name, duration, extra=extra)
-    elif outcome is Outcome.TIMEOUT:
+        if logger.isEnabledFor(logging.INFO):  # a thousand handlers: skip building the fields
+            logger.info(
+                "handler %s: ok in %.3fs",
+                handler.name,
+                duration,
+                extra=_fields(handler, reason, outcome, duration, run_deadline - time.monotonic()),
+            )
+        return result
+    extra = _fields(handler, reason, outcome, duration, run_deadline - time.monotonic())
+    if outcome is Outcome.TIMEOUT:
         logger.warning("handler %s: %s", handler.name, error, extra=extra)
     else:
         logger.error(
@@ -132,6 +132,19 @@ async def run_handler(
             extra=extra,
         )
     return result
+
+
+def _fields(
+    handler: Handler, reason: str, outcome: Outcome, duration: float, remaining: float
+) -> dict[str, object]:
+    return {
+        "phase": handler.phase.value,
+        "handler": handler.name,
+        "reason": reason,
+        "outcome": outcome.value,
+        "duration": duration,
+        "remaining": remaining,
+    }
 
 
 def _qualified_name(func: HandlerFunc) -> str:

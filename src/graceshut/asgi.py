@@ -7,11 +7,12 @@ with any other ASGI framework.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import ipaddress
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -50,7 +51,8 @@ class GracefulShutdownMiddleware:
     - Requests to *routes* (probes, the shutdown route) are answered by those apps,
       are never refused and never count as in-flight work.
 
-    Per request it does O(1) work: a dict lookup, two counter updates, one send wrapper.
+    Per request it does O(1) work: a dict lookup, two counter updates, one send wrapper
+    (a `functools.partial`, no closure and no coroutine of its own per message).
 
     Args:
         app: The application to wrap.
@@ -105,13 +107,7 @@ class GracefulShutdownMiddleware:
             in_flight = coordinator.in_flight
             in_flight.count += 1
             try:
-
-                async def send_closing(message: Message) -> None:
-                    if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
-                        message = _with_connection_close(message)
-                    await send(message)
-
-                await self.app(scope, receive, send_closing)
+                await self.app(scope, receive, functools.partial(_send_closing, coordinator, send))
             finally:
                 in_flight.exit()
         elif scope_type == "websocket":
@@ -175,6 +171,16 @@ class _WebSocketSession:
             await self._send(
                 {"type": "websocket.close", "code": GOING_AWAY, "reason": "server shutting down"}
             )
+
+
+def _send_closing(coordinator: Coordinator, send: Send, message: Message) -> Awaitable[None]:
+    """Forward *message*, with ``Connection: close`` on a response started after the trigger.
+
+    A plain function returning the server's awaitable: no coroutine of our own per message.
+    """
+    if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
+        message = _with_connection_close(message)
+    return send(message)
 
 
 def _with_connection_close(message: Message) -> Message:
