@@ -84,3 +84,15 @@ def test_prestop_bad_token_file_is_a_clear_error(tmp_path: Path) -> None:
     empty.write_text("  \n")
     result = prestop("http://127.0.0.1:9/shutdown", "--token-file", str(empty))
     assert "is empty" in result.stderr
+
+
+@pytest.mark.e2e
+def test_prestop_never_goes_through_a_proxy(start_server: StartServer) -> None:
+    """HTTP_PROXY in the pod must not receive the call (it would carry the token away)."""
+    import os
+
+    server = start_server("uvicorn", {"GRACESHUT_PROPAGATION_DELAY": "0"})
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "HTTP_PROXY": dead_proxy, "http_proxy": dead_proxy, "NO_PROXY": ""}
+    result = prestop(f"{server.url}/shutdown", "--quiet", env=env)
+    assert result.returncode == 0, result.stderr

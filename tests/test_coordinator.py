@@ -489,3 +489,108 @@ async def test_report_times_every_step_of_the_sequence() -> None:
     assert steps["flush"].duration >= 0.09
     assert steps["flush"].started >= steps["drain"].started >= steps["propagation"].started
     assert report.to_dict()["phases"][3]["name"] == "flush"
+
+
+async def test_abandoned_work_is_reported_but_does_not_fail_the_exit_status() -> None:
+    """Exit status follows the handlers (the contract); abandoned work shows in the report."""
+    coordinator = fast(grace_period=1.5, safety_margin=0.5)
+
+    async def stream() -> None:
+        async with coordinator.track("long-poll"):
+            await anyio.sleep(5)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream)
+        await anyio.sleep(0.01)
+        report = await coordinator.shutdown()
+        tg.cancel_scope.cancel()
+    assert report.in_flight_abandoned == 1
+    assert not report.ok
+    assert report.handlers_ok
+    assert report.exit_code == 0
+
+
+async def test_two_triggers_at_once_never_run_the_handlers_twice() -> None:
+    """A trigger from another thread racing shutdown() still runs each handler once."""
+    coordinator = fast()
+    calls: list[str] = []
+
+    @coordinator.on_shutdown
+    def flush() -> None:
+        calls.append("flush")
+
+    coordinator.attach()
+    threads = [threading.Thread(target=coordinator.trigger, args=(f"t{i}",)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    report = await coordinator.shutdown("main")
+    for thread in threads:
+        thread.join()
+    await anyio.sleep(0.1)
+    assert calls == ["flush"]
+    assert coordinator.report is report
+
+
+async def test_handlers_that_raise_base_exceptions_are_recorded_and_the_rest_run(
+    anyio_backend: str,
+) -> None:
+    """SystemExit, a stray cancellation or a coroutine from a sync function: errors, not ok."""
+    coordinator = fast()
+    ran: list[str] = []
+
+    @coordinator.on_shutdown("flush", name="exits")
+    def exits() -> None:
+        raise SystemExit(3)
+
+    if anyio_backend == "asyncio":  # trio has no way to raise a stray Cancelled
+
+        @coordinator.on_shutdown("flush", name="stray-cancel")
+        async def stray_cancel() -> None:
+            import asyncio
+
+            task = asyncio.ensure_future(asyncio.sleep(10))
+            task.cancel()
+            await task  # the usual pattern, forgetting to catch CancelledError
+
+    async def work() -> None: ...
+
+    coordinator.add_handler(lambda: work(), phase="flush", name="forgot-async")  # noqa: PLW0108 - the point
+
+    @coordinator.on_shutdown("release", name="after")
+    def after() -> None:
+        ran.append("after")
+
+    report = await coordinator.shutdown()
+    outcomes = {h.name: (h.outcome, h.error) for h in report.handlers}
+    assert outcomes["exits"] == (Outcome.ERROR, "SystemExit: 3")
+    if anyio_backend == "asyncio":
+        assert outcomes["stray-cancel"] == (Outcome.ERROR, "cancelled")
+    assert outcomes["forgot-async"][0] is Outcome.ERROR
+    assert "async def" in str(outcomes["forgot-async"][1])
+    assert outcomes["after"] == (Outcome.OK, None)
+    assert ran == ["after"]
+    assert report.exit_code == 1
+
+
+async def test_several_tasks_can_wait_for_the_drain_to_empty() -> None:
+    """in_flight.wait_idle() wakes every waiter, the drain included."""
+    coordinator = fast()
+    woke: list[str] = []
+
+    @coordinator.on_shutdown("drain", name="waiter")
+    async def waiter() -> None:
+        await coordinator.in_flight.wait_idle()
+        woke.append("handler")
+
+    async def job() -> None:
+        async with coordinator.track("job"):
+            await anyio.sleep(0.3)
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(job)
+        await anyio.sleep(0.01)
+        report = await coordinator.shutdown()
+    assert woke == ["handler"]
+    assert report.ok
+    assert time.monotonic() - started < 2

@@ -154,3 +154,37 @@ def anyio_fail_after(seconds: float):  # type: ignore[no-untyped-def]
     import anyio
 
     return anyio.fail_after(seconds)
+
+
+@pytest.mark.anyio
+async def test_serving_the_same_app_twice_gives_a_fresh_run() -> None:
+    """A module-level app and coordinator can be served by several tests in a row."""
+    app, coordinator, ran = make_app()
+    for _ in range(2):
+        async with graceshut.testing.serve(app, coordinator) as harness:
+            assert (await harness.client.get("/")).status_code == 200
+            assert (await harness.client.get("/readyz")).status_code == 200
+            report = await harness.shutdown()
+        assert report.ok
+    assert ran == ["flush", "flush"]
+
+
+@pytest.mark.anyio
+async def test_an_app_without_lifespan_support_is_served_and_shut_down() -> None:
+    """A raw ASGI app that returns from the lifespan scope: no hang, the sequence still runs."""
+    coordinator = graceshut.Coordinator(environ={})
+    ran: list[str] = []
+    coordinator.add_handler(lambda: ran.append("flush"), name="flush")
+
+    async def raw_app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    import anyio
+
+    with anyio.fail_after(5):
+        async with graceshut.testing.serve(raw_app, coordinator) as harness:
+            assert (await harness.client.get("/")).status_code == 204
+    assert ran == ["flush"]

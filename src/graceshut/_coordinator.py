@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -14,7 +15,7 @@ from ._config import Settings, resolve_settings
 from ._handlers import Handler, HandlerFunc, make_handler, run_handler
 from ._loop import LoopHandle
 from ._phases import PHASES, Phase
-from ._report import HandlerResult, PhaseResult, ShutdownReport
+from ._report import HandlerResult, Outcome, PhaseResult, ShutdownReport
 from ._tracker import InFlight
 from ._workers import WorkerGroup
 
@@ -91,6 +92,7 @@ class Coordinator:
         self._drain_waiters: list[anyio.Event] = []
         self._group: WorkerGroup | None = None
         self._leader = True
+        self._start_lock = threading.Lock()
 
     # -- registration -------------------------------------------------------------
 
@@ -179,7 +181,8 @@ class Coordinator:
         if needed > budget:
             logger.warning(
                 "handler timeouts add up to %.1fs across phases, more than the %.1fs budget: "
-                "if they all run long, each phase gets a proportional share",
+                "if they all run long, each phase (and the propagation delay) gets a share in "
+                "proportion to what it asks for, and in-flight requests get no extra time",
                 needed,
                 budget,
                 extra={"handler": handler.name, "phase": handler.phase.value},
@@ -193,6 +196,25 @@ class Coordinator:
         """
         self._report_listeners.append(listener)
         return listener
+
+    def _reset_for_testing(self) -> None:
+        """Forget the run (not the handlers): `graceshut.testing` serves an app again."""
+        self.in_flight = InFlight()
+        self._loop = None
+        self._shutting_down = False
+        self._draining = False
+        self._phase = None
+        self._reason = None
+        self._report = None
+        self._waiters.clear()
+        self._drain_waiters.clear()
+        self._group = None
+        self._leader = True
+        self._start_lock = threading.Lock()
+
+    def _remove_report_listener(self, listener: ReportListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._report_listeners.remove(listener)
 
     @property
     def handlers(self) -> tuple[Handler, ...]:
@@ -270,11 +292,18 @@ class Coordinator:
         if self._loop is None:
             self._loop = LoopHandle()
 
-    def trigger(self, reason: str) -> None:
+    def trigger(self, reason: str, *, pod_wide: bool = False) -> None:
         """Start the sequence in the background if it has not started; never blocks.
 
         Safe from signal handlers and other threads once `attach` has run. Readiness
         fails before this returns.
+
+        Args:
+            reason: What started it, for the logs and the report.
+            pod_wide: With several worker processes, start the sequence in every worker
+                of the pod and run the once-per-pod handlers here (what the shutdown
+                route does). Without it, only this process stops, as when a supervisor
+                recycles one worker.
 
         Raises:
             RuntimeError: No event loop is attached yet.
@@ -284,17 +313,18 @@ class Coordinator:
                 "Coordinator.trigger() needs an event loop: call attach() (or run the "
                 "lifespan) first, or await shutdown() from async code"
             )
-        if self._mark_started(reason):
+        if self._mark_started(reason, pod_wide=pod_wide):
             self._loop.call_soon_threadsafe(self._spawn_sequence)
 
-    async def shutdown(self, reason: str = "manual") -> ShutdownReport:
+    async def shutdown(self, reason: str = "manual", *, pod_wide: bool = False) -> ShutdownReport:
         """Run the sequence if it has not run, and return its report.
 
         Every caller, concurrent or later, gets the same `ShutdownReport` and no handler
-        runs twice. Cancelling a caller does not cancel the sequence.
+        runs twice. Cancelling a caller does not cancel the sequence. *pod_wide* is as
+        for `trigger`.
         """
         self.attach()
-        if self._mark_started(reason):
+        if self._mark_started(reason, pod_wide=pod_wide):
             self._spawn_sequence()
         return await self.wait()
 
@@ -322,11 +352,12 @@ class Coordinator:
 
         self.attach()
         chain = SignalChain(self) if signals else None
-        if chain is not None:
-            chain.install()
         listener = anyio.CancelScope()
-        group = self._join_worker_group(listener)
+        group: WorkerGroup | None = None
         try:
+            if chain is not None:
+                chain.install()
+            group = self._join_worker_group(listener)
             yield
             with anyio.CancelScope(shield=True):
                 await self.shutdown("lifespan")
@@ -396,27 +427,49 @@ class Coordinator:
         return data
 
     def _mark_started(
-        self, reason: str, *, started_at: float | None = None, from_sibling: bool = False
+        self,
+        reason: str,
+        *,
+        pod_wide: bool = False,
+        started_at: float | None = None,
+        from_sibling: bool = False,
     ) -> bool:
-        """Flip readiness at once; True for the first trigger only."""
-        if self._shutting_down:
+        """Flip readiness at once; True for the first trigger only.
+
+        Safe from signal handlers and threads: the first caller wins a non-blocking lock
+        before anything else happens, so two triggers can never start two runs.
+        """
+        group = self._group
+        if not self._start_lock.acquire(blocking=False):
+            if pod_wide and group is not None and not group.triggered():
+                # A preStop call reaching a worker that was already stopping on its own.
+                self._leader = self._claim_pod(group, reason, time.time())[0]
             logger.debug("shutdown trigger %s joins the run under way", reason)
             return False
         now = time.time()
         started_at = now if started_at is None else started_at
-        group = self._group
-        if group is not None and not from_sibling:
-            self._leader, reason, started_at = group.claim(reason, started_at)
-            group.broadcast("trigger", reason=reason, started_at=started_at)
-        elif from_sibling:
+        if group is None:
+            self._leader = True
+        elif pod_wide:
+            self._leader, reason, started_at = self._claim_pod(group, reason, started_at)
+        else:
+            # A sibling's trigger, or one for this process only (a signal from the
+            # supervisor, which also recycles single workers; the lifespan shutdown):
+            # once-per-pod handlers are not this worker's to run.
             self._leader = False
         # One deadline for the whole pod: counted from the first worker's trigger.
         self._started_monotonic = time.monotonic() - max(0.0, now - started_at)
         self._started_at = started_at
-        self._shutting_down = True
         self._reason = reason
         self._in_flight_at_start = self.in_flight.count
+        self._shutting_down = True
         return True
+
+    @staticmethod
+    def _claim_pod(group: WorkerGroup, reason: str, started_at: float) -> tuple[bool, str, float]:
+        leader, reason, started_at = group.claim(reason, started_at)
+        group.broadcast("trigger", reason=reason, started_at=started_at)
+        return leader, reason, started_at
 
     def _spawn_sequence(self) -> None:
         assert self._loop is not None  # noqa: S101 - attach() ran before any trigger
@@ -455,7 +508,7 @@ class Coordinator:
 
         if run.reason not in _SERVER_ALREADY_STOPPED:
             self._phase = None
-            end = _step_end(run.deadline, 0.0, after[Phase.ANNOUNCE])
+            end = _elastic_end(run.deadline, settings.propagation_delay, after[Phase.ANNOUNCE])
             until = min(run.start + settings.propagation_delay, end)
             with run.step("propagation"):
                 logger.info(
@@ -490,7 +543,7 @@ class Coordinator:
             )
             async with anyio.create_task_group() as tg:
                 for hook in self._drain_hooks:
-                    tg.start_soon(_run_hook, hook)
+                    tg.start_soon(_run_hook, hook, end)
                 tg.start_soon(self._run_handlers, run, Phase.DRAIN, end)
                 with anyio.move_on_after(max(0.0, end - time.monotonic())):
                     await self.in_flight.wait_idle()
@@ -564,6 +617,14 @@ class Coordinator:
         return reserved
 
     def _finish(self, run: _Run) -> None:
+        recorded = {h.name for h in run.handlers}
+        run.handlers += [
+            HandlerResult(
+                h.name, h.phase, Outcome.SKIPPED, 0.0, "did not run: the run was cut short"
+            )
+            for h in self._handlers.values()
+            if h.name not in recorded and (self._leader or not h.once_per_pod)
+        ]
         report = ShutdownReport(
             reason=run.reason,
             started_at=self._started_at,
@@ -637,14 +698,29 @@ def _step_end(deadline: float, need: float, reserved_after: float) -> float:
     return deadline - reserved_after * max(0.0, remaining) / wanted
 
 
+def _elastic_end(deadline: float, want: float, reserved_after: float) -> float:
+    """When the propagation delay must end: cut first, before the handlers' time.
+
+    Only when the handlers' timeouts alone exceed what is left does it get a share in
+    proportion to its length, like the phases, rather than nothing at all.
+    """
+    remaining = deadline - time.monotonic()
+    if reserved_after <= remaining:
+        return deadline - reserved_after
+    return _step_end(deadline, want, reserved_after)
+
+
 async def _sleep_until(when: float) -> None:
     delay = when - time.monotonic()
     if delay > 0:
         await anyio.sleep(delay)
 
 
-async def _run_hook(hook: DrainHook) -> None:
-    try:
-        await hook()
-    except Exception:
-        logger.exception("drain hook %r failed", hook)
+async def _run_hook(hook: DrainHook, end: float) -> None:
+    with anyio.move_on_after(max(0.0, end - time.monotonic())) as scope:
+        try:
+            await hook()
+        except Exception:
+            logger.exception("drain hook %r failed", hook)
+    if scope.cancelled_caught:
+        logger.warning("drain hook %r cut off at the end of the drain", hook)

@@ -18,16 +18,12 @@ import sys
 logger = logging.getLogger("graceshut")
 
 _requested: int | None = None
-_registered = False
 
 
 def request_exit_status(code: int) -> None:
     """Exit with *code* when the interpreter ends normally, unless it is 0."""
-    global _requested, _registered  # noqa: PLW0603 - one process, one exit status
+    global _requested  # noqa: PLW0603 - one process, one exit status
     _requested = code
-    if code and not _registered:
-        _registered = True
-        atexit.register(_exit_with_requested_status)
 
 
 def forget_signal(owner: object, signum: int) -> bool:
@@ -47,9 +43,13 @@ def _exit_with_requested_status() -> None:
     if not code:
         return
     # atexit cannot change the status of a normal exit: end the process here, after
-    # the log records and output are out.
+    # the log records and output are out. Registered when graceshut is imported, so it
+    # runs after the exit functions registered later (error reporters, tracing flushes).
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+atexit.register(_exit_with_requested_status)

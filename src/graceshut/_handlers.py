@@ -97,19 +97,23 @@ async def run_handler(
             if handler.is_async:
                 await handler.func(*args)
             else:
-                await run_in_daemon_thread(
+                returned = await run_in_daemon_thread(
                     functools.partial(handler.func, *args), name=f"graceshut {handler.name}"
                 )
+                _refuse_awaitable(returned)
         if scope.cancelled_caught:
             outcome, error = Outcome.TIMEOUT, f"did not finish within {budget:.3f}s"
         else:
             outcome, error = Outcome.OK, None
-    except Exception as exc:
+    except anyio.get_cancelled_exc_class() as exc:
+        # Not our timeout (that one move_on_after swallows): a cancellation raised inside
+        # the handler, or the event loop tearing down. The sequence is shielded and goes
+        # on; the handler is recorded as failed.
+        outcome, error, failure = Outcome.ERROR, "cancelled", exc
+    except BaseException as exc:  # SystemExit from a sync handler must not end the run
         outcome, error, failure = Outcome.ERROR, f"{type(exc).__name__}: {exc}", exc
-    finally:
-        # Recorded here so that a handler cut off from outside still gets a record.
-        duration = time.monotonic() - started
-        result = HandlerResult(handler.name, handler.phase, outcome, duration, error)
+    duration = time.monotonic() - started
+    result = HandlerResult(handler.name, handler.phase, outcome, duration, error)
     if outcome is Outcome.OK:
         if logger.isEnabledFor(logging.INFO):  # a thousand handlers: skip building the fields
             logger.info(
@@ -145,6 +149,18 @@ def _fields(
         "duration": duration,
         "remaining": remaining,
     }
+
+
+def _refuse_awaitable(returned: object) -> None:
+    """A sync handler that returned a coroutine did nothing: say so instead of "ok"."""
+    if not inspect.isawaitable(returned):
+        return
+    if inspect.iscoroutine(returned):
+        returned.close()
+    raise TypeError(
+        "a plain function returned an awaitable, which nobody awaited: "
+        "make the handler an `async def`"
+    )
 
 
 def _qualified_name(func: HandlerFunc) -> str:

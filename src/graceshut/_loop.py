@@ -8,6 +8,7 @@ refuse (trio). The loop's own thread-safe entry points are what is safe to call.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,6 +27,11 @@ class LoopHandle:
         except RuntimeError:
             self._trio_token = _current_trio_token()
 
+    @property
+    def is_trio(self) -> bool:
+        """Whether the loop is trio's (else asyncio's)."""
+        return self._asyncio_loop is None
+
     def call_soon_threadsafe(self, func: Callable[[], object]) -> None:
         """Run *func* on the loop's thread soon; safe from signal handlers and threads."""
         if self._asyncio_loop is not None:
@@ -39,6 +45,7 @@ class LoopHandle:
         The task belongs to no caller, so a cancelled request or a closed task group
         cannot take the shutdown sequence down with it.
         """
+        func = _logging_failures(func)
         if self._asyncio_loop is not None:
             task = self._asyncio_loop.create_task(func())
             self._tasks.add(task)  # keep a reference, or the task may be collected
@@ -47,6 +54,20 @@ class LoopHandle:
             import trio  # noqa: PLC0415 - only reached when trio is running
 
             trio.lowlevel.spawn_system_task(func)
+
+
+def _logging_failures(
+    func: Callable[[], Coroutine[Any, Any, None]],
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Log what a background task raises: on trio it would crash the whole run."""
+
+    async def guarded() -> None:
+        try:
+            await func()
+        except Exception:
+            logging.getLogger("graceshut").exception("graceshut background task failed")
+
+    return guarded
 
 
 def _current_trio_token() -> Any:

@@ -92,12 +92,22 @@ class ShutdownReport:
     @property
     def ok(self) -> bool:
         """True when every handler succeeded and no in-flight work was abandoned."""
-        return self.in_flight_abandoned == 0 and all(h.outcome is Outcome.OK for h in self.handlers)
+        return self.in_flight_abandoned == 0 and self.handlers_ok
+
+    @property
+    def handlers_ok(self) -> bool:
+        """True when every handler's outcome is ``ok``."""
+        return all(h.outcome is Outcome.OK for h in self.handlers)
 
     @property
     def exit_code(self) -> int:
-        """The process exit status this run calls for: 0 when `ok`, else 1."""
-        return 0 if self.ok else 1
+        """The process exit status: 0 when every handler succeeded, else 1.
+
+        Abandoned in-flight work (a long poll still open at the deadline) shows in
+        `in_flight_abandoned` and `ok`, but does not fail the exit status: a pod with
+        streaming clients would otherwise exit 1 on every rollout.
+        """
+        return 0 if self.handlers_ok else 1
 
     def failed(self) -> tuple[HandlerResult, ...]:
         """The handlers whose outcome was not ``ok``."""

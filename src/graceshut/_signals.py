@@ -67,6 +67,7 @@ class SignalChain:
 
     def uninstall(self) -> None:
         """Put back the handlers we replaced, where ours are still in place."""
+        self._coordinator._remove_report_listener(self._hand_on_pending)  # noqa: SLF001
         if not self._installed:
             return
         for signum, previous in self._previous.items():

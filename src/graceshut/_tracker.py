@@ -29,16 +29,15 @@ class InFlight:
         self.count += 1
 
     def exit(self) -> None:
-        """Count one piece of work as ended; wake the drain if it was the last."""
+        """Count one piece of work as ended; wake the waiters if it was the last."""
         self.count -= 1
         if self.count == 0 and self._idle is not None:
             self._idle.set()
+            self._idle = None
 
     async def wait_idle(self) -> None:
-        """Return once nothing is in flight."""
+        """Return once nothing is in flight (any number of waiters)."""
         while self.count:
-            self._idle = anyio.Event()
-            try:
-                await self._idle.wait()
-            finally:
-                self._idle = None
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()

@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -72,8 +73,20 @@ class WorkerGroup:
     # -- membership -------------------------------------------------------------------
 
     def join(self) -> None:
-        """Register this worker: create the directory and bind its socket."""
+        """Register this worker: create the directory and bind its socket.
+
+        Raises:
+            OSError: The directory cannot be made, or it exists but is not a private
+                directory of this user (another local user could have planted it).
+        """
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = self.directory.lstat()
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid != os.geteuid()
+            or stat.S_IMODE(info.st_mode) & 0o077
+        ):
+            raise PermissionError(f"{self.directory} is not a private directory of this user")
         path = self._socket_path(self.pid)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by a crashed process that had our PID
@@ -122,15 +135,19 @@ class WorkerGroup:
         Returns whether this worker is the leader, and the pod's reason and start time.
         """
         record = json.dumps({"reason": reason, "started_at": started_at, "pid": self.pid})
+        # Written in full before it appears under its name: a sibling never reads it half.
+        temporary = self.directory / f"{self.pid}.trigger.tmp"
+        temporary.write_text(record)
         try:
-            fd = os.open(self.directory / _TRIGGER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(temporary, self.directory / _TRIGGER)
         except FileExistsError:
             existing = self.trigger()
             if existing is not None:
                 return False, existing[0], existing[1]
             return False, reason, started_at
-        with os.fdopen(fd, "w") as f:
-            f.write(record)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
         return True, reason, started_at
 
     def trigger(self) -> tuple[str, float] | None:
@@ -170,10 +187,13 @@ class WorkerGroup:
             try:
                 message = json.loads(data)
                 kind = message["kind"]
+                if kind == "trigger":
+                    reason, started_at = str(message["reason"]), float(message["started_at"])
             except (ValueError, KeyError, TypeError):
+                logger.debug("ignored a malformed message in %s", self.directory)
                 continue
             if kind == "trigger":
-                on_trigger(str(message["reason"]), float(message["started_at"]))
+                on_trigger(reason, started_at)
             elif kind == "report" and self._reports_changed is not None:
                 self._reports_changed.set()
 

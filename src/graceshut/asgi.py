@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
+import anyio
+
 from ._config import resolve_token
 from ._responses import (
     CONNECTION_CLOSE,
@@ -39,7 +41,21 @@ __all__ = [
 ]
 
 GOING_AWAY = 1001
-_FORWARDING_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
+#: Any of these means a proxy relayed the request: it did not come from inside the pod.
+_FORWARDING_HEADERS = frozenset(
+    {
+        b"forwarded",
+        b"via",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-client-cert",
+        b"x-real-ip",
+        b"x-envoy-external-address",
+        b"x-envoy-original-path",
+        b"x-request-id",
+    }
+)
 
 
 class GracefulShutdownMiddleware:
@@ -133,8 +149,11 @@ class GracefulShutdownMiddleware:
             coordinator.in_flight.exit()
 
     async def _close_websockets(self) -> None:
-        for session in list(self._websockets):
-            await session.going_away()
+        # All at once: a server whose close waits for the client's answer must not make
+        # the drain wait for each socket in turn.
+        async with anyio.create_task_group() as tg:
+            for session in list(self._websockets):
+                tg.start_soon(session.going_away)
 
 
 class _WebSocketSession:
@@ -277,7 +296,7 @@ class ShutdownEndpoint:
         if not wait:
             already = coordinator.shutting_down
             coordinator.attach()
-            coordinator.trigger("prestop")
+            coordinator.trigger("prestop", pod_wide=True)
             await send_json(
                 send,
                 202,
@@ -287,7 +306,7 @@ class ShutdownEndpoint:
                 },
             )
             return
-        await coordinator.shutdown("prestop")
+        await coordinator.shutdown("prestop", pod_wide=True)
         await send_json(send, 200, await coordinator.pod_report())
 
     def _refusal(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from ._loop import LoopHandle
 from ._signals import force_exit
 
 if TYPE_CHECKING:
@@ -52,15 +53,10 @@ async def serve(app: Any, coordinator: Coordinator, config: Config | None = None
 
     config = config or Config()
     coordinator.attach()
-    restore = _install_signal_handlers(coordinator)
+    own_signals = _OwnSignals(coordinator)
+    own_signals.install()
     try:
-        try:
-            import sniffio  # noqa: PLC0415
-
-            library = sniffio.current_async_library()
-        except ImportError:  # pragma: no cover - anyio without sniffio runs asyncio
-            library = "asyncio"
-        if library == "trio":
+        if LoopHandle().is_trio:
             from hypercorn.trio import serve as hypercorn_serve  # noqa: PLC0415
         else:
             from hypercorn.asyncio import serve as hypercorn_serve  # type: ignore[assignment]  # noqa: PLC0415
@@ -70,7 +66,7 @@ async def serve(app: Any, coordinator: Coordinator, config: Config | None = None
 
         await hypercorn_serve(app, config, shutdown_trigger=until_finished)
     finally:
-        restore(finished=coordinator.report is not None)
+        own_signals.restore(finished=coordinator.report is not None)
     # Served until the lifespan shutdown joined the run: the report is there.
     return await coordinator.wait()
 
@@ -93,26 +89,23 @@ def run(
     return anyio.run(main, backend=backend, backend_options=options)
 
 
-def _install_signal_handlers(coordinator: Coordinator) -> Any:
-    if threading.current_thread() is not threading.main_thread():
+class _OwnSignals:
+    """SIGTERM and SIGINT start the sequence; hypercorn installs none of its own here."""
 
-        def nothing_to_restore(*, finished: bool) -> None:
-            return None
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
+        self._interrupted = False
+        self._previous: dict[int, Any] = {}
 
-        return nothing_to_restore
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if not coordinator.shutting_down:
-            coordinator.trigger(signal.Signals(signum).name)
-        elif signum == signal.SIGINT and coordinator.report is None:
-            force_exit(signum)
-
-    for signum in previous:
-        signal.signal(signum, handle)
-
-    def restore(*, finished: bool) -> None:
-        for signum, handler in previous.items():
+    def restore(self, *, finished: bool) -> None:
+        for signum, handler in self._previous.items():
             if finished and signum == signal.SIGTERM:
                 # The kubelet's SIGTERM follows a preStop run closely: if it came between
                 # here and the exit, the default action would turn a clean exit into 143.
@@ -120,4 +113,11 @@ def _install_signal_handlers(coordinator: Coordinator) -> Any:
             else:
                 signal.signal(signum, handler)
 
-    return restore
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        coordinator = self._coordinator
+        if signum == signal.SIGINT:
+            if self._interrupted and coordinator.report is None:
+                force_exit(signum)  # a second Ctrl-C, as at a terminal
+            self._interrupted = True
+        if not coordinator.shutting_down:
+            coordinator.trigger(signal.Signals(signum).name)

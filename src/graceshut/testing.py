@@ -34,7 +34,7 @@ from ._signals import signals_enabled
 if TYPE_CHECKING:
     from ._coordinator import Coordinator
     from ._report import ShutdownReport
-    from ._responses import ASGIApp, Message
+    from ._responses import ASGIApp
 
 __all__ = ["AppHarness", "LifespanError", "fast_settings", "serve"]
 
@@ -113,6 +113,9 @@ async def serve(
     sequence runs then if the block did not start it. The report is on
     ``harness.report`` (and ``coordinator.report``) afterwards.
 
+    A coordinator runs its sequence once; one that already ran (an app module shared by
+    several tests) is reset to a fresh run first, keeping its handlers.
+
     Args:
         app: The ASGI app (with `graceshut.starlette.install` applied).
         coordinator: Its coordinator.
@@ -122,6 +125,8 @@ async def serve(
         real_signals: Install graceshut's SIGTERM and SIGINT handlers in the test process,
             for tests that send real signals with `AppHarness.send_signal`.
     """
+    if coordinator.shutting_down:
+        coordinator._reset_for_testing()  # noqa: SLF001 - the one supported caller
     token = signals_enabled.set(real_signals)
     try:
         with fast_settings(
@@ -132,7 +137,7 @@ async def serve(
         ):
             harness = AppHarness(app, coordinator, real_signals=real_signals)
             with _stand_in_server_handlers(harness, enabled=real_signals):
-                async with _lifespan(app):
+                async with _lifespan(app, coordinator):
                     if harness.client is None:
                         yield harness
                     else:
@@ -163,55 +168,66 @@ def _stand_in_server_handlers(harness: AppHarness, *, enabled: bool) -> Iterator
             signal.signal(signum, handler)
 
 
-@contextlib.asynccontextmanager
-async def _lifespan(app: ASGIApp) -> AsyncIterator[None]:
-    """Drive the ASGI lifespan protocol: startup on entry, shutdown on exit."""
-    to_app_send, to_app_receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
-    from_app_send, from_app_receive = anyio.create_memory_object_stream[Any](math.inf)
-    scope: dict[str, Any] = {
-        "type": "lifespan",
-        "asgi": {"version": "3.0", "spec_version": "2.0"},
-        "state": {},
-    }
+class _LifespanDriver:
+    """The server's side of the ASGI lifespan protocol, over two memory streams."""
 
-    async def run_app() -> None:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.supported = True
+        self.to_app, self._app_inbox = anyio.create_memory_object_stream[Any](math.inf)
+        self._app_outbox, self.from_app = anyio.create_memory_object_stream[Any](math.inf)
+
+    async def run_app(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+        scope["state"] = {}
         try:
-            await app(scope, receive, send)
+            await self.app(scope, self._app_inbox.receive, self._app_outbox.send)
         except Exception as exc:  # the app reports it too (lifespan.*.failed), or not
-            await from_app_send.send({"type": "app.raised", "message": repr(exc)})
+            await self._app_outbox.send({"type": "app.raised", "message": repr(exc)})
+        else:
+            await self._app_outbox.send({"type": "app.returned"})
 
-    async def receive() -> dict[str, Any]:
-        return await to_app_receive.receive()
-
-    async def send(message: Message) -> None:
-        await from_app_send.send(message)
-
-    async def outcome(kind: str) -> str | None:
-        message = await from_app_receive.receive()
+    async def step(self, kind: str) -> str | None:
+        """Send ``lifespan.<kind>``; None when it went well, else what went wrong."""
+        await self.to_app.send({"type": f"lifespan.{kind}"})
+        message = await self.from_app.receive()
+        if message["type"] == "app.returned":
+            self.supported = False
+            return None
         if message["type"] in (f"lifespan.{kind}.failed", "app.raised"):
             return f"lifespan {kind} failed: {message.get('message', '')}"
         if message["type"] != f"lifespan.{kind}.complete":
             return f"unexpected lifespan message {message['type']!r}"
         return None
 
+    def streams(self) -> tuple[Any, ...]:
+        return (self.to_app, self._app_inbox, self._app_outbox, self.from_app)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: ASGIApp, coordinator: Coordinator) -> AsyncIterator[None]:
+    """Drive the ASGI lifespan protocol: startup on entry, shutdown on exit.
+
+    An app that returns without answering does not support the lifespan: it is served
+    without, and leaving the block runs the sequence directly.
+    """
+    driver = _LifespanDriver(app)
     failure: str | None = None
-    async with (
-        anyio.create_task_group() as tg,
-        to_app_send,
-        to_app_receive,
-        from_app_send,
-        from_app_receive,
-    ):
-        tg.start_soon(run_app)
-        await to_app_send.send({"type": "lifespan.startup"})
-        failure = await outcome("startup")
+    async with contextlib.AsyncExitStack() as stack:
+        for stream in driver.streams():
+            await stack.enter_async_context(stream)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        tg.start_soon(driver.run_app)
+        failure = await driver.step("startup")
         if failure is None:
             try:
                 yield
             finally:
                 with anyio.CancelScope(shield=True):
-                    await to_app_send.send({"type": "lifespan.shutdown"})
-                    failure = await outcome("shutdown")
+                    if driver.supported:
+                        failure = await driver.step("shutdown")
+                    else:
+                        await coordinator.shutdown("lifespan")
         tg.cancel_scope.cancel()
     if failure is not None:
         raise LifespanError(failure)
