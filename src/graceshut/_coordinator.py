@@ -119,8 +119,10 @@ class Coordinator:
     ) -> Any:
         """Register the decorated function as a shutdown handler.
 
-        The function may be async or sync (sync ones run in a worker thread) and may
-        take one argument, the `ShutdownContext`. It returns unchanged.
+        The function may be async or sync and may take one argument, the
+        `ShutdownContext`. It returns unchanged. Sync ones run in a daemon thread of their
+        own, so one stuck past its timeout never holds up the process exit; they cannot
+        call back into the event loop (``anyio.from_thread``): make such a handler async.
 
         Args:
             phase: The `Phase` (or its name) to run in; ``flush`` by default:
