@@ -73,7 +73,12 @@ def test_sigterm_runs_the_whole_timeline_and_exits_0(start_server: StartServer, 
     seen = play_termination(server, lambda: server.signal(signal.SIGTERM))
     assert_timeline(seen)
     assert server.wait_exit() == 0, server.output()
-    assert server.events_seen() == ONE_EACH, server.output()
+    expected = dict(ONE_EACH)
+    if kind == "gunicorn":
+        # A gunicorn worker's SIGTERM may be a recycle, not the pod's end: once-per-pod
+        # handlers wait for a preStop call (docs/workers.md).
+        del expected["pod-announce"]
+    assert server.events_seen() == expected, server.output()
 
 
 @pytest.mark.parametrize("kind", ["uvicorn", "hypercorn-asyncio"])
