@@ -7,18 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate  # the test extra
 import pytest
+import yaml  # graceshut[simulate]
 
 from graceshut.simulate._actions import Exec
 from graceshut.simulate._manifest import read_manifest
 
 from .asgi_servers import ROOT, free_port
 from .test_simulate import FAST, simulate, uvicorn
-
-kubernetes_validate = pytest.importorskip(
-    "kubernetes_validate", reason="needs kubernetes-validate (the test extra)"
-)
-yaml = pytest.importorskip("yaml", reason="needs PyYAML (graceshut[simulate])")
 
 K8S = ROOT / "examples" / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml")) + sorted(K8S.glob("*.yml"))

@@ -163,7 +163,6 @@ def test_a_shutdown_longer_than_the_grace_period_gets_sigkill(tmp_path: Path) ->
 @pytest.mark.e2e
 def test_the_example_deployment_drives_the_run(tmp_path: Path) -> None:
     """examples/k8s/deployment.yaml gives the grace period, the hook, its header and the probes."""
-    pytest.importorskip("yaml", reason="YAML manifests need PyYAML: graceshut[simulate]")
     port = free_port()
     status, report, stderr = simulate(
         "--manifest",
@@ -320,7 +319,6 @@ def test_a_manifest_gives_hook_probes_ports_and_env(tmp_path: Path) -> None:
 
 def test_the_example_deployment_reads_as_written() -> None:
     """The example's Deployment: 30 s, httpGet /shutdown with the token header, probes."""
-    pytest.importorskip("yaml", reason="YAML manifests need PyYAML: graceshut[simulate]")
     spec = read_manifest(DEPLOYMENT, "app")
     assert spec.grace_period == 30
     assert spec.prestop == HttpGet(

@@ -228,7 +228,16 @@ def assert_the_load_reached_both(result: Roll) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["uvicorn", "gunicorn", "hypercorn-asyncio", "hypercorn-trio", "hypercorn-cli"]
+    "kind",
+    [
+        "uvicorn",
+        "gunicorn",
+        "hypercorn-asyncio",
+        "hypercorn-trio",
+        "hypercorn-cli",
+        "gunicorn-4",
+        "uvicorn-4",
+    ],
 )
 def test_rolling_restart_drops_nothing_with_graceshut(
     kind: str, start_server: StartServer, haproxy: Callable[[list[int]], HAProxy]
