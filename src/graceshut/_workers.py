@@ -19,11 +19,13 @@ trigger. The last worker to leave removes the directory.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 import socket
 import stat
 import sys
@@ -94,10 +96,14 @@ class WorkerGroup:
         sock.setblocking(False)  # noqa: FBT003 - the stdlib's signature
         sock.bind(str(path))
         self._socket = sock
+        # Also on exits that skip the lifespan's end (a SystemExit from a signal).
+        atexit.register(self.leave)
+        _remove_stale_groups(self.directory)
         logger.debug("joined worker group %s", self.directory, extra={"pid": self.pid})
 
     def leave(self) -> None:
-        """Unregister; the last live worker removes the whole directory."""
+        """Unregister; the last live worker removes the whole directory. Idempotent."""
+        atexit.unregister(self.leave)
         if self._socket is not None:
             self._socket.close()
             self._socket = None
@@ -239,6 +245,21 @@ class WorkerGroup:
 
     def _socket_path(self, pid: int) -> Path:
         return self.directory / f"{pid}.sock"
+
+
+def _remove_stale_groups(current: Path) -> None:
+    """Remove directories of supervisors that are gone (killed before their workers left)."""
+    for directory in current.parent.glob("graceshut-*-*"):
+        if directory == current:
+            continue
+        _, pid, started = directory.name.split("-", 2)
+        try:
+            owner = directory.lstat().st_uid
+            alive = _alive(int(pid)) and _start_time(int(pid)) == started
+        except (OSError, ValueError):
+            continue
+        if owner == os.geteuid() and not alive:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
