@@ -411,7 +411,7 @@ class Coordinator:
         return group is not None and group.triggered()
 
     async def pod_report(self) -> dict[str, Any]:
-        """Run (or join) the sequence and return the whole pod's report as JSON-ready data.
+        """Wait for the sequence and return the whole pod's report as JSON-ready data.
 
         With one process it is `ShutdownReport.to_dict`; with several worker processes it
         also waits (until the deadline) for every worker's report and lists them under
