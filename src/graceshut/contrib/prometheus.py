@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._phases import PHASES
+from .._pod import pod_name
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, push_to_gateway
@@ -123,7 +122,7 @@ class ShutdownMetrics:
             job=self._job,
             registry=only_ours,
             grouping_key=(
-                self._grouping_key if self._grouping_key is not None else {"instance": _pod_name()}
+                self._grouping_key if self._grouping_key is not None else {"instance": pod_name()}
             ),
             timeout=self._push_timeout if timeout is None else timeout,
         )
@@ -320,7 +319,3 @@ def _replace(registry: CollectorRegistry, collector: _ShutdownCollector) -> None
             f"cannot register graceshut's metrics: {exc}. Another collector already uses "
             f"these names; pass namespace= to instrument() to choose others"
         ) from None
-
-
-def _pod_name() -> str:
-    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()

@@ -17,7 +17,6 @@ import dataclasses
 import itertools
 import logging
 import os
-import socket
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._phases import Phase
+from .._pod import pod_name
 
 try:
     import httpx
@@ -67,11 +67,6 @@ def default_payload(ctx: ShutdownContext) -> dict[str, Any]:
         notify(coordinator, url, json=lambda ctx: {**default_payload(ctx), "zone": ZONE})
     """
     return {"event": "shutdown", "reason": ctx.reason, "pod": pod_name(), "pid": os.getpid()}
-
-
-def pod_name() -> str:
-    """This pod's name: ``POD_NAME``, else ``HOSTNAME``, else the host name."""
-    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
 
 
 class WebhookError(RuntimeError):
