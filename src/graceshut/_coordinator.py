@@ -284,6 +284,10 @@ class Coordinator:
         """Run *hook* when the drain begins (the middleware closes WebSockets with it)."""
         self._drain_hooks.append(hook)
 
+    def _remove_drain_hook(self, hook: DrainHook) -> None:
+        with contextlib.suppress(ValueError):
+            self._drain_hooks.remove(hook)
+
     # -- triggers -------------------------------------------------------------------
 
     def attach(self) -> None:
@@ -459,6 +463,8 @@ class Coordinator:
             # supervisor, which also recycles single workers; the lifespan shutdown):
             # once-per-pod handlers are not this worker's to run.
             self._leader = False
+            if not from_sibling:
+                group.mark_stopping()
         # One deadline for the whole pod: counted from the first worker's trigger.
         self._started_monotonic = time.monotonic() - max(0.0, now - started_at)
         self._started_at = started_at

@@ -3,6 +3,13 @@
 The server's own handler (uvicorn's ``Server.handle_exit``, a gunicorn worker's) is
 saved at install time and called only once the sequence is over, so the server keeps
 serving through the propagation delay and begins its own shutdown after the drain.
+
+One exception: a worker stopped alone while its siblings serve on (a supervisor
+recycling it) hands the signal on when its drain begins. Its listening socket is shared
+with them, so keeping it open through the drain and the later phases would only take
+connections that a sibling could serve and refuse them with 503; once the server stops
+accepting, they wait in the shared queue for a sibling instead, and the server still
+waits for this worker's in-flight requests before it ends.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+import anyio.lowlevel
 
 from ._exit import forget_signal, request_exit_status
 
@@ -38,8 +47,10 @@ class SignalChain:
         self._coordinator = coordinator
         self._previous: dict[int, SignalHandler] = {}
         self._pending: list[int] = []
+        self._handed_early: list[int] = []
         self._installed = False
         coordinator.on_report(self._hand_on_pending)
+        coordinator._add_drain_hook(self._hand_on_at_drain)  # noqa: SLF001 - same package
 
     def install(self) -> bool:
         """Install the handlers; False (and a log line) when not on the main thread."""
@@ -68,6 +79,7 @@ class SignalChain:
     def uninstall(self) -> None:
         """Put back the handlers we replaced, where ours are still in place."""
         self._coordinator._remove_report_listener(self._hand_on_pending)  # noqa: SLF001
+        self._coordinator._remove_drain_hook(self._hand_on_at_drain)  # noqa: SLF001
         if not self._installed:
             return
         for signum, previous in self._previous.items():
@@ -78,7 +90,9 @@ class SignalChain:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         coordinator = self._coordinator
         name = signal.Signals(signum).name
-        if signum == signal.SIGINT and signal.SIGINT in self._pending:
+        if signum == signal.SIGINT and (
+            signal.SIGINT in self._pending or signal.SIGINT in self._handed_early
+        ):
             force_exit(signum)
         if coordinator.report is not None:
             # The sequence already ran (a preStop call): let the server stop right away.
@@ -88,11 +102,41 @@ class SignalChain:
             self._pending.append(signum)
         if coordinator.shutting_down:
             logger.info("%s received: joining the shutdown under way", name)
+            if coordinator.draining:
+                self._hand_on_early()
             return
         logger.info("%s received: starting the shutdown", name, extra={"reason": name})
         coordinator.trigger(name)
 
+    async def _hand_on_at_drain(self) -> None:
+        # After the other drain hooks have started (WebSockets get our 1001 close
+        # before the server's own shutdown sends 1012).
+        await anyio.lowlevel.checkpoint()
+        self._hand_on_early()
+
+    def _hand_on_early(self) -> None:
+        """In a multi-worker pod: let the server stop accepting now (see the module doc)."""
+        group = self._coordinator._group  # noqa: SLF001 - same package
+        if group is None or not group.others_serving():
+            return  # the whole pod stops: keep the contract, 503 to what still arrives
+        for signum in list(self._pending):
+            previous = self._previous.get(signum)
+            if not callable(previous):
+                continue  # nobody to tell but the default action: wait for the report
+            self._pending.remove(signum)
+            self._handed_early.append(signum)
+            logger.info(
+                "handing %s on to %s as the drain begins: the other workers take new connections",
+                signal.Signals(signum).name,
+                _describe(previous),
+            )
+            previous(signum, None)
+            forget_signal(getattr(previous, "__self__", None), signum)
+
     def _hand_on_pending(self, report: ShutdownReport) -> None:
+        if self._handed_early:
+            request_exit_status(report.exit_code)
+            self._handed_early = []
         pending, self._pending = self._pending, []
         for signum in pending:
             self._hand_on(signum, report)

@@ -10,7 +10,10 @@ one):
 - ``trigger``: created exclusively by the first worker to start a shutdown (the leader,
   which also runs the once-per-pod handlers); it holds the reason and the start time,
   so that every worker keeps to the same deadline;
-- ``<pid>.report.json``: each worker's report, for the shutdown route to gather.
+- ``<pid>.report.json``: each worker's report, for the shutdown route to gather;
+- ``<pid>.stopping``: a worker stopping on its own signal (its supervisor stopping the
+  pod, or recycling this one worker), so a stopping worker can tell whether siblings
+  go on serving the shared listening socket.
 
 A datagram tells the siblings at once; the ``trigger`` file covers a probe that lands in
 the microseconds before the datagram is read, and a worker (re)started after the
@@ -90,8 +93,9 @@ class WorkerGroup:
         ):
             raise PermissionError(f"{self.directory} is not a private directory of this user")
         path = self._socket_path(self.pid)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # left by a crashed process that had our PID
+        for stale in (path, self._stopping_path(self.pid)):  # a crashed process had our PID
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.setblocking(False)  # noqa: FBT003 - the stdlib's signature
         sock.bind(str(path))
@@ -107,8 +111,9 @@ class WorkerGroup:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-        with contextlib.suppress(FileNotFoundError):
-            self._socket_path(self.pid).unlink()
+        for path in (self._socket_path(self.pid), self._stopping_path(self.pid)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         if not self.siblings():
             for entry in list(self.directory.glob("*")):
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
@@ -167,6 +172,21 @@ class WorkerGroup:
     def triggered(self) -> bool:
         """Whether any worker started a shutdown (one ``stat``; for readiness probes)."""
         return (self.directory / _TRIGGER).exists()
+
+    def mark_stopping(self) -> None:
+        """Record that this worker is stopping on its own, not with the whole pod."""
+        with contextlib.suppress(OSError):
+            self._stopping_path(self.pid).touch()
+
+    def others_serving(self) -> bool:
+        """Whether a live sibling serves on and is not stopping: the pod goes on without us.
+
+        False once the pod's shutdown was triggered, and when every sibling got its own
+        signal too (a supervisor stopping the pod signals all its workers at once).
+        """
+        if self.triggered():
+            return False
+        return any(not self._stopping_path(pid).exists() for pid in self.siblings())
 
     def broadcast(self, kind: str, **fields: Any) -> None:
         """Tell every sibling at once; never blocks (a full queue drops the message)."""
@@ -245,6 +265,9 @@ class WorkerGroup:
 
     def _socket_path(self, pid: int) -> Path:
         return self.directory / f"{pid}.sock"
+
+    def _stopping_path(self, pid: int) -> Path:
+        return self.directory / f"{pid}.stopping"
 
 
 def _remove_stale_groups(current: Path) -> None:

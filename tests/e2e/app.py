@@ -2,6 +2,7 @@
 
 E2E_EVENTS: a file each handler appends one line to, so tests see what ran and how often.
 E2E_FAIL: a phase whose handler raises (exit status 1 expected).
+E2E_SLOW: ``phase=seconds``, a phase whose handler takes that long.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import anyio
 from starlette.applications import Starlette
@@ -28,6 +30,7 @@ logging.basicConfig(
 
 EVENTS = os.environ.get("E2E_EVENTS", os.devnull)
 FAIL = os.environ.get("E2E_FAIL", "")
+SLOW_PHASE, _, SLOW_SECONDS = os.environ.get("E2E_SLOW", "=0").partition("=")
 
 coordinator = graceshut.Coordinator()
 
@@ -41,10 +44,13 @@ for phase in graceshut.Phase:
 
     def handler(ctx: graceshut.ShutdownContext) -> None:
         record(f"{ctx.phase.value}")
+        if ctx.phase.value == SLOW_PHASE:
+            time.sleep(float(SLOW_SECONDS))
         if ctx.phase.value == FAIL:
             raise RuntimeError(f"{ctx.phase.value} failed on purpose")
 
-    coordinator.add_handler(handler, phase=phase, timeout=2.0, name=f"e2e-{phase.value}")
+    timeout = 2.0 + (float(SLOW_SECONDS) if phase.value == SLOW_PHASE else 0.0)
+    coordinator.add_handler(handler, phase=phase, timeout=timeout, name=f"e2e-{phase.value}")
 
 
 @coordinator.on_shutdown("announce", timeout=2.0, name="e2e-pod-announce", once_per_pod=True)
