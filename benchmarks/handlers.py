@@ -148,6 +148,7 @@ def measure_sequence(config: Config) -> list[Measure]:
     ours: list[float] = []
     registration: list[float] = []
     ours_sync: list[float] = []
+    ours_trio: list[float] = []
     sequential: list[float] = []
     lifecycle: list[float | None] = []
     floors: dict[str, list[float]] = {"anyio": [], "asyncio": []}
@@ -156,6 +157,8 @@ def measure_sequence(config: Config) -> list[Measure]:
         registration.append(register)
         ours.append(run)
         ours_sync.append(asyncio.run(run_graceshut(sync_hooks, handler_timeout=5.0))[1])
+        if version_of("trio") is not None:
+            ours_trio.append(_trio_sequence(hooks))
         plain = [hook for hook, _ in hooks]
         sequential.append(asyncio.run(run_sequential(plain, handler_timeout=5.0)))
         lifecycle.append(asyncio.run(run_asgi_lifecycle(plain, handler_timeout=5.0)))
@@ -193,7 +196,8 @@ def measure_sequence(config: Config) -> list[Measure]:
             ],
             detail=(
                 f"async handlers, asyncio, no logging configured; {rounds} rounds, median; "
-                f"the same with 1,000 sync no-op handlers (worker threads): "
+                + (f"on trio: {median(ours_trio) * 1e3:.1f} ms; " if ours_trio else "")
+                + f"the same with 1,000 sync no-op handlers (worker threads): "
                 f"{median(ours_sync) * 1e3:.1f} ms; registering the 1,000 handlers took "
                 f"{median(registration) * 1e3:.1f} ms (not in the sequence time)"
             ),
@@ -260,6 +264,13 @@ def measure_concurrency(config: Config) -> list[Measure]:
             detail=detail,
         )
     ]
+
+
+def _trio_sequence(hooks: Sequence[tuple[Callable[[], object], Phase]]) -> float:
+    async def main() -> float:
+        return (await run_graceshut(hooks, handler_timeout=5.0))[1]
+
+    return anyio.run(main, backend="trio")
 
 
 def _trio_run(hook: Callable[[], Awaitable[None]], count: int) -> float:

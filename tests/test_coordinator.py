@@ -594,3 +594,29 @@ async def test_several_tasks_can_wait_for_the_drain_to_empty() -> None:
     assert woke == ["handler"]
     assert report.ok
     assert time.monotonic() - started < 2
+
+
+async def test_a_handler_that_swallows_its_cancellation_cannot_hold_the_sequence() -> None:
+    """Cancelled at its timeout, it runs its `except` at once, then is left behind."""
+    coordinator = fast()
+    saw_cancellation: list[str] = []
+
+    @coordinator.on_shutdown("flush", name="stubborn", timeout=0.2)
+    async def stubborn() -> None:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            saw_cancellation.append("flush")
+            await anyio.sleep(30)  # and goes on as if nothing happened
+
+    @coordinator.on_shutdown("release", name="after")
+    async def after() -> None:
+        saw_cancellation.append("release ran")
+
+    started = time.monotonic()
+    report = await coordinator.shutdown()
+    elapsed = time.monotonic() - started
+    outcomes = {h.name: h.outcome for h in report.handlers}
+    assert outcomes == {"stubborn": Outcome.TIMEOUT, "after": Outcome.OK}
+    assert saw_cancellation == ["flush", "release ran"], "its except ran before the next phase"
+    assert elapsed < 5, "the sequence went on without it"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import anyio
 
 from ._config import Settings, resolve_settings
-from ._handlers import Handler, HandlerFunc, make_handler, run_handler
+from ._handlers import Handler, HandlerFunc, make_handler, run_handlers
 from ._loop import LoopHandle
 from ._phases import PHASES, Phase
 from ._report import HandlerResult, Outcome, PhaseResult, ShutdownReport
@@ -599,15 +599,7 @@ class Coordinator:
             "" if len(handlers) == 1 else "s",
             extra={"phase": phase.value, "remaining": run.remaining()},
         )
-        slots: list[HandlerResult | None] = [None] * len(handlers)
-
-        async def run_one(index: int, handler: Handler) -> None:
-            slots[index] = await run_handler(handler, run.reason, end, run.deadline)
-
-        async with anyio.create_task_group() as tg:
-            for index, handler in enumerate(handlers):
-                tg.start_soon(run_one, index, handler)
-        run.handlers += [r for r in slots if r is not None]
+        run.handlers += await run_handlers(handlers, run.reason, end, run.deadline)
         return len(handlers)
 
     def _phase_needs(self) -> dict[Phase, float]:

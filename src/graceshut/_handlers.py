@@ -1,4 +1,4 @@
-"""Registered shutdown handlers, and running one under its deadline."""
+"""Registered shutdown handlers, and running a phase's handlers under their deadlines."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
-import anyio
+from anyio import get_cancelled_exc_class
 
+from ._concurrent import Finished, run_concurrently
 from ._context import ShutdownContext
 from ._phases import Phase
 from ._report import HandlerResult, Outcome
@@ -63,57 +64,63 @@ def make_handler(
     )
 
 
-async def run_handler(
-    handler: Handler,
-    reason: str,
-    end: float,
-    run_deadline: float,
-) -> HandlerResult:
-    """Run *handler* until it returns, its timeout or *end* (monotonic); never raises.
+async def run_handlers(
+    handlers: Sequence[Handler], reason: str, end: float, run_deadline: float
+) -> list[HandlerResult]:
+    """Run *handlers* at once, each until it returns, its timeout or *end* (monotonic).
 
+    Never raises for a handler: each one's outcome is in its result, in order.
     *run_deadline* is the deadline of the whole sequence, for the ``remaining`` field of
     the log records (which always means: seconds left until that deadline).
     """
     started = time.monotonic()
-    deadline = min(end, started + handler.timeout)
-    budget = deadline - started
-    if budget <= 0:
-        logger.warning(
-            "handler %s skipped: no time left before the deadline",
-            handler.name,
-            extra=_fields(handler, reason, Outcome.SKIPPED, 0.0, run_deadline - started),
-        )
-        return HandlerResult(handler.name, handler.phase, Outcome.SKIPPED, 0.0, "no time left")
+    results: list[HandlerResult | None] = [None] * len(handlers)
+    started_ones: list[int] = []
+    calls: list[Callable[[], Awaitable[None]]] = []
+    deadlines: list[float] = []
+    for index, handler in enumerate(handlers):
+        deadline = min(end, started + handler.timeout)
+        if deadline <= started:
+            results[index] = _skipped(handler, reason, run_deadline - started)
+            continue
+        started_ones.append(index)
+        calls.append(functools.partial(_invoke, handler, reason, deadline))
+        deadlines.append(deadline)
+    finished = await run_concurrently(calls, deadlines)
+    for index, how in zip(started_ones, finished, strict=True):
+        results[index] = _record(handlers[index], reason, started, how, run_deadline)
+    return cast("list[HandlerResult]", results)
+
+
+async def _invoke(handler: Handler, reason: str, deadline: float) -> None:
     args = (
         (ShutdownContext(reason=reason, phase=handler.phase, deadline=deadline, logger=logger),)
         if handler.takes_context
         else ()
     )
-    outcome: Outcome = Outcome.ERROR
-    error: str | None = "cancelled"
-    failure: BaseException | None = None
-    try:
-        with anyio.move_on_after(budget) as scope:
-            if handler.is_async:
-                await handler.func(*args)
-            else:
-                returned = await run_in_daemon_thread(
-                    functools.partial(handler.func, *args), name=f"graceshut {handler.name}"
-                )
-                _refuse_awaitable(returned)
-        if scope.cancelled_caught:
-            outcome, error = Outcome.TIMEOUT, f"did not finish within {budget:.3f}s"
-        else:
-            outcome, error = Outcome.OK, None
-    except anyio.get_cancelled_exc_class() as exc:
-        # Not our timeout (that one move_on_after swallows): a cancellation raised inside
-        # the handler, or the event loop tearing down. The sequence is shielded and goes
-        # on; the handler is recorded as failed.
-        outcome, error, failure = Outcome.ERROR, "cancelled", exc
-    except BaseException as exc:  # SystemExit from a sync handler must not end the run
-        outcome, error, failure = Outcome.ERROR, f"{type(exc).__name__}: {exc}", exc
-    duration = time.monotonic() - started
-    result = HandlerResult(handler.name, handler.phase, outcome, duration, error)
+    if handler.is_async:
+        await handler.func(*args)
+    else:
+        returned = await run_in_daemon_thread(
+            functools.partial(handler.func, *args), name=f"graceshut {handler.name}"
+        )
+        _refuse_awaitable(returned)
+
+
+def _skipped(handler: Handler, reason: str, remaining: float) -> HandlerResult:
+    logger.warning(
+        "handler %s skipped: no time left before the deadline",
+        handler.name,
+        extra=_fields(handler, reason, Outcome.SKIPPED, 0.0, remaining),
+    )
+    return HandlerResult(handler.name, handler.phase, Outcome.SKIPPED, 0.0, "no time left")
+
+
+def _record(
+    handler: Handler, reason: str, started: float, how: Finished, run_deadline: float
+) -> HandlerResult:
+    duration = how.at - started
+    outcome = how.outcome
     if outcome is Outcome.OK:
         if logger.isEnabledFor(logging.INFO):  # a thousand handlers: skip building the fields
             logger.info(
@@ -122,11 +129,18 @@ async def run_handler(
                 duration,
                 extra=_fields(handler, reason, outcome, duration, run_deadline - time.monotonic()),
             )
-        return result
+        return HandlerResult(handler.name, handler.phase, outcome, duration, None)
     extra = _fields(handler, reason, outcome, duration, run_deadline - time.monotonic())
     if outcome is Outcome.TIMEOUT:
+        error = f"did not finish within {duration:.3f}s"
         logger.warning("handler %s: %s", handler.name, error, extra=extra)
     else:
+        failure = how.error
+        error = (
+            "cancelled"
+            if failure is None or isinstance(failure, get_cancelled_exc_class())
+            else f"{type(failure).__name__}: {failure}"
+        )
         logger.error(
             "handler %s failed after %.3fs: %s",
             handler.name,
@@ -135,7 +149,7 @@ async def run_handler(
             exc_info=failure,
             extra=extra,
         )
-    return result
+    return HandlerResult(handler.name, handler.phase, outcome, duration, error)
 
 
 def _fields(

@@ -13,6 +13,15 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 
+def running_on_trio() -> bool:
+    """Whether the calling code runs under trio (else asyncio); call it from async code."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
 class LoopHandle:
     """The event loop that was running when this handle was made (asyncio or trio)."""
 
