@@ -127,7 +127,10 @@ class Coordinator:
         Args:
             phase: The `Phase` (or its name) to run in; ``flush`` by default:
                 ``@on_shutdown("release")`` or ``@on_shutdown(phase=Phase.RELEASE)``.
-            timeout: Seconds the handler may take; it is cut off after that.
+            timeout: Seconds the handler may take. Then it is cancelled and recorded as
+                timed out; what it does on the cancellation without awaiting (a
+                ``finally``, a log line) runs before the sequence goes on, and one that
+                swallows the cancellation to await on is left behind.
             name: The name in logs and reports; the function's qualified name by default.
             once_per_pod: With several worker processes (gunicorn, ``uvicorn --workers``),
                 run only in the worker that got the first trigger, not in every one: for
