@@ -6,16 +6,17 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 
+from ._budget import Run, elastic_end, reserved_after, step_end
 from ._config import Settings, resolve_settings
 from ._handlers import Handler, HandlerFunc, make_handler, run_handlers
 from ._loop import LoopHandle
 from ._phases import PHASES, Phase
-from ._report import HandlerResult, Outcome, PhaseResult, ShutdownReport
+from ._report import HandlerResult, Outcome, ShutdownReport
 from ._tracker import InFlight
 from ._workers import WorkerGroup
 
@@ -490,7 +491,7 @@ class Coordinator:
 
     async def _run(self) -> None:
         reason = self._reason or "manual"
-        run = _Run(reason, self._started_monotonic, self.settings.budget)
+        run = Run(reason, self._started_monotonic, self.settings.budget)
         try:
             with anyio.CancelScope(shield=True):
                 await self._sequence(run)
@@ -498,10 +499,10 @@ class Coordinator:
             self._phase = None
             self._finish(run)
 
-    async def _sequence(self, run: _Run) -> None:
+    async def _sequence(self, run: Run) -> None:
         settings = self.settings
         needs = self._phase_needs()
-        after = self._reserved_after(needs)
+        after = reserved_after(needs)
         logger.info(
             "shutdown started (%s): %.1fs until the deadline",
             run.reason,
@@ -514,12 +515,12 @@ class Coordinator:
             },
         )
 
-        end = _step_end(run.deadline, needs[Phase.ANNOUNCE], after[Phase.ANNOUNCE])
+        end = step_end(run.deadline, needs[Phase.ANNOUNCE], after[Phase.ANNOUNCE])
         await self._run_phase(run, Phase.ANNOUNCE, end)
 
         if run.reason not in _SERVER_ALREADY_STOPPED:
             self._phase = None
-            end = _elastic_end(run.deadline, settings.propagation_delay, after[Phase.ANNOUNCE])
+            end = elastic_end(run.deadline, settings.propagation_delay, after[Phase.ANNOUNCE])
             until = min(run.start + settings.propagation_delay, end)
             with run.step("propagation"):
                 logger.info(
@@ -529,14 +530,14 @@ class Coordinator:
                 )
                 await _sleep_until(until)
 
-        end = _step_end(run.deadline, needs[Phase.DRAIN], after[Phase.DRAIN])
+        end = step_end(run.deadline, needs[Phase.DRAIN], after[Phase.DRAIN])
         await self._drain(run, end)
 
         for phase in (Phase.FLUSH, Phase.RELEASE, Phase.REPORT):
-            end = _step_end(run.deadline, needs[phase], after[phase])
+            end = step_end(run.deadline, needs[phase], after[phase])
             await self._run_phase(run, phase, end)
 
-    async def _drain(self, run: _Run, end: float) -> None:
+    async def _drain(self, run: Run, end: float) -> None:
         self._draining = True
         self._phase = Phase.DRAIN
         for event in self._drain_waiters:
@@ -574,7 +575,7 @@ class Coordinator:
                 extra={**fields, "remaining": run.remaining()},
             )
 
-    async def _run_phase(self, run: _Run, phase: Phase, end: float) -> None:
+    async def _run_phase(self, run: Run, phase: Phase, end: float) -> None:
         self._phase = phase
         with run.step(phase.value):
             count = await self._run_handlers(run, phase, end)
@@ -587,7 +588,7 @@ class Coordinator:
                 extra={"phase": phase.value, "duration": duration, "remaining": run.remaining()},
             )
 
-    async def _run_handlers(self, run: _Run, phase: Phase, end: float) -> int:
+    async def _run_handlers(self, run: Run, phase: Phase, end: float) -> int:
         handlers = [
             h
             for h in self._handlers.values()
@@ -609,17 +610,7 @@ class Coordinator:
         """For each phase, the longest timeout among its handlers (kept up to date)."""
         return dict(self._needs)
 
-    @staticmethod
-    def _reserved_after(needs: dict[Phase, float]) -> dict[Phase, float]:
-        """For each phase, the seconds that the phases after it keep for themselves."""
-        reserved: dict[Phase, float] = {}
-        total = 0.0
-        for phase in reversed(PHASES):
-            reserved[phase] = total
-            total += needs[phase]
-        return reserved
-
-    def _finish(self, run: _Run) -> None:
+    def _finish(self, run: Run) -> None:
         recorded = {h.name for h in run.handlers}
         run.handlers += [
             HandlerResult(
@@ -659,58 +650,6 @@ class Coordinator:
         for event in self._waiters:
             event.set()
         self._waiters.clear()
-
-
-class _Run:
-    """The bookkeeping of one run of the sequence."""
-
-    def __init__(self, reason: str, start: float, budget: float) -> None:
-        self.reason = reason
-        self.start = start
-        self.deadline = start + budget
-        self.handlers: list[HandlerResult] = []
-        self.phases: list[PhaseResult] = []
-        self.abandoned = 0
-
-    def remaining(self) -> float:
-        """Seconds until the deadline of the whole sequence."""
-        return self.deadline - time.monotonic()
-
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        """Record when the step *name* started and how long it took."""
-        began = time.monotonic()
-        try:
-            yield
-        finally:
-            ended = time.monotonic()
-            self.phases.append(PhaseResult(name, began - self.start, ended - began))
-
-
-def _step_end(deadline: float, need: float, reserved_after: float) -> float:
-    """When a step must end so that the steps after it keep their time.
-
-    Each later phase keeps the longest timeout among its handlers. When what is left
-    cannot cover this step and the later ones, all of them shrink in proportion, so a
-    slow early phase never starves a later one and no phase is skipped outright.
-    """
-    remaining = deadline - time.monotonic()
-    wanted = need + reserved_after
-    if wanted <= remaining or wanted <= 0:
-        return deadline - reserved_after
-    return deadline - reserved_after * max(0.0, remaining) / wanted
-
-
-def _elastic_end(deadline: float, want: float, reserved_after: float) -> float:
-    """When the propagation delay must end: cut first, before the handlers' time.
-
-    Only when the handlers' timeouts alone exceed what is left does it get a share in
-    proportion to its length, like the phases, rather than nothing at all.
-    """
-    remaining = deadline - time.monotonic()
-    if reserved_after <= remaining:
-        return deadline - reserved_after
-    return _step_end(deadline, want, reserved_after)
 
 
 async def _sleep_until(when: float) -> None:
