@@ -13,6 +13,7 @@ asyncio + h11 (plain `uvicorn`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import http.client
@@ -227,6 +228,42 @@ def _stack_measures(config: Config, tool: str, stack: str) -> list[Measure]:
     return measures
 
 
+def _paired_measure(config: Config, tool: str, stack: str) -> Measure:
+    """The bare app and graceshut loaded at the same time, sharing one core.
+
+    Both servers run on CPU 0 and two load generators on CPU 1 drive them at once, so
+    whatever slows the machine during a round (a noisy neighbour, frequency changes)
+    slows both alike, and the ratio of requests per CPU-second within the round is the
+    ratio of what a request costs each.
+    """
+    seconds = config.pick(4, 1)
+    rounds = config.pick(9, 1)
+    ratios: list[float] = []
+    with contextlib.ExitStack() as servers:
+        bare = servers.enter_context(serve(APPS["bare app"][0], stack))
+        ours = servers.enter_context(serve(APPS["graceshut"][0], stack))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda server: load(tool, *server, config.pick(2, 1)), (bare, ours)))
+            for _ in range(rounds):
+                runs = list(pool.map(lambda server: load(tool, *server, seconds), (bare, ours)))
+                ratios.append(runs[1].per_cpu_second / runs[0].per_cpu_second)
+    value = median(ratios)
+    return Measure(
+        key="throughput-paired",
+        title=f"throughput ratio, paired on one core, {stack}",
+        unit="x bare",
+        graceshut=value,
+        goal=f">= {GOAL:g} x bare app",
+        met=value >= GOAL,
+        lines=[Line("bare app, loaded at the same time", 1.0, value)],
+        detail=(
+            f"both servers on one core at once, each under {tool} with {CONNECTIONS} "
+            f"connections for {seconds} s; requests per server CPU-second, graceshut / bare, "
+            f"{rounds} rounds, median; per round: " + ", ".join(f"{r:.3f}" for r in ratios)
+        ),
+    )
+
+
 def measure(config: Config) -> list[Measure]:
     """graceshut's throughput against the bare app and the other ways of counting."""
     tool = load_tool()
@@ -243,7 +280,11 @@ def measure(config: Config) -> list[Measure]:
                 skipped=f"no load generator: wrk and hey not installed ({INSTALL_HINT})",
             )
         ]
-    return [m for stack in stacks(config) for m in _stack_measures(config, tool, stack)]
+    measures = []
+    for stack in stacks(config):
+        measures += _stack_measures(config, tool, stack)
+        measures.append(_paired_measure(config, tool, stack))
+    return measures
 
 
 if __name__ == "__main__":

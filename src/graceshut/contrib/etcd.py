@@ -32,13 +32,13 @@ aetcd is an asyncio library: these helpers need the asyncio event loop.
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from .._phases import Phase
+from . import _release
+from ._release import Terms, release_all
 
 try:
     import aetcd  # type: ignore[import-untyped]  # aetcd ships no type information
@@ -55,10 +55,17 @@ __all__ = ["EtcdLeases", "ReleaseError"]
 
 logger = logging.getLogger("graceshut")
 
-_NAMES_SHOWN = 5
+_TERMS = Terms(
+    things="etcd leases",
+    done="revoked",
+    gone="expired",
+    gone_words="already expired",
+    not_done="not revoked",
+    still_held="may still be alive",
+)
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(_release.ReleaseError):
     """Some leases could not be revoked at shutdown; the others were.
 
     Leases that had already expired are not counted here: their keys are gone.
@@ -66,10 +73,6 @@ class ReleaseError(RuntimeError):
     Attributes:
         failed: ``"<lease>: <error>"`` for each lease that may still be alive.
     """
-
-    def __init__(self, message: str, failed: tuple[str, ...]) -> None:
-        super().__init__(message)
-        self.failed = failed
 
 
 class _TrackedLock(aetcd.Lock):  # type: ignore[misc]  # aetcd is untyped
@@ -84,7 +87,7 @@ class _TrackedLock(aetcd.Lock):  # type: ignore[misc]  # aetcd is untyped
         self._leases = leases
         self._acquire_timeout = acquire_timeout
 
-    async def acquire(self, timeout: float | None = 10) -> bool:  # noqa: ASYNC109 - aetcd's signature
+    async def acquire(self, timeout: float | None = 10) -> bool:
         """Acquire the lock as aetcd does; once acquired, its lease is tracked."""
         if not await super().acquire(timeout):
             return False
@@ -237,48 +240,17 @@ class EtcdLeases:
         if not entries:
             ctx.logger.debug("%s: no lease held", self.name, extra={**fields, "outcome": "ok"})
             return
-        outcomes: dict[int, tuple[str, str | None]] = {}
-        started = time.monotonic()
-
-        async def revoke(lease: aetcd.Lease, label: str) -> None:
-            outcomes[lease.id] = await self._revoke_one(lease, label, ctx, fields)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for lease, label in dict(entries).values():
-                    tg.start_soon(revoke, lease, label)
-        finally:
-            # Also when cut off by the handler's timeout: say which leases may be alive.
-            for lease_id, _ in entries:
-                outcomes.setdefault(lease_id, ("timeout", "cut off by the handler's timeout"))
-            counts = dict.fromkeys(("revoked", "expired", "error", "timeout"), 0)
-            for outcome, _ in outcomes.values():
-                counts[outcome] += 1
-            failed = [label for i, (_, label) in entries if outcomes[i][0] in ("error", "timeout")]
-            duration = time.monotonic() - started
-            (ctx.logger.warning if failed else ctx.logger.info)(
-                "%s: %d revoked, %d already expired, %d failed, %d cut off in %.3fs%s",
-                self.name,
-                counts["revoked"],
-                counts["expired"],
-                counts["error"],
-                counts["timeout"],
-                duration,
-                f"; may still be alive: {', '.join(failed[:_NAMES_SHOWN])}" if failed else "",
-                extra={**fields, "outcome": "error" if failed else "ok", "duration": duration}
-                | counts,
-            )
-        if failed:
-            shown = _NAMES_SHOWN
-            more = f" and {len(failed) - shown} more" if len(failed) > shown else ""
-            errors = tuple(
-                f"{label}: {outcomes[i][1]}" for i, (_, label) in entries if outcomes[i][1]
-            )
-            raise ReleaseError(
-                f"{len(failed)} of {len(entries)} etcd leases not revoked: "
-                f"{', '.join(failed[:shown])}{more} (first error: {errors[0]})",
-                failed=errors,
-            )
+        await release_all(
+            [
+                (label, functools.partial(self._revoke_one, lease, label, ctx, fields))
+                for lease, label in dict(entries).values()
+            ],
+            handler=self.name,
+            ctx=ctx,
+            fields=fields,
+            terms=_TERMS,
+            error_class=ReleaseError,
+        )
 
     async def _revoke_one(
         self, lease: aetcd.Lease, label: str, ctx: ShutdownContext, fields: dict[str, Any]

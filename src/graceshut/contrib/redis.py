@@ -36,15 +36,14 @@ import functools
 import inspect
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast, overload
-
-import anyio
 
 from .._handlers import is_async_callable
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
+from . import _release
+from ._release import Terms, release_all
 
 try:
     import redis
@@ -85,7 +84,7 @@ return deleted
 """
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(_release.ReleaseError):
     """Some locks could not be released at shutdown; the others were.
 
     Locks that had expired or were taken over are not counted here: they are not held.
@@ -93,10 +92,6 @@ class ReleaseError(RuntimeError):
     Attributes:
         failed: ``"<lock>: <error>"`` for each lock that may still be held.
     """
-
-    def __init__(self, message: str, failed: tuple[str, ...]) -> None:
-        super().__init__(message)
-        self.failed = failed
 
 
 class _Entry:
@@ -465,49 +460,19 @@ class RedisLocks:
         if not entries:
             ctx.logger.debug("%s: no lock held", self.name, extra={**fields, "outcome": "ok"})
             return
-        outcomes: dict[_Entry, tuple[str, str | None]] = {}
         unreachable: dict[int, str] = {}
-        limiter = anyio.CapacityLimiter(self._concurrency)
-        started = time.monotonic()
-
-        async def release(entry: _Entry) -> None:
-            async with limiter:
-                outcomes[entry] = await self._release_one(entry, unreachable, ctx, fields)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for entry in entries:
-                    tg.start_soon(release, entry)
-        finally:
-            # Also when cut off by the handler's timeout: say which locks may be held.
-            for entry in entries:
-                outcomes.setdefault(entry, ("timeout", "cut off by the handler's timeout"))
-            counts = dict.fromkeys(_OUTCOMES, 0)
-            for outcome, _ in outcomes.values():
-                counts[outcome] += 1
-            failed = [e.name for e in entries if outcomes[e][0] in ("error", "timeout")]
-            duration = time.monotonic() - started
-            (ctx.logger.warning if failed else ctx.logger.info)(
-                "%s: %d released, %d no longer held, %d failed, %d cut off in %.3fs%s",
-                self.name,
-                counts["released"],
-                counts["not_owned"],
-                counts["error"],
-                counts["timeout"],
-                duration,
-                f"; may still be held: {', '.join(failed[:_NAMES_SHOWN])}" if failed else "",
-                extra={**fields, "outcome": "error" if failed else "ok", "duration": duration}
-                | counts,
-            )
-        if failed:
-            shown = _NAMES_SHOWN
-            more = f" and {len(failed) - shown} more" if len(failed) > shown else ""
-            errors = tuple(f"{e.name}: {outcomes[e][1]}" for e in entries if outcomes[e][1])
-            raise ReleaseError(
-                f"{len(failed)} of {len(entries)} redis locks not released: "
-                f"{', '.join(failed[:shown])}{more} (first error: {errors[0]})",
-                failed=errors,
-            )
+        await release_all(
+            [
+                (entry.name, functools.partial(self._release_one, entry, unreachable, ctx, fields))
+                for entry in entries
+            ],
+            handler=self.name,
+            ctx=ctx,
+            fields=fields,
+            terms=_TERMS,
+            error_class=ReleaseError,
+            concurrency=self._concurrency,
+        )
 
     async def _release_one(
         self,
@@ -576,8 +541,14 @@ def _refuse_awaitable(result: object, release: Callable[[], object]) -> None:
         )
 
 
-_OUTCOMES = ("released", "not_owned", "error", "timeout")
-_NAMES_SHOWN = 5
+_TERMS = Terms(
+    things="redis locks",
+    done="released",
+    gone="not_owned",
+    gone_words="no longer held",
+    not_done="not released",
+    still_held="may still be held",
+)
 
 
 def _keys_release(
