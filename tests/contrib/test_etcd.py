@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import aetcd
+import aetcd.rpc
 import anyio
 import pytest
 
@@ -127,6 +128,35 @@ async def test_async_with_refuses_to_run_without_the_lock(etcd_server: EtcdServe
         assert leases.held == ()
         assert await other_owner.is_acquired()
         await other_owner.release()
+
+
+async def lease_ids(client: aetcd.Client) -> set[int]:
+    """Every lease the server holds (etcd's LeaseLeases, which aetcd does not wrap)."""
+    answer = await client.leasestub.LeaseLeases(aetcd.rpc.LeaseLeasesRequest())
+    return {lease.ID for lease in answer.leases}
+
+
+async def test_a_contended_lock_leaves_no_lease_behind(etcd_server: EtcdServer) -> None:
+    """aetcd grants a lease per try; the tries that lose are revoked, not left to expire."""
+    async with connect(etcd_server) as client:
+        leases = EtcdLeases(coordinator(), client)
+        name = key()
+        other_owner = client.lock(name, ttl=30)
+        assert await other_owner.acquire(timeout=1)
+        before = await lease_ids(client)
+        lock = leases.lock(name, ttl=30)
+        assert not await lock.acquire(timeout=0.3)
+        with pytest.raises(TimeoutError):
+            async with leases.lock(name, ttl=30, acquire_timeout=0.3):
+                pass
+        assert await lease_ids(client) == before, "no lease from the losing tries"
+        await other_owner.release()
+        assert await lock.acquire(timeout=1), "the lock is free again"
+        assert lock.lease is not None
+        assert lock.lease.id in await lease_ids(client), "the winning try keeps its lease"
+        assert leases.held == (lock.lease.id,)
+        await lock.release()
+        assert lock.lease is None
 
 
 async def test_expired_lock_is_reported_and_the_new_owners_key_kept(

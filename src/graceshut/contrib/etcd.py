@@ -32,6 +32,7 @@ aetcd is an asyncio library: these helpers need the asyncio event loop.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from typing import TYPE_CHECKING, Any
@@ -78,14 +79,44 @@ class ReleaseError(_release.ReleaseError):
 class _TrackedLock(aetcd.Lock):  # type: ignore[misc]  # aetcd is untyped
     """An `aetcd.Lock` whose lease is tracked by an `EtcdLeases` while held."""
 
-    lease: aetcd.Lease | None
-
     def __init__(
         self, leases: EtcdLeases, key: bytes, ttl: int, acquire_timeout: float | None
     ) -> None:
+        self._lease: aetcd.Lease | None = None
+        self._granted: aetcd.Lease | None = None
         super().__init__(leases.client, key, ttl)
         self._leases = leases
         self._acquire_timeout = acquire_timeout
+
+    @property
+    def lease(self) -> aetcd.Lease | None:
+        """The lease the lock's key lives under, while held."""
+        return self._lease
+
+    @lease.setter
+    def lease(self, lease: aetcd.Lease | None) -> None:
+        self._lease = lease
+        if lease is not None:
+            self._granted = lease
+
+    async def _try_acquire(self) -> bool:
+        # aetcd grants a lease for every try and forgets it when the key is taken:
+        # revoke it, or each try of a contended lock leaves a lease alive for its TTL.
+        self._granted = None
+        try:
+            if await super()._try_acquire():
+                return True
+        except BaseException:
+            await self._revoke_granted()
+            raise
+        await self._revoke_granted()
+        return False
+
+    async def _revoke_granted(self) -> None:
+        granted, self._granted = self._granted, None
+        if granted is not None and granted is not self._lease:
+            with contextlib.suppress(Exception):  # best effort: its TTL is the fallback
+                await granted.revoke()
 
     async def acquire(self, timeout: float | None = 10) -> bool:
         """Acquire the lock as aetcd does; once acquired, its lease is tracked."""
