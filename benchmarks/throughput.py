@@ -266,7 +266,8 @@ def _paired_measure(config: Config, tool: str, stack: str) -> Measure:
         met=value >= GOAL,
         lines=[
             Line("bare app (two copies), loaded at the same time", 1.0, value),
-            Line("control: second bare copy / first", control, None),
+            # Not a baseline: the method's own reading when nothing differs.
+            Line(f"control: second bare copy / first = {control:.3f}", None),
         ],
         detail=(
             f"three servers on one core at once, each under {tool} with {CONNECTIONS} "

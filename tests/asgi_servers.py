@@ -91,8 +91,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start a server kind running tests/e2e/app.py; all are killed at teardown."""
     servers: list[Server] = []
 
-    def start(kind: str, env: dict[str, str] | None = None) -> Server:
-        port = free_port()
+    def start(kind: str, env: dict[str, str] | None = None, port: int | None = None) -> Server:
+        port = free_port() if port is None else port
         events = tmp_path / f"{kind}-{len(servers)}.events"
         python = sys.executable
         argv = {

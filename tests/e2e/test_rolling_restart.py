@@ -70,7 +70,7 @@ backend pods
 class HAProxy:
     """A HAProxy process in front of the given ports."""
 
-    def __init__(self, directory: Path, ports: list[int]) -> None:
+    def __init__(self, directory: Path, ports: list[int], *, up: int | None = None) -> None:
         # Debian puts it in /usr/sbin, which is not on every user's PATH.
         binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
         if binary is None:
@@ -94,7 +94,10 @@ class HAProxy:
             self.process = subprocess.Popen(
                 [binary, "-f", str(config), "-db"], stdout=log, stderr=subprocess.STDOUT
             )
-        self._wait_until_up(len(ports))
+        up = len(ports) if up is None else up
+        # Servers not started yet must be seen DOWN before any load comes: HAProxy counts
+        # a server UP until its first check fails.
+        self.wait_for({f"pod{i}": "UP" if i < up else "DOWN" for i in range(len(ports))})
 
     def servers(self) -> dict[str, dict[str, str]]:
         """``show stat`` of the backend's servers: status, stot (connections)..."""
@@ -109,19 +112,21 @@ class HAProxy:
         table = [dict(zip(names, row.split(","), strict=False)) for row in rows]
         return {r["svname"]: r for r in table if r["pxname"] == "pods" and r["svname"][:3] == "pod"}
 
-    def _wait_until_up(self, count: int) -> None:
-        deadline = time.monotonic() + 10
+    def wait_for(self, states: dict[str, str], timeout: float = 10) -> None:
+        """Until each named server's status starts with the given one (UP, DOWN)."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"haproxy exited: {self.log.read_text()}")
             try:
-                states = [s["status"] for s in self.servers().values()]
+                seen = {name: s["status"] for name, s in self.servers().items()}
             except OSError:
-                states = []
-            if states.count("UP") == count:
+                seen = {}
+            if all(seen.get(name, "").startswith(state) for name, state in states.items()):
                 return
             time.sleep(0.05)
-        pytest.fail(f"haproxy did not see {count} servers up: {self.log.read_text()}")
+        pytest.fail(f"haproxy did not see {states} (saw {seen}): {self.log.read_text()}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -130,12 +135,12 @@ class HAProxy:
 
 
 @pytest.fixture
-def haproxy(tmp_path: Path) -> Iterator[Callable[[list[int]], HAProxy]]:
+def haproxy(tmp_path: Path) -> Iterator[Callable[..., HAProxy]]:
     """Start HAProxy in front of ports; stopped at teardown."""
     started: list[HAProxy] = []
 
-    def start(ports: list[int]) -> HAProxy:
-        proxy = HAProxy(tmp_path, ports)
+    def start(ports: list[int], *, up: int | None = None) -> HAProxy:
+        proxy = HAProxy(tmp_path, ports, up=up)
         started.append(proxy)
         return proxy
 
@@ -159,7 +164,7 @@ class Roll:
 def roll(
     kind: str,
     start_server: StartServer,
-    haproxy: Callable[[list[int]], HAProxy],
+    haproxy: Callable[..., HAProxy],
     env: dict[str, str],
     *,
     prestop: bool = True,
@@ -240,7 +245,7 @@ def assert_the_load_reached_both(result: Roll) -> None:
     ],
 )
 def test_rolling_restart_drops_nothing_with_graceshut(
-    kind: str, start_server: StartServer, haproxy: Callable[[list[int]], HAProxy]
+    kind: str, start_server: StartServer, haproxy: Callable[..., HAProxy]
 ) -> None:
     """preStop /shutdown then SIGTERM behind a load balancer: not one request fails."""
     result = roll(kind, start_server, haproxy, {"GRACESHUT_PROPAGATION_DELAY": "1.5"})
@@ -261,7 +266,7 @@ def test_rolling_restart_drops_nothing_with_graceshut(
 
 def test_rolling_restart_without_graceshut_drops_requests(
     start_server: StartServer,
-    haproxy: Callable[[list[int]], HAProxy],
+    haproxy: Callable[..., HAProxy],
     capsys: pytest.CaptureFixture[str],
     record_property: Callable[[str, object], None],
 ) -> None:
@@ -294,7 +299,7 @@ def test_rolling_restart_with_sigterm_alone(
     kind: str,
     zero: bool,
     start_server: StartServer,
-    haproxy: Callable[[list[int]], HAProxy],
+    haproxy: Callable[..., HAProxy],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """No preStop hook: zero drops wherever graceshut holds SIGTERM; hypercorn's CLI drops."""
@@ -313,3 +318,96 @@ def test_rolling_restart_with_sigterm_alone(
                 f"\nSIGTERM alone under {kind}: {requests['failed']} of {requests['sent']} failed"
             )
         assert requests["failed"] > 0, requests
+
+
+@dataclasses.dataclass
+class Rollout:
+    """What one whole rollout did."""
+
+    requests: dict[str, Any]
+    samples: list[str]
+    terminations: list[Termination]
+    after: dict[str, dict[str, str]]
+    outputs: str
+
+
+def rollout(
+    kind: str, start_server: StartServer, haproxy: Callable[..., HAProxy], env: dict[str, str]
+) -> Rollout:
+    """A Deployment's rolling update (maxSurge 1, maxUnavailable 0) behind HAProxy.
+
+    Two old pods under load; for each, a new pod starts and becomes ready, then the old
+    one is terminated as the kubelet does it (preStop ``GET /shutdown``, then SIGTERM).
+    """
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        old = list(pool.map(lambda _: start_server(kind, env), range(2)))
+    new_ports = [free_port(), free_port()]
+    proxy = haproxy([*(pod.port for pod in old), *new_ports], up=2)
+    load = LoadGenerator(
+        LoadSpec("127.0.0.1", proxy.port, paths=("/",), rate=RATE, concurrency=CLIENTS, timeout=5)
+    )
+    started = list(old)
+    terminations = []
+    load.start()
+    try:
+        time.sleep(1.0)
+        for index, leaving in enumerate(old):
+            started.append(start_server(kind, env, port=new_ports[index]))
+            proxy.wait_for({f"pod{2 + index}": "UP"})
+            terminations.append(
+                terminate(
+                    Container(leaving.process, own_group=False),
+                    hook=HttpGet(path="/shutdown", port=leaving.port),
+                    grace_period=GRACE_PERIOD,
+                    target=Target("127.0.0.1"),
+                    env=os.environ,
+                    timeline=Timeline(),
+                )
+            )
+        time.sleep(0.5)  # the new pods carry the whole load
+    finally:
+        load.stop()
+        for pod in started:
+            kill_tree(pod.process.pid)
+    samples = [f"{f.kind}: {f.detail}" for f in load.stats.samples]
+    outputs = "\n".join(pod.output()[-3000:] for pod in old)
+    return Rollout(load.stats.snapshot(), samples, terminations, proxy.servers(), outputs)
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "gunicorn-4"])
+def test_a_whole_rollout_drops_nothing_with_graceshut(
+    kind: str, start_server: StartServer, haproxy: Callable[..., HAProxy]
+) -> None:
+    """Both pods replaced one after the other under load: not one request fails."""
+    result = rollout(kind, start_server, haproxy, {"GRACESHUT_PROPAGATION_DELAY": "1.5"})
+    requests = result.requests
+    assert requests["sent"] >= 2 * RATE, requests
+    assert requests["failed"] == 0, (requests, result.samples, result.outputs)
+    for name in ("pod0", "pod1"):
+        assert result.after[name]["status"].startswith("DOWN"), result.after
+    for name in ("pod2", "pod3"):
+        assert result.after[name]["status"] == "UP", result.after
+        assert int(result.after[name]["stot"]) > 0, f"{name} took connections"
+    for done in result.terminations:
+        assert done.hook_result is not None
+        assert done.hook_result.status == 200
+        assert done.sigkill_at is None
+        assert done.exit_status == 0, result.outputs
+
+
+def test_a_whole_rollout_without_graceshut_drops_requests(
+    start_server: StartServer,
+    haproxy: Callable[..., HAProxy],
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    """The same rollout of the app without graceshut: failures at each termination."""
+    result = rollout("uvicorn-plain", start_server, haproxy, {})
+    requests = result.requests
+    record_property("baseline_failed_requests_rollout", requests["failed"])
+    with capsys.disabled():
+        print(
+            f"\nwhole rollout without graceshut: {requests['failed']} of {requests['sent']} "
+            f"requests failed {requests['failures']}"
+        )
+    assert requests["failed"] > 0, requests
