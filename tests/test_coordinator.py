@@ -596,7 +596,9 @@ async def test_several_tasks_can_wait_for_the_drain_to_empty() -> None:
     assert time.monotonic() - started < 2
 
 
-async def test_a_handler_that_swallows_its_cancellation_cannot_hold_the_sequence() -> None:
+async def test_a_handler_that_swallows_its_cancellation_cannot_hold_the_sequence(
+    caplog: pytest.LogCaptureFixture, anyio_backend: str
+) -> None:
     """Cancelled at its timeout, it runs its `except` at once, then is left behind."""
     coordinator = fast()
     saw_cancellation: list[str] = []
@@ -620,3 +622,29 @@ async def test_a_handler_that_swallows_its_cancellation_cannot_hold_the_sequence
     assert outcomes == {"stubborn": Outcome.TIMEOUT, "after": Outcome.OK}
     assert saw_cancellation == ["flush", "release ran"], "its except ran before the next phase"
     assert elapsed < 5, "the sequence went on without it"
+    if anyio_backend == "asyncio":  # on trio its next await is cancelled again
+        assert "1 handler still running after its timeout" in caplog.text
+
+
+async def test_a_timed_out_handler_is_a_timeout_whatever_it_does_after() -> None:
+    """Returning quietly, or raising from its clean-up, once cancelled: still a timeout."""
+    coordinator = fast()
+
+    @coordinator.on_shutdown("flush", name="returns", timeout=0.1)
+    async def returns() -> None:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            return
+
+    @coordinator.on_shutdown("flush", name="raises", timeout=0.1)
+    async def raises() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            raise RuntimeError("clean-up failed")
+
+    report = await coordinator.shutdown()
+    outcomes = {h.name: h.outcome for h in report.handlers}
+    assert outcomes == {"returns": Outcome.TIMEOUT, "raises": Outcome.TIMEOUT}
+    assert all(0.09 < h.duration < 1 for h in report.handlers)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import anyio
 
 from ._budget import Run, elastic_end, reserved_after, step_end
+from ._concurrent import still_running
 from ._config import Settings, resolve_settings
 from ._handlers import Handler, HandlerFunc, make_handler, run_handlers
 from ._loop import LoopHandle
@@ -603,7 +604,7 @@ class Coordinator:
             "" if len(handlers) == 1 else "s",
             extra={"phase": phase.value, "remaining": run.remaining()},
         )
-        run.handlers += await run_handlers(handlers, run.reason, end, run.deadline)
+        await run_handlers(handlers, run.reason, end, run.deadline, into=run.handlers)
         return len(handlers)
 
     def _phase_needs(self) -> dict[Phase, float]:
@@ -640,6 +641,15 @@ class Coordinator:
                 "report": report.to_dict(),
             },
         )
+        if left_behind := still_running():
+            logger.warning(
+                "%d handler%s still running after %s timeout, in the background: one that "
+                "ignores its cancellation can keep the process from exiting",
+                left_behind,
+                "" if left_behind == 1 else "s",
+                "its" if left_behind == 1 else "their",
+                extra={"reason": run.reason, "outcome": "timeout", "in_flight": left_behind},
+            )
         if self._group is not None:
             self._group.publish_report(report.to_dict())
         for listener in self._report_listeners:

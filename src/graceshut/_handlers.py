@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 from anyio import get_cancelled_exc_class
 
@@ -65,13 +65,18 @@ def make_handler(
 
 
 async def run_handlers(
-    handlers: Sequence[Handler], reason: str, end: float, run_deadline: float
-) -> list[HandlerResult]:
+    handlers: Sequence[Handler],
+    reason: str,
+    end: float,
+    run_deadline: float,
+    into: list[HandlerResult],
+) -> None:
     """Run *handlers* at once, each until it returns, its timeout or *end* (monotonic).
 
-    Never raises for a handler: each one's outcome is in its result, in order.
-    *run_deadline* is the deadline of the whole sequence, for the ``remaining`` field of
-    the log records (which always means: seconds left until that deadline).
+    Never raises for a handler: their results go *into* the list, in order, also when
+    the caller is cancelled (with what had ended by then). Each handler's log line is
+    written as it ends. *run_deadline* is the deadline of the whole sequence, for the
+    ``remaining`` field of the log records (seconds left until that deadline).
     """
     started = time.monotonic()
     results: list[HandlerResult | None] = [None] * len(handlers)
@@ -86,10 +91,15 @@ async def run_handlers(
         started_ones.append(index)
         calls.append(functools.partial(_invoke, handler, reason, deadline))
         deadlines.append(deadline)
-    finished = await run_concurrently(calls, deadlines)
-    for index, how in zip(started_ones, finished, strict=True):
+
+    def record(position: int, how: Finished) -> None:
+        index = started_ones[position]
         results[index] = _record(handlers[index], reason, started, how, run_deadline)
-    return cast("list[HandlerResult]", results)
+
+    try:
+        await run_concurrently(calls, deadlines, record)
+    finally:
+        into.extend(result for result in results if result is not None)
 
 
 async def _invoke(handler: Handler, reason: str, deadline: float) -> None:

@@ -117,14 +117,17 @@ class SignalChain:
     def _hand_on_early(self) -> None:
         """In a multi-worker pod: let the server stop accepting now (see the module doc)."""
         group = self._coordinator._group  # noqa: SLF001 - same package
-        if group is None or not group.others_serving():
-            return  # the whole pod stops: keep the contract, 503 to what still arrives
+        if self._handed_early or group is None or not group.others_serving():
+            # Once is enough: a second signal handed to uvicorn now (a SIGINT) would make
+            # it skip the lifespan shutdown, and the sequence with it. Without siblings
+            # serving, the whole pod stops: keep the contract, 503 to what still arrives.
+            return
         for signum in list(self._pending):
             previous = self._previous.get(signum)
             if not callable(previous):
                 continue  # nobody to tell but the default action: wait for the report
+            self._handed_early.append(signum)  # first: a signal now sees it handed
             self._pending.remove(signum)
-            self._handed_early.append(signum)
             logger.info(
                 "handing %s on to %s as the drain begins: the other workers take new connections",
                 signal.Signals(signum).name,
@@ -132,6 +135,7 @@ class SignalChain:
             )
             previous(signum, None)
             forget_signal(getattr(previous, "__self__", None), signum)
+            return
 
     def _hand_on_pending(self, report: ShutdownReport) -> None:
         if self._handed_early:

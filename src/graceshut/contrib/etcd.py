@@ -37,6 +37,8 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from .._phases import Phase
 from . import _release
 from ._release import Terms, release_all
@@ -55,6 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["EtcdLeases", "ReleaseError"]
 
 logger = logging.getLogger("graceshut")
+
+#: Seconds to revoke the lease of a lost try before leaving it to its TTL.
+_REVOKE_TIMEOUT = 2.0
 
 _TERMS = Terms(
     things="etcd leases",
@@ -107,6 +112,9 @@ class _TrackedLock(aetcd.Lock):  # type: ignore[misc]  # aetcd is untyped
             if await super()._try_acquire():
                 return True
         except BaseException:
+            # The transaction failed after the grant: aetcd kept the lease as the lock's,
+            # but the lock is not held (and the key, if it was written, goes with it).
+            self._lease = None
             await self._revoke_granted()
             raise
         await self._revoke_granted()
@@ -114,11 +122,14 @@ class _TrackedLock(aetcd.Lock):  # type: ignore[misc]  # aetcd is untyped
 
     async def _revoke_granted(self) -> None:
         granted, self._granted = self._granted, None
-        if granted is not None and granted is not self._lease:
-            with contextlib.suppress(Exception):  # best effort: its TTL is the fallback
-                await granted.revoke()
+        if granted is None:
+            return
+        # Best effort, and brief even when the acquire is being cancelled: the lease's
+        # TTL is the fallback.
+        with anyio.move_on_after(_REVOKE_TIMEOUT, shield=True), contextlib.suppress(Exception):
+            await granted.revoke()
 
-    async def acquire(self, timeout: float | None = 10) -> bool:
+    async def acquire(self, timeout: float | None = 10) -> bool:  # noqa: ASYNC109 - aetcd's signature
         """Acquire the lock as aetcd does; once acquired, its lease is tracked."""
         if not await super().acquire(timeout):
             return False
