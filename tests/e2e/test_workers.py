@@ -77,7 +77,7 @@ def wait_for_all_workers(
             for future in batch:
                 try:
                     answers.append(future.result())
-                except httpx.RemoteProtocolError:
+                except (httpx.RemoteProtocolError, httpx.ReadError):
                     if not one_is_leaving:
                         raise
             pids |= {r.headers["x-pid"] for r in answers if r.status_code == 200}
