@@ -51,7 +51,7 @@ def pod(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     server = Server(argv(request.param, port), port, tmp_path / "pod.events", env)
     server.kind = request.param  # type: ignore[attr-defined]
     try:
-        wait_for_all_workers(server)
+        server.worker_pids = wait_for_all_workers(server)  # type: ignore[attr-defined]
         yield server
     finally:
         server.stop()
@@ -92,8 +92,26 @@ def events_text(server: Server) -> str:
     return server.events.read_text() if server.events.exists() else ""
 
 
-def leftovers(supervisor: int) -> list[Path]:
-    return list(Path(tempfile.gettempdir()).glob(f"graceshut-{supervisor}-*"))
+def running(pid: int) -> bool:
+    """Whether *pid* is a live process (a zombie nobody reaped has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def leftovers(pod: Server) -> list[Path]:
+    """The pod's worker directory, if still there once every worker process has ended.
+
+    hypercorn's supervisor returns as soon as one worker has exited, without waiting for
+    the others, so its own exit does not mean its workers are gone.
+    """
+    deadline = time.monotonic() + 15
+    for pid in pod.worker_pids:  # type: ignore[attr-defined]
+        while time.monotonic() < deadline and running(int(pid)):
+            time.sleep(0.02)
+    return list(Path(tempfile.gettempdir()).glob(f"graceshut-{pod.process.pid}-*"))
 
 
 def test_one_prestop_call_drains_every_worker(pod: Server) -> None:
@@ -120,7 +138,7 @@ def test_one_prestop_call_drains_every_worker(pod: Server) -> None:
     assert events == {**dict.fromkeys(PER_PROCESS, WORKERS), "pod-announce": 1}, events
     pod.signal(signal.SIGTERM)
     pod.wait_exit()
-    assert leftovers(pod.process.pid) == [], "the worker directory is removed at exit"
+    assert leftovers(pod) == [], "the worker directory is removed at exit"
 
 
 def test_sigterm_to_the_supervisor_stops_every_worker(pod: Server) -> None:
@@ -137,7 +155,7 @@ def test_sigterm_to_the_supervisor_stops_every_worker(pod: Server) -> None:
         events = pod.events_seen()
         assert events == dict.fromkeys(PER_PROCESS, WORKERS), events
         assert "shutdown (lifespan) finished clean" in pod.output()
-        assert leftovers(pod.process.pid) == []
+        assert leftovers(pod) == []
         return
     pod.signal(signal.SIGTERM)
     # uvicorn's supervisor looks at its signals every 0.5 s before forwarding them
@@ -150,7 +168,7 @@ def test_sigterm_to_the_supervisor_stops_every_worker(pod: Server) -> None:
     assert pod.wait_exit() == 0, pod.output()
     events = pod.events_seen()
     assert events == dict.fromkeys(PER_PROCESS, WORKERS), events
-    assert leftovers(pod.process.pid) == []
+    assert leftovers(pod) == []
 
 
 def test_a_recycled_worker_does_not_drain_the_pod(tmp_path: Path) -> None:
