@@ -173,22 +173,13 @@ def roll(
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         pods = list(pool.map(lambda _: start_server(kind, env), range(2)))
     proxy = haproxy([pod.port for pod in pods])
-    load = LoadGenerator(
-        LoadSpec("127.0.0.1", proxy.port, paths=("/",), rate=RATE, concurrency=CLIENTS, timeout=5)
-    )
+    load = steady_load(proxy)
     load.start()
     try:
         time.sleep(1.5)
         before = proxy.servers()
         leaving = pods[0]
-        termination = terminate(
-            Container(leaving.process, own_group=False),
-            hook=HttpGet(path="/shutdown", port=leaving.port) if prestop else None,
-            grace_period=GRACE_PERIOD,
-            target=Target("127.0.0.1"),
-            env=os.environ,
-            timeline=Timeline(),
-        )
+        termination = kubelet_terminate(leaving, prestop=prestop)
         time.sleep(0.5)  # the one left carries the whole load
     finally:
         load.stop()
@@ -197,6 +188,25 @@ def roll(
     samples = [f"{f.kind}: {f.detail}" for f in load.stats.samples]
     return Roll(
         load.stats.snapshot(), samples, termination, before, proxy.servers(), leaving.output()
+    )
+
+
+def steady_load(proxy: HAProxy) -> LoadGenerator:
+    """Keep-alive clients sending RATE requests per second through the load balancer."""
+    return LoadGenerator(
+        LoadSpec("127.0.0.1", proxy.port, paths=("/",), rate=RATE, concurrency=CLIENTS, timeout=5)
+    )
+
+
+def kubelet_terminate(pod: Server, *, prestop: bool = True) -> Termination:
+    """Stop *pod* as the kubelet does: preStop ``GET /shutdown``, SIGTERM, SIGKILL at the end."""
+    return terminate(
+        Container(pod.process, own_group=False),
+        hook=HttpGet(path="/shutdown", port=pod.port) if prestop else None,
+        grace_period=GRACE_PERIOD,
+        target=Target("127.0.0.1"),
+        env=os.environ,
+        timeline=Timeline(),
     )
 
 
@@ -343,9 +353,7 @@ def rollout(
         old = list(pool.map(lambda _: start_server(kind, env), range(2)))
     new_ports = [free_port(), free_port()]
     proxy = haproxy([*(pod.port for pod in old), *new_ports], up=2)
-    load = LoadGenerator(
-        LoadSpec("127.0.0.1", proxy.port, paths=("/",), rate=RATE, concurrency=CLIENTS, timeout=5)
-    )
+    load = steady_load(proxy)
     started = list(old)
     terminations = []
     load.start()
@@ -354,16 +362,7 @@ def rollout(
         for index, leaving in enumerate(old):
             started.append(start_server(kind, env, port=new_ports[index]))
             proxy.wait_for({f"pod{2 + index}": "UP"})
-            terminations.append(
-                terminate(
-                    Container(leaving.process, own_group=False),
-                    hook=HttpGet(path="/shutdown", port=leaving.port),
-                    grace_period=GRACE_PERIOD,
-                    target=Target("127.0.0.1"),
-                    env=os.environ,
-                    timeline=Timeline(),
-                )
-            )
+            terminations.append(kubelet_terminate(leaving))
         time.sleep(0.5)  # the new pods carry the whole load
     finally:
         load.stop()
