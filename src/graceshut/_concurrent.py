@@ -43,7 +43,7 @@ class Finished:
     error: BaseException | None = None
 
 
-OnDone = Callable[[int, Finished], None]
+OnDone = Callable[[int, Finished], object]
 
 
 def still_running() -> int:
