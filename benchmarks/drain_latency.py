@@ -57,10 +57,8 @@ async def graceshut_trial() -> float:
     return flushed[0] - ended[0]
 
 
-async def polling_trial(into: list[float]) -> None:
-    """A pure-ASGI counter and a drain loop that polls it every 100 ms."""
-    started = anyio.Event()
-    ended: list[float] = []
+def request_ending_at_random(started: anyio.Event, ended: list[float]) -> _asgi.App:
+    """An app whose request ends at a random point between two polls, and says when."""
 
     async def app(scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
         started.set()
@@ -68,6 +66,15 @@ async def polling_trial(into: list[float]) -> None:
         await send(_asgi.START)
         await send(_asgi.BODY)
         ended.append(time.perf_counter())
+
+    return app
+
+
+async def polling_trial(into: list[float]) -> None:
+    """A pure-ASGI counter and a drain loop that polls it every 100 ms."""
+    started = anyio.Event()
+    ended: list[float] = []
+    app = request_ending_at_random(started, ended)
 
     counter = _asgi.PureCounter(app)
     async with anyio.create_task_group() as tg:
@@ -84,13 +91,7 @@ async def svc_infra_trial(into: list[float]) -> None:
     assert module is not None  # noqa: S101 - checked by the caller
     started = anyio.Event()
     ended: list[float] = []
-
-    async def app(scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
-        started.set()
-        await anyio.sleep(random.uniform(0, POLL))  # noqa: S311
-        await send(_asgi.START)
-        await send(_asgi.BODY)
-        ended.append(time.perf_counter())
+    app = request_ending_at_random(started, ended)
 
     state_app = Starlette()
     module.install_graceful_shutdown(state_app, grace_seconds=10)

@@ -86,6 +86,14 @@ class Server:
         self._log_file.close()
 
 
+def gunicorn(port: int, *, workers: int) -> list[str]:
+    """gunicorn serving the e2e app with the uvicorn worker."""
+    return [
+        sys.executable, "-m", "gunicorn", "tests.e2e.app:app", "-k", "uvicorn_worker.UvicornWorker",
+        "-w", str(workers), "-b", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start a server kind running tests/e2e/app.py; all are killed at teardown."""
@@ -106,33 +114,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
                 "--port",
                 str(port),
             ],
-            "gunicorn": [
-                python,
-                "-m",
-                "gunicorn",
-                "tests.e2e.app:app",
-                "-k",
-                "uvicorn_worker.UvicornWorker",
-                "-w",
-                "1",
-                "-b",
-                f"127.0.0.1:{port}",
-                "--graceful-timeout",
-                "20",
-            ],
+            "gunicorn": [*gunicorn(port, workers=1), "--graceful-timeout", "20"],
             # Four worker processes per instance, as most deployments run.
-            "gunicorn-4": [
-                python,
-                "-m",
-                "gunicorn",
-                "tests.e2e.app:app",
-                "-k",
-                "uvicorn_worker.UvicornWorker",
-                "-w",
-                "4",
-                "-b",
-                f"127.0.0.1:{port}",
-            ],
+            "gunicorn-4": gunicorn(port, workers=4),
             "uvicorn-4": [
                 python,
                 "-m",

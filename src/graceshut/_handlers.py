@@ -114,7 +114,7 @@ async def _invoke(handler: Handler, reason: str, deadline: float) -> None:
         returned = await run_in_daemon_thread(
             functools.partial(handler.func, *args), name=f"graceshut {handler.name}"
         )
-        _refuse_awaitable(returned)
+        refuse_awaitable(returned, f"the handler {handler.name}")
 
 
 def _skipped(handler: Handler, reason: str, remaining: float) -> HandlerResult:
@@ -175,15 +175,19 @@ def _fields(
     }
 
 
-def _refuse_awaitable(returned: object) -> None:
-    """A sync handler that returned a coroutine did nothing: say so instead of "ok"."""
-    if not inspect.isawaitable(returned):
+def refuse_awaitable(result: object, what: str) -> None:
+    """Raise when a plain callable returned an awaitable: nobody awaited it, nothing was done.
+
+    A lambda around an async client is the usual cause; taking its return for a success
+    would report work as done that never ran. *what* names the callable in the error.
+    """
+    if not inspect.isawaitable(result):
         return
-    if inspect.iscoroutine(returned):
-        returned.close()
+    if inspect.iscoroutine(result):
+        result.close()
     raise TypeError(
-        "a plain function returned an awaitable, which nobody awaited: "
-        "make the handler an `async def`"
+        f"{what} returned an awaitable from a plain function, which nobody awaited: "
+        "make it an `async def` so that it runs on the event loop"
     )
 
 

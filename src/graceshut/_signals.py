@@ -128,13 +128,7 @@ class SignalChain:
                 continue  # nobody to tell but the default action: wait for the report
             self._handed_early.append(signum)  # first: a signal now sees it handed
             self._pending.remove(signum)
-            logger.info(
-                "handing %s on to %s as the drain begins: the other workers take new connections",
-                signal.Signals(signum).name,
-                _describe(previous),
-            )
-            previous(signum, None)
-            forget_signal(getattr(previous, "__self__", None), signum)
+            _call_server(previous, signum, "as the drain begins: the other workers serve on")
             return
 
     def _hand_on_pending(self, report: ShutdownReport) -> None:
@@ -149,9 +143,7 @@ class SignalChain:
         previous = self._previous.get(signum)
         request_exit_status(report.exit_code)
         if callable(previous):
-            logger.info("handing %s on to %s", signal.Signals(signum).name, _describe(previous))
-            previous(signum, None)
-            forget_signal(getattr(previous, "__self__", None), signum)
+            _call_server(previous, signum, "after the sequence")
         elif previous == signal.SIG_DFL or previous is None:
             # Nobody else would have stopped the process: end it the way the default
             # action would, but through a normal interpreter exit with our status, and
@@ -163,6 +155,13 @@ class SignalChain:
                 signal.raise_signal(signum)
             else:
                 loop.call_soon_threadsafe(lambda: signal.raise_signal(signum))
+
+
+def _call_server(server: Callable[[int, FrameType | None], Any], signum: int, when: str) -> None:
+    """Hand *signum* to the server's own handler, and keep the server from re-raising it."""
+    logger.info("handing %s on to %s %s", signal.Signals(signum).name, _describe(server), when)
+    server(signum, None)
+    forget_signal(getattr(server, "__self__", None), signum)
 
 
 def force_exit(signum: int) -> None:

@@ -10,13 +10,12 @@ No dependency beyond graceshut: the writer does the storage-specific part.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from .._handlers import is_async_callable
+from .._handlers import is_async_callable, refuse_awaitable
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
 
@@ -154,15 +153,9 @@ class MappingFlusher(Generic[K, V]):
         result = await run_in_daemon_thread(
             lambda: self._writer(batch), name=f"graceshut {self.name} writer"
         )
-        if inspect.isawaitable(result):
-            # A plain callable that returns a coroutine (a lambda around an async client):
-            # nothing was written, and treating it as written would drop the batch.
-            if inspect.iscoroutine(result):
-                result.close()
-            raise TypeError(
-                f"the writer {self._writer!r} returned an awaitable from a plain function: "
-                "make it an `async def` so that it runs on the event loop"
-            )
+        # Nothing written by a lambda around an async client: taken for written, the
+        # batch would be dropped.
+        refuse_awaitable(result, f"the writer {self._writer!r}")
 
     async def flush_all(self) -> int:
         """Flush until the mapping is empty; return how many entries were written.

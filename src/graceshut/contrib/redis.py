@@ -33,13 +33,12 @@ What it guarantees:
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from .._handlers import is_async_callable
+from .._handlers import is_async_callable, refuse_awaitable
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
 from . import _release
@@ -496,7 +495,7 @@ class RedisLocks:
                     result = await run_in_daemon_thread(
                         entry.release, name=f"graceshut release {entry.name}"
                     )
-                    _refuse_awaitable(result, entry.release)
+                    refuse_awaitable(result, f"the release {entry.release!r}")
             except LockNotOwnedError:
                 result = False
             except Exception as exc:
@@ -525,20 +524,6 @@ class RedisLocks:
             "%s: released %s", self.name, entry.name, extra={**extra, "outcome": "released"}
         )
         return "released", None
-
-
-def _refuse_awaitable(result: object, release: Callable[[], object]) -> None:
-    """A plain function that returned a coroutine (a lambda around an asyncio client).
-
-    Nothing was released: taking it for a success would leave the lock held.
-    """
-    if inspect.isawaitable(result):
-        if inspect.iscoroutine(result):
-            result.close()
-        raise TypeError(
-            f"the release {release!r} returned an awaitable from a plain function: "
-            "make it an `async def` so that it runs on the event loop"
-        )
 
 
 _TERMS = Terms(
