@@ -58,8 +58,13 @@ def post_worker_init(worker: Any) -> None:
     its own signal handlers, so graceshut's are chained in front of them. Apps preloaded
     in the master (``preload_app``) start here, never before the fork.
     """
-    for runtime in runtimes():
+    started = runtimes()
+    for runtime in started:
         runtime.start()
+    if started:
+        from .wsgi import expose_close_connection  # noqa: PLC0415 - WSGI workers only
+
+        worker.wsgi = expose_close_connection(worker.wsgi)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

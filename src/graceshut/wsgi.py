@@ -41,7 +41,12 @@ if TYPE_CHECKING:
     from ._coordinator import Coordinator
     from ._responses import Message
 
-__all__ = ["GracefulShutdownMiddleware", "StreamCutError"]
+__all__ = [
+    "CLOSE_CONNECTION",
+    "GracefulShutdownMiddleware",
+    "StreamCutError",
+    "expose_close_connection",
+]
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -134,27 +139,27 @@ class GracefulShutdownMiddleware:
         if coordinator.draining:
             with self._lock:
                 coordinator.in_flight.refused += 1
-            _close_connection(start_response)
+            _close_connection(environ, start_response)
             start_response("503 Service Unavailable", self._refusal_headers)
             return [self._refusal_body]
         with self._lock:
             coordinator.in_flight.enter()
         try:
             if coordinator.shutting_down:
-                _close_connection(start_response)
-            result = self.app(environ, self._starter(start_response))
+                _close_connection(environ, start_response)
+            result = self.app(environ, self._starter(environ, start_response))
         except BaseException:
             self._exit()
             raise
         return _Tracked(result, self)
 
-    def _starter(self, start_response: StartResponse) -> StartResponse:
+    def _starter(self, environ: Environ, start_response: StartResponse) -> StartResponse:
         coordinator = self.coordinator
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             # The trigger may come while the app runs: ask again as the response starts.
             if coordinator.shutting_down:
-                _close_connection(start_response)
+                _close_connection(environ, start_response)
             return start_response(status, headers, exc_info)
 
         return start
@@ -208,13 +213,33 @@ class _Tracked:
             self._middleware._exit()  # noqa: SLF001 - same module
 
 
-def _close_connection(start_response: StartResponse) -> None:
-    """Ask the server to close the connection after this response, where it offers a way.
+#: The environ key of a callable that makes the server close this request's connection.
+CLOSE_CONNECTION = "graceshut.close_connection"
+
+
+def expose_close_connection(app: WSGIApp) -> WSGIApp:
+    """Wrap a server's outermost app so that graceshut can close connections under it.
 
     gunicorn passes its response's bound ``start_response``, whose ``force_close`` makes
-    it send ``Connection: close`` and close (its gthread worker keeps connections alive).
+    it send ``Connection: close`` and close (its gthread worker keeps connections
+    alive); a middleware between it and graceshut's would hide it, so
+    `graceshut.gunicorn` puts this wrapper outermost and the environ carries the way.
     """
-    force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+
+    def outermost(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+        if callable(force_close):
+            environ[CLOSE_CONNECTION] = force_close
+        return app(environ, start_response)
+
+    return outermost
+
+
+def _close_connection(environ: Environ, start_response: StartResponse) -> None:
+    """Ask the server to close the connection after this response, where it offers a way."""
+    force_close = environ.get(CLOSE_CONNECTION) or getattr(
+        getattr(start_response, "__self__", None), "force_close", None
+    )
     if callable(force_close):
         force_close()
 

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 from flask import Flask, Response, request
 
@@ -41,7 +42,7 @@ def home() -> str:
 @app.get("/slow")
 def slow() -> Response:
     time.sleep(float(request.args.get("seconds", "2")))
-    return Response("slow ok", headers={"x-pid": str(os.getpid())})
+    return Response("slow ok")
 
 
 @app.get("/readyz")
@@ -65,3 +66,18 @@ if not PLAIN:
         record("pod-announce")
 
     graceshut.flask.install(app, coordinator)
+
+
+def _with_pid(wsgi_app: Any) -> Any:
+    """Every answer, graceshut's routes included, names the worker that gave it."""
+
+    def app_with_pid(environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, ("x-pid", str(os.getpid()))], exc_info)
+
+        return wsgi_app(environ, start)
+
+    return app_with_pid
+
+
+app.wsgi_app = _with_pid(app.wsgi_app)  # type: ignore[method-assign]
