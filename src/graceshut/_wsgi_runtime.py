@@ -111,6 +111,8 @@ class SequenceThread:
         if stop is not None:
             self.call_soon(stop.set)
         self._thread.join(self.coordinator.settings.grace_period if timeout is None else timeout)
+        if not self._thread.is_alive() and self in _runtimes:
+            _runtimes.remove(self)
         if self._chain is not None and threading.current_thread() is threading.main_thread():
             self._chain.uninstall()
 
