@@ -51,6 +51,10 @@ def make(request: pytest.FixtureRequest) -> Iterator[Callable[..., GracefulShutd
         middleware.runtime.stop(timeout=10)
 
 
+def ignore_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+    """A server's start_response that keeps nothing."""
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 5) -> None:
     end = time.monotonic() + timeout
     while not predicate():
@@ -79,17 +83,20 @@ def test_probes_route_and_refusal(make: Callable[..., GracefulShutdownMiddleware
     assert refused.json["error"] == "shutting down"
     wait_for(lambda: coordinator.report is not None)
     report = coordinator.report
-    assert report is not None and report.ok
+    assert report is not None
+    assert report.ok
     assert coordinator.in_flight.refused == 1
     assert client.post("/readyz").status_code == 405
 
 
-def test_the_drain_waits_for_an_open_response(make: Callable[..., GracefulShutdownMiddleware]) -> None:
+def test_the_drain_waits_for_an_open_response(
+    make: Callable[..., GracefulShutdownMiddleware],
+) -> None:
     """A response iterable not yet closed by the server holds the drain open."""
     middleware = make()
     coordinator = middleware.coordinator
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.multithread": True}
-    body = middleware(environ, lambda *a: None)
+    body = middleware(environ, ignore_start)
     assert coordinator.in_flight.count == 1
     LocalClient(middleware).get("/shutdown?wait=0")
     wait_for(lambda: coordinator.draining)
@@ -105,7 +112,9 @@ def test_the_drain_waits_for_an_open_response(make: Callable[..., GracefulShutdo
     assert coordinator.in_flight.count == 0
 
 
-def test_a_stream_is_cut_once_the_drain_is_over(make: Callable[..., GracefulShutdownMiddleware]) -> None:
+def test_a_stream_is_cut_once_the_drain_is_over(
+    make: Callable[..., GracefulShutdownMiddleware],
+) -> None:
     """A response still streaming after the drain's share raises instead of ending cleanly."""
     go_on = threading.Event()
 
@@ -117,7 +126,7 @@ def test_a_stream_is_cut_once_the_drain_is_over(make: Callable[..., GracefulShut
 
     middleware = make(stream, grace_period=3.0, propagation_delay=0.1)
     coordinator = middleware.coordinator
-    body = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda *a: None)
+    body = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, ignore_start)
     chunks = iter(body)
     assert next(chunks) == b"first"
     LocalClient(middleware).get("/shutdown?wait=0")
@@ -155,7 +164,9 @@ def test_the_route_keeps_the_asgi_rules(make: Callable[..., GracefulShutdownMidd
     assert answer.json["reason"] == "prestop"
 
 
-def test_one_thread_per_worker_answers_at_once(make: Callable[..., GracefulShutdownMiddleware]) -> None:
+def test_one_thread_per_worker_answers_at_once(
+    make: Callable[..., GracefulShutdownMiddleware],
+) -> None:
     """wsgi.multithread false (gunicorn sync): 202 unless ?wait=1 asks to wait."""
     client = LocalClient(make())
     assert client.get("/shutdown").status_code == 202

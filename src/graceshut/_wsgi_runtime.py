@@ -45,7 +45,9 @@ _runtimes: list[SequenceThread] = []
 class SequenceThread:
     """One coordinator's loop thread in this process; started once per process."""
 
-    def __init__(self, coordinator: Coordinator, *, signals: bool = True, backend: str = "asyncio"):
+    def __init__(
+        self, coordinator: Coordinator, *, signals: bool = True, backend: str = "asyncio"
+    ) -> None:
         self.coordinator = coordinator
         self.signals = signals
         self.backend = backend
@@ -188,7 +190,7 @@ class _MainThreadChain(SignalChain):
 
     def deliver(self, signum: int, handler: Callable[[int, FrameType | None], Any]) -> None:
         self._deliveries.append((signum, handler))
-        _thread.interrupt_main(signum)
+        _thread.interrupt_main(signal.Signals(signum))
 
 
 class _OnMainThread:
@@ -216,4 +218,3 @@ class _OnMainThread:
 def runtimes() -> list[SequenceThread]:
     """The sequence threads made in this process (for server hooks)."""
     return list(_runtimes)
-

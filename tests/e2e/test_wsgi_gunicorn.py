@@ -198,7 +198,7 @@ def test_a_recycled_sync_worker_does_not_drain_the_pod(tmp_path: Path) -> None:
     server = Server(gunicorn_wsgi(port, options), port, tmp_path / "recycle.events", env)
     try:
         pids = every_worker(server, 3)
-        victim = int(sorted(pids)[0])
+        victim = int(min(pids))
         os.kill(victim, signal.SIGTERM)
         deadline = time.monotonic() + 15
         while server.events_seen()["report"] < 1:

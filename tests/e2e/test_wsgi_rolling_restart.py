@@ -10,11 +10,24 @@ import pytest
 
 from ..asgi_servers import Server, free_port
 from .test_rolling_restart import HAProxy, assert_the_load_reached_both, roll
-from .test_rolling_restart import haproxy as haproxy  # the fixture
 
 pytestmark = pytest.mark.e2e
 
 GTHREAD = ["-k", "gthread", "-w", "2", "--threads", "4"]
+
+
+@pytest.fixture
+def haproxy(tmp_path: Path) -> Iterator[Callable[..., HAProxy]]:
+    """Start HAProxy in front of ports; stopped at teardown."""
+    started: list[HAProxy] = []
+
+    def start(ports: list[int], *, up: int | None = None) -> HAProxy:
+        started.append(HAProxy(tmp_path, ports, up=up))
+        return started[-1]
+
+    yield start
+    for proxy in started:
+        proxy.stop()
 
 
 @pytest.fixture

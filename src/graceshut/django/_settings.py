@@ -35,9 +35,7 @@ def options() -> dict[str, Any]:
 
     given = getattr(settings, "GRACESHUT", {})
     if not isinstance(given, dict):
-        raise ImproperlyConfigured(
-            f"settings.GRACESHUT must be a dict, not {type(given).__name__}"
-        )
+        raise ImproperlyConfigured(f"settings.GRACESHUT must be a dict, not {type(given).__name__}")
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
         raise ImproperlyConfigured(

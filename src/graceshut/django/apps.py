@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 
 
-class GraceshutConfig(AppConfig):
+class GraceshutConfig(AppConfig):  # type: ignore[misc]  # Django has no type hints
     """``INSTALLED_APPS = [..., "graceshut.django"]``."""
 
     name = "graceshut.django"

@@ -11,7 +11,7 @@ logging.basicConfig(
     format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
 )
 
-SECRET_KEY = "e2e-only-not-secret"  # noqa: S105 - a test project
+SECRET_KEY = "e2e-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "tests.e2e.django_project.urls"
