@@ -199,7 +199,8 @@ class _OnMainThread:
     def __init__(self, chain: _MainThreadChain, signum: int, previous: Any) -> None:
         self._chain = chain
         self._previous = previous
-        self.__qualname__ = getattr(previous, "__qualname__", repr(previous))
+        default = "SIG_DFL (the default action)"
+        self.__qualname__ = getattr(previous, "__qualname__", default)
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if threading.current_thread() is not threading.main_thread():
