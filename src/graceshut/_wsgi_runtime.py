@@ -20,6 +20,7 @@ import concurrent.futures
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from types import FrameType
@@ -83,7 +84,13 @@ class SequenceThread:
             self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("graceshut's sequence thread did not start in 10 s")
-        if self.signals:
+        if self.signals and "uwsgi" in sys.modules:
+            # uWSGI handles its workers' signals in C while Python code waits: a Python
+            # handler would only run on the next request, and would hide uWSGI's.
+            logger.info(
+                "signal handlers not installed under uWSGI: use the preStop route to drain"
+            )
+        elif self.signals:
             self._chain = _MainThreadChain(self.coordinator)
             self._chain.install()
         self.coordinator.on_report(self._end_leftovers)

@@ -130,12 +130,14 @@ class GracefulShutdownMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one request."""
+        if not self.runtime.started:
+            # Loaded before a fork (uWSGI without lazy-apps) or a server hook that never
+            # ran: start in this process now, better late than never.
+            self.runtime.start()
         route = self.routes.get(environ.get("PATH_INFO", ""))
         if route is not None:
             return route(environ, start_response)
         coordinator = self.coordinator
-        if not self.runtime.started:
-            self.runtime.start()  # a server hook that never ran: better late than never
         if coordinator.draining:
             with self._lock:
                 coordinator.in_flight.refused += 1
@@ -276,8 +278,6 @@ class _ShutdownRoute:
         self.runtime = runtime
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if not self.runtime.started:
-            self.runtime.start()
         scope = _asgi_scope(environ)
         sent: list[Message] = []
 
@@ -350,9 +350,15 @@ def _runtime_for(coordinator: Coordinator, *, signals: bool, backend: str) -> Se
 
 
 def _deferred_to_server_hook() -> bool:
-    """Whether ``graceshut.gunicorn``'s hooks will start the thread in each worker.
+    """Whether the thread must wait to be started in each worker process.
 
-    With them loaded, an app preloaded in gunicorn's master (``preload_app``) must not
-    start a thread there: it would not survive the fork into the workers.
+    An app loaded in a master before it forks its workers (gunicorn's ``preload_app``,
+    uWSGI without ``lazy-apps``) must not start a thread there: it would not survive
+    the fork. With ``graceshut.gunicorn`` loaded, its ``post_worker_init`` starts it.
     """
-    return "graceshut.gunicorn" in sys.modules and "gunicorn.arbiter" in sys.modules
+    if "graceshut.gunicorn" in sys.modules and "gunicorn.arbiter" in sys.modules:
+        return True
+    # uWSGI without lazy-apps loads the app in its master (worker id 0) and forks: the
+    # first request of each worker starts it there.
+    uwsgi = sys.modules.get("uwsgi")
+    return uwsgi is not None and getattr(uwsgi, "worker_id", lambda: 1)() == 0

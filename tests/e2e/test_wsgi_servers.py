@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import shutil
 import signal
 import sys
 import time
@@ -48,6 +47,40 @@ def test_waitress_sigterm_runs_the_whole_sequence(tmp_path: Path) -> None:
         server.stop()
 
 
-@pytest.mark.skipif(shutil.which("uwsgi") is None, reason="uWSGI is not installed")
-def test_uwsgi_placeholder() -> None:
-    """Placeholder replaced below when uWSGI builds."""
+UWSGI = Path(sys.executable).with_name("uwsgi")
+
+
+@pytest.mark.skipif(
+    not UWSGI.exists(), reason="uWSGI is not installed (pip install uwsgi: it compiles)"
+)
+def test_uwsgi_prestop_route_drains_every_process(tmp_path: Path) -> None:
+    """uWSGI, 2 processes: the route on one drains both; then SIGTERM stops them, status 0."""
+    port = free_port()
+    argv = [
+        str(UWSGI), "--http-socket", f"127.0.0.1:{port}", "--module", "tests.e2e.flask_app:app",
+        "--master", "--processes", "2", "--enable-threads", "--die-on-term", "--need-app",
+    ]  # fmt: skip
+    env = {"GRACESHUT_PROPAGATION_DELAY": "1.5", "GRACESHUT_GRACE_PERIOD": "15"}
+    server = Server(argv, port, tmp_path / "uwsgi.events", env)
+    try:
+        answer = httpx.get(f"{server.url}/shutdown", timeout=10)
+        assert answer.status_code == 202, "one thread per process: the route does not wait"
+        unready: set[str] = set()
+        deadline = time.monotonic() + 1.2
+        while time.monotonic() < deadline:
+            probe = httpx.get(f"{server.url}/readyz", timeout=5)
+            assert probe.status_code == 503
+            unready.add(probe.headers["x-pid"])
+            assert httpx.get(f"{server.url}/", timeout=5).status_code == 200
+        time.sleep(0.6)
+        assert httpx.get(f"{server.url}/", timeout=5).status_code == 503
+        assert len(unready) == 2, "both processes answer 503"
+        deadline = time.monotonic() + 10
+        while server.events_seen()["report"] < 2:
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0, server.output()
+        assert server.events_seen() == {**dict.fromkeys(PHASES, 2), "pod-announce": 1}
+    finally:
+        server.stop()
