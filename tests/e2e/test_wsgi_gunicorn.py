@@ -214,3 +214,33 @@ def test_a_recycled_sync_worker_does_not_drain_the_pod(tmp_path: Path) -> None:
         assert "shutdown (lifespan)" in server.output(), "max_requests: a sequence of its own"
     finally:
         server.stop()
+
+
+def test_a_request_still_running_at_the_deadline_does_not_outlive_the_grace_period(
+    tmp_path: Path,
+) -> None:
+    """A hung request cannot be cancelled: the worker exits once the safety margin is spent."""
+    port = free_port()
+    env = {
+        "GRACESHUT_GRACE_PERIOD": "4",
+        "GRACESHUT_SAFETY_MARGIN": "1",
+        "GRACESHUT_PROPAGATION_DELAY": "0.5",
+    }
+    options = ["-k", "gthread", "-w", "1", "--threads", "2", "--graceful-timeout", "60"]
+    server = Server(gunicorn_wsgi(port, options), port, tmp_path / "hung.events", env)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            hung = pool.submit(get, server, "/slow?seconds=60")
+            time.sleep(0.3)
+            started = time.monotonic()
+            server.signal(signal.SIGTERM)
+            server.wait_exit(20)
+            took = time.monotonic() - started
+            with pytest.raises(httpx.TransportError):
+                hung.result()
+        output = server.output()
+        assert took < 4 + 1, f"stopped after {took:.1f}s: the grace period holds"
+        assert "1 request still running after the deadline: exiting now" in output, output
+        assert "1 abandoned" in output
+    finally:
+        server.stop()
