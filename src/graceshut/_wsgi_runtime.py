@@ -87,9 +87,7 @@ class SequenceThread:
         if self.signals and "uwsgi" in sys.modules:
             # uWSGI handles its workers' signals in C while Python code waits: a Python
             # handler would only run on the next request, and would hide uWSGI's.
-            logger.info(
-                "signal handlers not installed under uWSGI: use the preStop route to drain"
-            )
+            logger.info("signal handlers not installed under uWSGI: use the preStop route to drain")
         elif self.signals:
             self._chain = _MainThreadChain(self.coordinator)
             self._chain.install()
