@@ -124,7 +124,7 @@ def test_a_stream_is_cut_once_the_drain_is_over(
         go_on.wait(10)
         yield b"second"
 
-    middleware = make(stream, grace_period=3.0, propagation_delay=0.1)
+    middleware = make(stream, grace_period=2.0, safety_margin=0.5, propagation_delay=0.1)
     coordinator = middleware.coordinator
     body = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, ignore_start)
     chunks = iter(body)

@@ -30,18 +30,20 @@ def gunicorn(app: str, tmp_path: Path, env: dict[str, str], *options: str) -> Se
 def test_the_flask_example_saves_every_view_on_sigterm(tmp_path: Path) -> None:
     """examples/flask_app.py under gthread 2x4: served through the delay, every view saved."""
     database = tmp_path / "flask.sqlite3"
-    env = {"FLASK_DEMO_DATABASE": str(database)}
+    env = {"FLASK_DEMO_DATABASE": str(database), "GRACESHUT_PROPAGATION_DELAY": "2"}
     options = ["-k", "gthread", "-w", "2", "--threads", "4"]
     server = gunicorn("examples.flask_app:app", tmp_path, env, *options)
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             for _ in range(10):
                 assert httpx.get(f"{server.url}/").status_code == 200
-            slow = pool.submit(httpx.get, f"{server.url}/slow?seconds=1.2", timeout=10)
+            slow = pool.submit(httpx.get, f"{server.url}/slow?seconds=2.5", timeout=10)
             time.sleep(0.2)
             server.signal(signal.SIGTERM)
-            time.sleep(0.3)
-            assert httpx.get(f"{server.url}/readyz").status_code == 503
+            deadline = time.monotonic() + 1.5
+            while httpx.get(f"{server.url}/readyz").status_code != 503:
+                assert time.monotonic() < deadline, "readiness never failed"
+                time.sleep(0.02)
             assert httpx.get(f"{server.url}/").status_code == 200, "the propagation delay"
             assert slow.result().status_code == 200
         assert server.wait_exit(15) == 0

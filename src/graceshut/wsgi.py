@@ -25,6 +25,7 @@ What WSGI allows, and what it does not:
 
 from __future__ import annotations
 
+import functools
 import http
 import math
 import sys
@@ -40,6 +41,7 @@ from .asgi import LivenessEndpoint, ReadinessEndpoint, ShutdownEndpoint
 if TYPE_CHECKING:
     from ._coordinator import Coordinator
     from ._responses import Message
+    from ._tracker import InFlight
 
 __all__ = [
     "CLOSE_CONNECTION",
@@ -175,8 +177,15 @@ class GracefulShutdownMiddleware:
                 in_flight.count -= 1
                 return
         # The last request of a drain: its exit wakes the drain's waiter, which belongs
-        # to the loop thread, so it is made there.
-        self.runtime.call_soon(in_flight.exit)
+        # to the loop thread, so it is made there (under the same lock as the others).
+        try:
+            self.runtime.call_soon(functools.partial(self._exit_on_loop, in_flight))
+        except RuntimeError:  # the loop is gone (interpreter exit): nobody waits
+            self._exit_on_loop(in_flight)
+
+    def _exit_on_loop(self, in_flight: InFlight) -> None:
+        with self._lock:
+            in_flight.exit()
 
     def _stream_over(self) -> bool:
         """Whether the drain's share is spent: a response still streaming is cut."""

@@ -156,9 +156,16 @@ def test_prestop_route_then_sigterm(pod: Server) -> None:
 def test_sigterm_alone(pod: Server) -> None:
     """SIGTERM to the master: every worker unready yet serving, slow ends, handlers per worker."""
     workers = pod.worker_pids  # type: ignore[attr-defined]
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    kept_alive = "keep-alive" if pod.kind == "gthread" else "close"  # type: ignore[attr-defined]
+    with (
+        concurrent.futures.ThreadPoolExecutor(2) as pool,
+        httpx.Client(base_url=pod.url, timeout=10) as client,
+    ):
+        assert client.get("/").headers["connection"] == kept_alive
         pod.signal(signal.SIGTERM)
         wait_unready(pod)
+        # The same kept-alive connection, now told to close.
+        assert client.get("/").headers["connection"] == "close"
         unready, served, statuses = watch_the_delay(pod)
         slow = pool.submit(get, pod, "/slow?seconds=2")
         time.sleep(DELAY * 0.6)
@@ -170,24 +177,6 @@ def test_sigterm_alone(pod: Server) -> None:
     assert refused.status_code == 503
     assert_stopped_cleanly(pod, pod_announce=0)
     assert "handing SIGTERM on to" in pod.output()
-
-
-def test_keep_alive_connections_are_closed_from_the_trigger(tmp_path: Path) -> None:
-    """gthread keeps connections alive; from the trigger on, each answer closes its own."""
-    port = free_port()
-    env = {"GRACESHUT_PROPAGATION_DELAY": "3", "GRACESHUT_GRACE_PERIOD": "10"}
-    server = Server(gunicorn_wsgi(port, KINDS["gthread"][1]), port, tmp_path / "ka.events", env)
-    try:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            assert client.get("/").headers["connection"] == "keep-alive"
-            server.signal(signal.SIGTERM)
-            time.sleep(0.5)
-            during = client.get("/")
-        assert during.status_code == 200
-        assert during.headers["connection"] == "close"
-        assert server.wait_exit() == 0, server.output()
-    finally:
-        server.stop()
 
 
 def test_a_recycled_sync_worker_does_not_drain_the_pod(tmp_path: Path) -> None:
