@@ -76,6 +76,16 @@ class SequenceThread:
         with self._lock:
             if self._pid == os.getpid():
                 return
+            if self._pid:
+                # Started in a parent that forked this process since: its coordinator is
+                # bound to a loop whose thread did not survive the fork.
+                self._pid, self._loop = os.getpid(), None
+                logger.error(
+                    "graceshut was started before this worker was forked (gunicorn's "
+                    "preload_app?): it cannot run here. Start gunicorn with "
+                    "-c python:graceshut.gunicorn, which starts it in each worker"
+                )
+                return
             self._pid = os.getpid()
             self._ready = threading.Event()
             self._thread = threading.Thread(
