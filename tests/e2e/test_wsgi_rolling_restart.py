@@ -14,6 +14,7 @@ from .test_rolling_restart import HAProxy, assert_the_load_reached_both, roll
 pytestmark = pytest.mark.e2e
 
 GTHREAD = ["-k", "gthread", "-w", "2", "--threads", "4"]
+SYNC = ["-k", "sync", "-w", "3"]
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def start_flask(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         port = free_port() if port is None else port
         python = sys.executable
         argv = [python, "-m", "gunicorn", "tests.e2e.flask_app:app", "-b", f"127.0.0.1:{port}"]
-        if kind == "flask":
+        if kind in ("flask", "flask-sync"):
             argv += ["-c", "python:graceshut.gunicorn"]
         settings = {
             "GRACESHUT_GRACE_PERIOD": "20",
@@ -48,7 +49,8 @@ def start_flask(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             **(env or {}),
         }
         events = tmp_path / f"{kind}-{len(servers)}.events"
-        server = Server([*argv, *GTHREAD], port, events, settings)
+        workers = SYNC if kind == "flask-sync" else GTHREAD
+        server = Server([*argv, *workers], port, events, settings)
         servers.append(server)
         return server
 
@@ -84,3 +86,23 @@ def test_flask_rolling_restart_drops_nothing_and_the_bare_app_does(
     assert done.exit_status == 0, graceful.output
     assert_the_load_reached_both(bare)
     assert bare.requests["failed"] > 0, bare.requests
+
+
+def test_flask_sync_workers_rolling_restart_drops_nothing(
+    start_flask: Callable[..., Server],
+    haproxy: Callable[..., HAProxy],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Sync workers: the preStop call answers 202 at once, SIGTERM joins, nothing fails."""
+    result = roll("flask-sync", start_flask, haproxy, {"GRACESHUT_PROPAGATION_DELAY": "1.5"})
+    requests = result.requests
+    with capsys.disabled():
+        print(f"\nrolling restart, Flask with graceshut (gunicorn sync x3): {requests['failed']} "
+              f"of {requests['sent']}")  # fmt: skip
+    assert_the_load_reached_both(result)
+    assert requests["failed"] == 0, (requests, result.samples, result.output)
+    done = result.termination
+    assert done.hook_result is not None
+    assert done.hook_result.status == 202, "the sync worker is not held by the hook"
+    assert done.sigkill_at is None
+    assert done.exit_status == 0, result.output
