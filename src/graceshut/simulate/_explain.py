@@ -104,7 +104,11 @@ def hook_warnings(done: Termination | None) -> list[str]:
         )
     if result.redirects:
         found.append(
-            f"the preStop hook was redirected {len(result.redirects)} times, to "
+            f"the preStop hook was redirected {_times(len(result.redirects))}, to "
             f"{result.redirects[-1]} (the kubelet follows up to 10 on the same host)"
         )
     return found
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"

@@ -20,7 +20,7 @@ from typing import Any
 from ._actions import Action, Exec, HttpGet, Sleep, TcpSocket
 from ._kubelet import Probe
 
-DEFAULT_GRACE_PERIOD = 30.0
+DEFAULT_GRACE_PERIOD = 30
 
 
 class ManifestError(ValueError):

@@ -21,7 +21,7 @@ from ._manifest import ContainerSpec, ManifestError, read_manifest
 from ._run import Plan, child_path, pod_ip
 
 DEFAULT_PORT = 8000
-DEFAULT_GRACE_PERIOD = 30.0
+DEFAULT_GRACE_PERIOD = 30
 DEFAULT_REPLICAS = 2
 """Without a manifest: another pod takes the new connections once this one is deleted."""
 
