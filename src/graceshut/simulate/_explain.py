@@ -73,12 +73,17 @@ def service_warnings(outcome: Outcome) -> list[str]:
             "endpoint update) until it was gone"
         )
     elif endpoints.replicas <= 1:
+        rejected = (
+            f", and rejected {endpoints.rejected} once it was not (no endpoint)"
+            if endpoints.rejected
+            else ""
+        )
         found.append(
             "one replica: the Service had no other pod, so kube-proxy kept sending new "
             "connections to the terminating pod while it was serving (its readiness "
-            f"passed): {endpoints.kept} after the endpoint update, and {endpoints.rejected} "
-            "rejected once it was not (no endpoint). Every deletion of a single replica "
-            "interrupts the Service: run 2 or more, with a PodDisruptionBudget"
+            f"passed): {endpoints.kept} after the endpoint update{rejected}. Every "
+            "deletion of a single replica interrupts the Service: run 2 or more, with a "
+            "PodDisruptionBudget"
         )
     early = [f for f in outcome.samples if 0 <= f.at - origin < lag]
     if early and not endpoints.falls_back:

@@ -221,15 +221,17 @@ class _Drawing:
                     found.append((event["t"], label or event["event"], colour))
                     break
         placed: list[tuple[float, str, str, int]] = []
-        ends: list[float] = []
+        ends: list[float] = []  # where the last label of each row ends
         for t, label, colour in sorted(found):
             x = self.x(t)
-            text_end = x + 3 + (len(label) + 7) * _CHAR
-            row = next((i for i, end in enumerate(ends) if end < x), len(ends))
+            width = len(f"{label} {t:+.2f}s") * _CHAR
+            # A label reads to the right of its line, or to the left at the right edge.
+            left, right = (x - 3 - width, x) if x + 3 + width > WIDTH else (x, x + 3 + width)
+            row = next((i for i, end in enumerate(ends) if end + 6 < left), len(ends))
             if row == len(ends):
-                ends.append(text_end)
+                ends.append(right)
             else:
-                ends[row] = text_end
+                ends[row] = right
             placed.append((t, label, colour, row))
         return placed
 

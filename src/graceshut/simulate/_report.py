@@ -280,7 +280,8 @@ def _settings_text(settings: dict[str, Any]) -> list[str]:
         f"  pod {settings['pod']}, grace period {settings['grace_period']:g}s, new connections "
         f"until {settings['endpoint_lag']:g}s after the deletion"
     )
-    service = f"  Service: {settings['replicas']} replicas"
+    replicas = settings["replicas"]
+    service = f"  Service: {replicas} replica{'' if replicas == 1 else 's'}"
     if settings["publish_not_ready_addresses"]:
         service += ", publishNotReadyAddresses"
     lines += [
