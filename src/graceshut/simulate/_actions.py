@@ -2,8 +2,9 @@
 
 A hook's ``httpGet`` succeeds on any HTTP answer (the kubelet ignores status and body);
 only a transport error fails it. A probe's ``httpGet`` succeeds on 200-399. Both follow
-redirects to the same host, up to 10 (more fail; a redirect to another host ends the
-request with the 3xx as its answer), keeping their headers. An ``https`` hook answered
+redirects to the same host, as Go's client does: 10 requests in all (a tenth redirect
+fails the request; a redirect to another host ends the request with the 3xx as its
+answer), keeping their headers. An ``https`` hook answered
 by plain HTTP is sent again over HTTP without its ``Authorization`` header (the kubelet's
 ``LifecycleHTTPFallback``); a probe is not. ``exec`` succeeds on exit status 0,
 ``tcpSocket`` when the connection opens; as a hook, ``tcpSocket`` is an invalid handler
@@ -28,6 +29,7 @@ HOOK_USER_AGENT = "kube-lifecycle/graceshut-simulate"
 PROBE_USER_AGENT = "kube-probe/graceshut-simulate"
 _OUTPUT_LIMIT = 64 * 1024
 MAX_REDIRECTS = 10
+"""Requests in all, the first one included: Go's "stopped after 10 redirects"."""
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 INVALID_HANDLER = (
     "invalid handler: the kubelet cannot run a tcpSocket preStop hook (FailedPreStopHook)"
@@ -196,6 +198,11 @@ def _http_get(action: HttpGet, target: Target, timeout: float, *, probe: bool) -
             headers = tuple(h for h in headers if h[0].lower() != "authorization")
             continue
         except (OSError, http.client.HTTPException) as exc:
+            if fell_back:  # the kubelet then reports the first error, not the retry's
+                error = (
+                    f"server gave HTTP response to HTTPS client; over HTTP: {describe_error(exc)}"
+                )
+                return Result(ok=False, duration=0.0, error=error, redirects=tuple(redirects))
             return _failed(exc, redirects, fell_back)
         if status not in _REDIRECTS or not location:
             break
@@ -203,7 +210,7 @@ def _http_get(action: HttpGet, target: Target, timeout: float, *, probe: bool) -
         url = urllib.parse.urlsplit(urllib.parse.urljoin(current, location))
         if url.hostname != host:
             break  # another host: the 3xx is the answer (Go's ErrUseLastResponse)
-        if len(redirects) >= MAX_REDIRECTS:
+        if len(redirects) + 1 >= MAX_REDIRECTS:  # Go counts the requests made (`via`)
             error = f"stopped after {MAX_REDIRECTS} redirects"
             return Result(ok=False, duration=0.0, error=error, redirects=tuple(redirects))
         redirects.append(url.geturl())

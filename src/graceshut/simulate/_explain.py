@@ -110,7 +110,8 @@ def hook_warnings(done: Termination | None) -> list[str]:
     if result.redirects:
         found.append(
             f"the preStop hook was redirected {_times(len(result.redirects))}, to "
-            f"{result.redirects[-1]} (the kubelet follows up to 10 on the same host)"
+            f"{result.redirects[-1]} (the kubelet follows them on the same host, 10 "
+            "requests at most)"
         )
     return found
 
