@@ -186,7 +186,7 @@ def test_a_shell_entrypoint_without_exec_is_sigkilled_as_pid_1(tmp_path: Path) -
     )  # fmt: skip
     assert status == 1
     assert report["sigkill"] is True
-    assert report["sigkill_at"] == pytest.approx(2.0, abs=0.3)
+    assert report["sigkill_at"] == pytest.approx(2.0, abs=0.5)
     assert report["exit"]["status"] == 137
     assert report["pid1"] == {
         "namespace": True,
@@ -254,7 +254,7 @@ def test_a_grace_period_of_0_is_1s_with_the_hook(tmp_path: Path) -> None:
     assert status == 1, "the hook overran"
     assert report["grace_period"] == 1
     assert report["prestop"]["overran"] is True
-    assert report["sigterm_at"] == pytest.approx(1.0, abs=0.3)
+    assert report["sigterm_at"] == pytest.approx(1.0, abs=0.5)
     assert report["sigkill_after"] == 2
     deleted = next(e for e in report["timeline"] if e["event"] == "pod deleted")
     assert "never uses 0" in deleted["detail"]
