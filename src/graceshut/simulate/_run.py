@@ -189,12 +189,17 @@ class _Run:
             self.progress.load = self.load
         timeline.add("load starts", _describe_load(plan.load))
         self.watchers.append(readiness)
-        for name, probe in (("liveness", plan.liveness), ("startup", plan.startup)):
-            if probe is not None:
-                watcher = ProbeWatcher(
-                    name, probe, plan.target, plan.env, timeline, interval=_interval(probe)
-                )
-                self.watchers.append(watcher)
+        # The kubelet runs no startup probe once it passed (readiness waited for it here).
+        if plan.liveness is not None:
+            watcher = ProbeWatcher(
+                "liveness",
+                plan.liveness,
+                plan.target,
+                plan.env,
+                timeline,
+                interval=_interval(plan.liveness),
+            )
+            self.watchers.append(watcher)
         for watcher in self.watchers:
             watcher.start()
         self._stage("load, before the termination")
@@ -245,13 +250,11 @@ class _Run:
 
     def _stop_liveness(self) -> None:
         """The kubelet stops the liveness and startup probes before it runs the hook."""
-        stopped = [w for w in self.watchers if w.name in {"liveness", "startup"}]
+        stopped = [w for w in self.watchers if w.name == "liveness"]
         for watcher in stopped:
             watcher.stop(wait=False)
         if stopped:
-            names = " and ".join(w.name for w in stopped)
-            plural = "s" if len(stopped) > 1 else ""
-            self.timeline.add(f"{names} probe{plural} stopped", "readiness goes on")
+            self.timeline.add("liveness probe stopped", "readiness goes on")
 
     def _stage(self, stage: str) -> None:
         if self.progress is not None:
