@@ -366,16 +366,24 @@ def test_endpoints_route_as_kube_proxy_does() -> None:
 
 
 def test_replicas_and_publish_not_ready_addresses_come_from_the_manifest(tmp_path: Path) -> None:
-    """A Deployment's replicas (1 when absent), a selecting Service's publishNotReadyAddresses."""
+    """replicas (1 when absent), publishNotReadyAddresses, lifecycle.stopSignal, volumeMounts."""
     service = {
         "kind": "Service",
         "metadata": {"name": "demo"},
         "spec": {"selector": {"app": "demo"}, "publishNotReadyAddresses": True},
     }
     other = {"kind": "Service", "spec": {"selector": {"app": "other"}}}
-    manifest = Path(write_manifest(tmp_path, deployment(8000, {}, replicas=4), service))
+    container = {
+        "lifecycle": {"stopSignal": "SIGQUIT"},
+        "volumeMounts": [{"name": "cache", "mountPath": "/var/cache/app"}],
+    }
+    workload = deployment(8000, container, replicas=4)
+    workload["spec"]["template"]["spec"]["volumes"] = [{"name": "cache", "emptyDir": {}}]
+    manifest = Path(write_manifest(tmp_path, workload, service))
     spec = read_manifest(manifest, None)
     assert (spec.replicas, spec.publish_not_ready) == (4, True)
+    assert spec.stop_signal == "SIGQUIT"
+    assert spec.volumes == (("cache", "emptyDir", "/var/cache/app"),)
     bare = deployment(8000, {})
     del bare["spec"]["replicas"]
     manifest = Path(write_manifest(tmp_path, bare, other))
