@@ -9,3 +9,5 @@ termination, ``_service`` routes new connections as kube-proxy does, ``_run`` ti
 together, ``_report`` and ``_explain`` render what happened and why, ``_junit`` and
 ``_picture`` write it for CI and for people.
 """
+
+__all__: list[str] = []
