@@ -13,6 +13,7 @@ from ._config import ConfigError as ConfigError
 from ._context import ShutdownContext as ShutdownContext
 from ._coordinator import Coordinator as Coordinator
 from ._phases import Phase as Phase
+from ._report import FallbackResult as FallbackResult
 from ._report import HandlerResult as HandlerResult
 from ._report import Outcome as Outcome
 from ._report import PhaseResult as PhaseResult
@@ -21,6 +22,7 @@ from ._report import ShutdownReport as ShutdownReport
 __all__ = [
     "ConfigError",
     "Coordinator",
+    "FallbackResult",
     "HandlerResult",
     "Outcome",
     "Phase",
