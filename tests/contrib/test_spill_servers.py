@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.backoff import NoBackoff
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import graceshut
 from graceshut import Outcome
@@ -62,6 +63,7 @@ REPLAY_ROWS = f"""
 import json, sys
 import anyio, sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import create_async_engine
 import graceshut
 from graceshut.contrib.spill import SpillDirectory
 from graceshut.contrib.sqlalchemy import WriteBehindBuffer
@@ -206,12 +208,12 @@ KILLED_MID_SPILL = f"""
 import os, sys, time
 import anyio, sqlalchemy as sa
 import graceshut
-from graceshut.contrib import spill
+from graceshut.contrib import _records, spill
 from graceshut.contrib.sqlalchemy import WriteBehindBuffer
 
 URL, DIRECTORY, NAME = sys.argv[1:4]
 {TABLE}
-write_all = spill._write_all
+write_all = _records.write_all
 
 def slow_disk(fd, data):
     # Half a chunk, a pause, the rest: the kill lands inside a line.
@@ -219,7 +221,7 @@ def slow_disk(fd, data):
     time.sleep(0.3)
     write_all(fd, data[len(data) // 2 :])
 
-spill._write_all = slow_disk
+_records.write_all = slow_disk
 coordinator = graceshut.Coordinator(grace_period=30, safety_margin=1, propagation_delay=0)
 at = __import__("datetime").datetime(2026, 11, 30)
 buffer = WriteBehindBuffer(
@@ -351,3 +353,33 @@ async def test_cache_entries_spilled_while_redis_is_down_are_replayed_by_a_new_p
         values = redis.Redis(port=port).mget([f"price:{i}" for i in range(500)])
     assert replayed == {"written": 500, "again": 0}
     assert values == [str(i * 10).encode() for i in range(500)]
+
+
+@ASYNCIO
+async def test_an_async_engine_spills_and_replays_the_same_way(
+    postgres: PostgresServer, pg_database: str, tmp_path: Path
+) -> None:
+    """AsyncEngine: unreachable at shutdown, rows spill; replayed on the real server."""
+    name = "events_async"
+    url, dsn = postgres.url(pg_database), postgres.dsn(pg_database)
+    table = make_table(url, name)
+    statement = postgresql.insert(table).on_conflict_do_nothing()
+    spill = SpillDirectory(tmp_path)
+    nobody = create_async_engine(f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/x")
+    coord = coordinator()
+    buffer = WriteBehindBuffer(coord, nobody, statement, name="events", spill=spill)
+    at = dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)
+    buffer.extend({"id": i, "payload": "x", "at": at} for i in range(50))
+    report = await coord.shutdown()
+    await nobody.dispose()
+    assert report.handlers[0].fallback is not None
+    assert buffer.spilled == 50
+
+    engine = create_async_engine(url)
+    again = WriteBehindBuffer(coordinator(), engine, statement, name="events", spill=spill)
+    try:
+        result = await again.replay()
+    finally:
+        await engine.dispose()
+    assert result.written == 50
+    assert stored_ids(dsn, name) == list(range(50))

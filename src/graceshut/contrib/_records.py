@@ -1,4 +1,8 @@
-"""Records as JSON, with the Python values that rows and cache entries hold.
+"""Records as checksummed JSON lines, with the Python values that rows and entries hold.
+
+A spill file line is ``{"crc32":<CRC-32 of the record's bytes>,"record":<the record>}``:
+JSON on its own (jq reads it), and a line torn by a kill or damaged on the disk fails
+the check, so replay can tell it from a good one.
 
 JSON has no dates, decimals, UUIDs or bytes, and a spilled row must come back with the
 very values it had, or the database would store a string where a timestamp was (SQLite
@@ -14,11 +18,18 @@ import base64
 import datetime as dt
 import decimal
 import json
+import os
 import uuid
+import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _TYPE = "$type"
+
+_PREFIX = b'{"crc32":'
+_MIDDLE = b',"record":'
+_SUFFIX = b"}\n"
 
 _ENCODERS: list[tuple[type, str, Callable[[Any], Any]]] = [
     # datetime before date: a datetime is a date too.
@@ -104,3 +115,73 @@ def _untag(obj: dict[str, Any]) -> Any:
         if decoder is not None:
             return decoder(obj["value"])
     return obj
+
+
+# -- spill files ------------------------------------------------------------------------------
+
+
+def line(record: Any) -> bytes:
+    """*record* as one line of a spill file, newline included."""
+    payload = encode(record)
+    return b"%s%d%s%s%s" % (_PREFIX, zlib.crc32(payload), _MIDDLE, payload, _SUFFIX)
+
+
+def read(path: Path) -> tuple[list[Any], list[bytes]]:
+    """The records of a spill file, and the lines that are not whole, checked records."""
+    records: list[Any] = []
+    bad: list[bytes] = []
+    with path.open("rb") as file:
+        for raw in file:
+            record = _parse(raw)
+            if record is _BAD:
+                bad.append(raw)
+            else:
+                records.append(record)
+    return records, bad
+
+
+_BAD: Any = object()
+
+
+def _parse(raw: bytes) -> Any:
+    if not (raw.startswith(_PREFIX) and raw.endswith(_SUFFIX)):
+        return _BAD
+    middle = raw.find(_MIDDLE)
+    if middle < 0:
+        return _BAD
+    payload = raw[middle + len(_MIDDLE) : -len(_SUFFIX)]
+    try:
+        if int(raw[len(_PREFIX) : middle]) != zlib.crc32(payload):
+            return _BAD
+        return decode(payload)
+    except ValueError:  # not a number, not JSON, not UTF-8, an unknown tagged type
+        return _BAD
+
+
+def keep_rejected(path: Path, lines: list[bytes], *, fsync: bool) -> None:
+    """Write *lines* to ``<path stem>.rejected``, whole or not at all (rename)."""
+    target = path.with_suffix(".rejected")
+    temporary = path.parent / f"{path.stem}.rejected.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        write_all(fd, b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for raw in lines))
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    temporary.replace(target)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of *data*: a write to a full disk may take only part of it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import time
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,7 +32,7 @@ import anyio
 
 from .._handlers import is_async_callable, refuse_awaitable
 from .._threads import run_in_daemon_thread
-from ._records import decode, encode
+from . import _records
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable
@@ -52,9 +51,6 @@ __all__ = [
 
 logger = logging.getLogger("graceshut")
 
-_PREFIX = b'{"crc32":'
-_MIDDLE = b',"record":'
-_SUFFIX = b"}\n"
 _CHUNK = 1000  # records per write(): a SIGKILL loses at most the chunk being encoded
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _LOCK = ".replay.lock"
@@ -158,15 +154,15 @@ class SpillDirectory:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
         try:
             if self.fsync:  # the file's name survives a crash too
-                _fsync_directory(self.path)
+                _records.fsync_directory(self.path)
             chunk: list[bytes] = []
             for record in records:
-                chunk.append(_line(record))
+                chunk.append(_records.line(record))
                 if len(chunk) >= _CHUNK:
-                    _write_all(fd, b"".join(chunk))
+                    _records.write_all(fd, b"".join(chunk))
                     count += len(chunk)
                     chunk.clear()
-            _write_all(fd, b"".join(chunk))
+            _records.write_all(fd, b"".join(chunk))
             count += len(chunk)
             if self.fsync:
                 os.fsync(fd)
@@ -210,7 +206,7 @@ class SpillDirectory:
         is_async = is_async_callable(writer)
         async with _replay_lock(self.path):
             for path in self.files(stream):
-                records, bad = _read(path)
+                records, bad = _records.read(path)
                 for start in range(0, len(records), batch_size):
                     batch = records[start : start + batch_size]
                     try:
@@ -219,7 +215,7 @@ class SpillDirectory:
                         pending = (
                             len(records)
                             - start
-                            + sum(len(_read(p)[0]) for p in self.files(stream) if p > path)
+                            + sum(len(_records.read(p)[0]) for p in self.files(stream) if p > path)
                         )
                         first = (str(exc).splitlines() or [""])[0]
                         raise SpillReplayError(
@@ -231,12 +227,12 @@ class SpillDirectory:
                         ) from exc
                     written += len(batch)
                 if bad:
-                    _keep_rejected(path, bad, fsync=self.fsync)
+                    _records.keep_rejected(path, bad, fsync=self.fsync)
                     rejected += len(bad)
                 path.unlink()
                 files += 1
             if files and self.fsync:
-                _fsync_directory(self.path)
+                _records.fsync_directory(self.path)
         result = ReplayResult(written, files, rejected, tuple(self.rejected_files(stream)))
         fields = {
             "spill": stream,
@@ -291,7 +287,7 @@ class SpillLog:
         """Log each record on a line of its own."""
         count = 0
         for record in records:
-            text = encode(record).decode()
+            text = _records.encode(record).decode()
             self.logger.log(
                 self.level,
                 "graceshut-spill %s %s",
@@ -325,7 +321,7 @@ class SpillFallback:
         self.stream = stream
         self.name = target.name
         self._take = take
-        self._records = records
+        self._unit = records
 
     async def __call__(self, ctx: ShutdownContext) -> dict[str, Any]:
         """Spill the records left behind; the report's detail says how many and where."""
@@ -338,7 +334,7 @@ class SpillFallback:
             "%s: spilled %d %s to %s after %s",
             self.stream,
             spilled.records,
-            self._records,
+            self._unit,
             spilled.to,
             type(ctx.error).__name__ if ctx.error is not None else "a failure",
             extra={
@@ -349,75 +345,7 @@ class SpillFallback:
                 "duration": time.monotonic() - started,
             },
         )
-        return {"spilled": spilled.records, "records": self._records, "to": spilled.to}
-
-
-# -- files ------------------------------------------------------------------------------
-
-
-def _line(record: Any) -> bytes:
-    payload = encode(record)
-    return b"%s%d%s%s%s" % (_PREFIX, zlib.crc32(payload), _MIDDLE, payload, _SUFFIX)
-
-
-def _read(path: Path) -> tuple[list[Any], list[bytes]]:
-    """The records of a spill file, and the lines that are not whole, checked records."""
-    records: list[Any] = []
-    bad: list[bytes] = []
-    with path.open("rb") as file:
-        for line in file:
-            record = _parse(line)
-            if record is _BAD:
-                bad.append(line)
-            else:
-                records.append(record)
-    return records, bad
-
-
-_BAD: Any = object()
-
-
-def _parse(line: bytes) -> Any:
-    if not (line.startswith(_PREFIX) and line.endswith(_SUFFIX)):
-        return _BAD
-    middle = line.find(_MIDDLE)
-    if middle < 0:
-        return _BAD
-    payload = line[middle + len(_MIDDLE) : -len(_SUFFIX)]
-    try:
-        if int(line[len(_PREFIX) : middle]) != zlib.crc32(payload):
-            return _BAD
-        return decode(payload)
-    except ValueError:  # not a number, not JSON, not UTF-8, an unknown tagged type
-        return _BAD
-
-
-def _keep_rejected(path: Path, lines: list[bytes], *, fsync: bool) -> None:
-    """Write *lines* to ``<path stem>.rejected``, whole or not at all (rename)."""
-    target = path.with_suffix(".rejected")
-    temporary = path.parent / f"{path.stem}.rejected.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        _write_all(fd, b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines))
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    temporary.replace(target)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return {"spilled": spilled.records, "records": self._unit, "to": spilled.to}
 
 
 def _check_writable(path: Path) -> None:
