@@ -4,7 +4,7 @@ A fallback shares its handler's deadline rather than getting time of its own, so
 one never moves a later phase. The handler is therefore cut off a little early: a
 quarter of its window, at most `MAX_RESERVE` seconds, is kept for the fallback. That
 share is small next to a database's timeout and large next to what a fallback does
-(writing 10,000 rows to a local file takes some 30 ms, ``benchmarks/spill.py``).
+(spilling 10,000 rows to a local file took 0.15-0.2 s, ``benchmarks/spill.py``).
 
 The two attempts run one after the other inside the one call that the phase's runner
 (`graceshut._concurrent`) starts and cuts off at the deadline; `Attempts` records how
