@@ -24,6 +24,7 @@ from graceshut import Outcome
 from graceshut.contrib.cache import flush_mapping
 from graceshut.contrib.spill import (
     SpillDirectory,
+    SpillEncodeError,
     SpillError,
     SpillLog,
     SpillReplayError,
@@ -220,3 +221,23 @@ def test_the_spill_file_is_json_lines_with_a_checksum(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["record"] for line in lines] == [{"id": 1}, {"id": 2}]
     assert all(isinstance(line["crc32"], int) for line in lines)
+
+
+async def test_a_record_that_cannot_be_encoded_costs_that_record_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The other records are spilled; the error counts the bad one, the log keeps its repr."""
+    spill = SpillDirectory(tmp_path)
+    records: list[Any] = [{"id": 1}, {"id": object()}, {"id": 3}]
+    with (
+        caplog.at_level(logging.ERROR, "graceshut"),
+        pytest.raises(
+            SpillEncodeError, match=r"spilled 2 records to .*; 1 could not be encoded"
+        ) as info,
+    ):
+        spill.spill("rows", records)
+    assert info.value.unencodable == 1
+    assert "cannot spill {'id': <object object at" in caplog.text
+    sink = Sink()
+    assert (await spill.replay("rows", sink)).written == 2
+    assert sink.records == [{"id": 1}, {"id": 3}]

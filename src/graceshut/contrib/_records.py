@@ -1,4 +1,4 @@
-"""Records as checksummed JSON lines, with the Python values that rows and entries hold.
+"""Spill files: records as checksummed JSON lines, and the file work of spill and replay.
 
 A spill file line is ``{"crc32":<CRC-32 of the record's bytes>,"record":<the record>}``:
 JSON on its own (jq reads it), and a line torn by a kill or damaged on the disk fails
@@ -15,17 +15,26 @@ original type. A mapping of the user's that has exactly the keys ``$type`` and
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import decimal
 import json
 import os
+import re
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+from .._handlers import refuse_awaitable
+from .._threads import run_in_daemon_thread
+
 _TYPE = "$type"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_LOCK = ".replay.lock"
 
 _PREFIX = b'{"crc32":'
 _MIDDLE = b',"record":'
@@ -180,8 +189,43 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def fsync_directory(path: Path) -> None:
+    """Make a file's creation or removal in *path* durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def safe_name(stream: str) -> str:
+    """*stream* as the start of a file name: ``sqlalchemy.write_behind_events``."""
+    return _UNSAFE.sub("_", stream).strip("_") or "records"
+
+
+async def call_writer(
+    writer: Callable[[list[Any]], object], batch: list[Any], *, is_async: bool
+) -> None:
+    """Hand *batch* to a replay's writer: async on the loop, sync in a thread."""
+    if is_async:
+        await writer(batch)  # type: ignore[misc]
+        return
+    returned = await run_in_daemon_thread(lambda: writer(batch), name="graceshut replay")
+    refuse_awaitable(returned, f"the replay writer {writer!r}")
+
+
+@contextlib.asynccontextmanager
+async def replay_lock(directory: Path) -> AsyncIterator[None]:
+    """Hold the directory's replay lock: worker processes replay one after the other."""
+    import fcntl  # noqa: PLC0415 - POSIX only, as the pods are
+
+    fd = os.open(directory / _LOCK, os.O_WRONLY | os.O_CREAT, 0o640)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await anyio.sleep(0.05)  # another worker replays: wait for it
+        yield
     finally:
         os.close(fd)

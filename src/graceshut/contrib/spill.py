@@ -17,32 +17,30 @@ No extra is needed: this module uses the standard library only.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
-import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio
-
-from .._handlers import is_async_callable, refuse_awaitable
+from .._handlers import is_async_callable
 from .._threads import run_in_daemon_thread
 from . import _records
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable
+    from collections.abc import Awaitable
 
     from .._context import ShutdownContext
 
 __all__ = [
     "ReplayResult",
     "SpillDirectory",
+    "SpillEncodeError",
     "SpillError",
+    "SpillFallback",
     "SpillLog",
     "SpillReplayError",
     "SpillTarget",
@@ -52,8 +50,6 @@ __all__ = [
 logger = logging.getLogger("graceshut")
 
 _CHUNK = 1000  # records per write(): a SIGKILL loses at most the chunk being encoded
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_LOCK = ".replay.lock"
 
 
 class SpillError(ValueError):
@@ -149,15 +145,16 @@ class SpillDirectory:
         written, which replay.
         """
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        target = self.path / f"{_safe(stream)}~{stamp}~{os.getpid()}.jsonl"
+        target = self.path / f"{_records.safe_name(stream)}~{stamp}~{os.getpid()}.jsonl"
         count = 0
+        unencodable = _Unencodable(stream)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
         try:
             if self.fsync:  # the file's name survives a crash too
                 _records.fsync_directory(self.path)
             chunk: list[bytes] = []
-            for record in records:
-                chunk.append(_records.line(record))
+            for line in unencodable.skip(_records.line, records):
+                chunk.append(line)
                 if len(chunk) >= _CHUNK:
                     _records.write_all(fd, b"".join(chunk))
                     count += len(chunk)
@@ -170,15 +167,17 @@ class SpillDirectory:
             os.close(fd)
         if not count:
             target.unlink()
-        return Spilled(count, str(target))
+        spilled = Spilled(count, str(target) if count else str(self.path))
+        unencodable.check(spilled)
+        return spilled
 
     def files(self, stream: str) -> list[Path]:
         """The spill files of *stream* waiting for a replay, oldest first."""
-        return sorted(self.path.glob(f"{_safe(stream)}~*.jsonl"))
+        return sorted(self.path.glob(f"{_records.safe_name(stream)}~*.jsonl"))
 
     def rejected_files(self, stream: str) -> list[Path]:
         """The ``*.rejected`` files of *stream*: lines a replay could not read."""
-        return sorted(self.path.glob(f"{_safe(stream)}~*.rejected"))
+        return sorted(self.path.glob(f"{_records.safe_name(stream)}~*.rejected"))
 
     async def replay(
         self,
@@ -204,13 +203,13 @@ class SpillDirectory:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         written = files = rejected = 0
         is_async = is_async_callable(writer)
-        async with _replay_lock(self.path):
+        async with _records.replay_lock(self.path):
             for path in self.files(stream):
                 records, bad = _records.read(path)
                 for start in range(0, len(records), batch_size):
                     batch = records[start : start + batch_size]
                     try:
-                        await _call(writer, batch, is_async=is_async)
+                        await _records.call_writer(writer, batch, is_async=is_async)
                     except Exception as exc:
                         pending = (
                             len(records)
@@ -286,8 +285,9 @@ class SpillLog:
     def spill(self, stream: str, records: Iterable[Any]) -> Spilled:
         """Log each record on a line of its own."""
         count = 0
-        for record in records:
-            text = _records.encode(record).decode()
+        unencodable = _Unencodable(stream)
+        for line in unencodable.skip(_records.encode, records):
+            text = line.decode()
             self.logger.log(
                 self.level,
                 "graceshut-spill %s %s",
@@ -296,7 +296,9 @@ class SpillLog:
                 extra={"spill": stream, "record": text},
             )
             count += 1
-        return Spilled(count, "log")
+        spilled = Spilled(count, "log")
+        unencodable.check(spilled)
+        return spilled
 
 
 class SpillFallback:
@@ -348,6 +350,54 @@ class SpillFallback:
         return {"spilled": spilled.records, "records": self._unit, "to": spilled.to}
 
 
+class SpillEncodeError(TypeError):
+    """Some records had a value with no JSON form: the others were spilled all the same.
+
+    Attributes:
+        spilled: What was spilled.
+        unencodable: Records left out (each logged at ``ERROR`` with its ``repr``).
+    """
+
+    def __init__(self, message: str, *, spilled: Spilled, unencodable: int) -> None:
+        super().__init__(message)
+        self.spilled = spilled
+        self.unencodable = unencodable
+
+
+class _Unencodable:
+    """Skips the records that cannot be encoded, so that one bad value loses one record."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.count = 0
+        self.first = ""
+
+    def skip(self, encode: Callable[[Any], bytes], records: Iterable[Any]) -> Iterator[bytes]:
+        for record in records:
+            try:
+                yield encode(record)
+            except (TypeError, ValueError) as exc:  # ValueError: a circular reference
+                self.count += 1
+                self.first = self.first or str(exc)
+                # The last place this record exists: its repr, for a human to rescue.
+                logger.error(  # noqa: TRY400 - a line per record, no traceback each
+                    "%s: cannot spill %.2000r: %s",
+                    self.stream,
+                    record,
+                    exc,
+                    extra={"spill": self.stream},
+                )
+
+    def check(self, spilled: Spilled) -> None:
+        if self.count:
+            raise SpillEncodeError(
+                f"spilled {spilled.records} records to {spilled.to}; {self.count} could not "
+                f"be encoded (logged at ERROR): {self.first}",
+                spilled=spilled,
+                unencodable=self.count,
+            )
+
+
 def _check_writable(path: Path) -> None:
     if not path.exists():
         raise SpillError(
@@ -365,32 +415,3 @@ def _check_writable(path: Path) -> None:
         ) from None
     os.close(fd)
     probe.unlink()
-
-
-def _safe(stream: str) -> str:
-    return _UNSAFE.sub("_", stream).strip("_") or "records"
-
-
-async def _call(writer: Callable[[list[Any]], object], batch: list[Any], *, is_async: bool) -> None:
-    if is_async:
-        await writer(batch)  # type: ignore[misc]
-        return
-    returned = await run_in_daemon_thread(lambda: writer(batch), name="graceshut replay")
-    refuse_awaitable(returned, f"the replay writer {writer!r}")
-
-
-@contextlib.asynccontextmanager
-async def _replay_lock(directory: Path) -> AsyncIterator[None]:
-    import fcntl  # noqa: PLC0415 - POSIX only, as the pods are
-
-    fd = os.open(directory / _LOCK, os.O_WRONLY | os.O_CREAT, 0o640)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await anyio.sleep(0.05)  # another worker replays: wait for it
-        yield
-    finally:
-        os.close(fd)
