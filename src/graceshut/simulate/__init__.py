@@ -6,3 +6,5 @@ reads them from a pod or workload manifest, ``_plan`` merges the manifest with t
 options, ``_container`` runs the app as a container would, ``_kubelet`` plays the
 termination, ``_run`` ties a run together and ``_report`` renders what happened.
 """
+
+__all__: list[str] = []
