@@ -15,6 +15,7 @@ from ._config import env_default as env_default
 from ._context import ShutdownContext as ShutdownContext
 from ._coordinator import Coordinator as Coordinator
 from ._phases import Phase as Phase
+from ._report import FallbackResult as FallbackResult
 from ._report import HandlerResult as HandlerResult
 from ._report import Outcome as Outcome
 from ._report import PhaseResult as PhaseResult
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigError",
     "Coordinator",
     "EnvDefault",
+    "FallbackResult",
     "HandlerResult",
     "Outcome",
     "Phase",
