@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from .._handlers import is_async_callable, refuse_awaitable
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
+from ._errors import FlushError
 from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
 if TYPE_CHECKING:
@@ -40,18 +41,13 @@ Writer = Callable[[dict[K, V]], object]
 """Receives one batch; a plain function (run in a thread of its own) or an ``async def``."""
 
 
-class MappingFlushError(RuntimeError):
+class MappingFlushError(FlushError):
     """A writer failed: the entries of its batch, and those after it, stay in the mapping.
 
     Attributes:
         written: Entries written (and removed from the mapping) before the failure.
-        remaining: Entries left in the mapping.
+        pending: Entries left in the mapping.
     """
-
-    def __init__(self, message: str, *, written: int, remaining: int) -> None:
-        super().__init__(message)
-        self.written = written
-        self.remaining = remaining
 
 
 class MappingFlusher(Generic[K, V]):
@@ -145,7 +141,7 @@ class MappingFlusher(Generic[K, V]):
                     f"{len(batch)} failed; {remaining} entries kept in the mapping: "
                     f"{type(exc).__name__}: {reason}",
                     written=written,
-                    remaining=remaining,
+                    pending=remaining,
                 ) from exc
             for key, value in batch.items():
                 if mapping.get(key, _MISSING) is value:
@@ -280,8 +276,8 @@ def flush_mapping(
             ctx.logger.warning(
                 "%s: %d entries not written",
                 label,
-                exc.remaining,
-                extra={**fields, "written": exc.written, "remaining": exc.remaining},
+                exc.pending,
+                extra={**fields, "written": exc.written, "pending": exc.pending},
             )
             raise
         ctx.logger.info(
@@ -289,7 +285,7 @@ def flush_mapping(
             label,
             written,
             time.monotonic() - started,
-            extra={**fields, "written": written, "remaining": len(flusher.mapping())},
+            extra={**fields, "written": written, "pending": len(flusher.mapping())},
         )
 
     fallback = None if spill is None else SpillFallback(spill, label, flusher.take, "entries")

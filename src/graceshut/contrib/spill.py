@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._handlers import is_async_callable
 from .._threads import run_in_daemon_thread
 from . import _records
+from ._errors import IntegrationError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -52,11 +53,11 @@ logger = logging.getLogger("graceshut")
 _CHUNK = 1000  # records per write(): a SIGKILL loses at most the chunk being encoded
 
 
-class SpillError(ValueError):
+class SpillError(IntegrationError, ValueError):
     """The spill directory is missing, not a directory, or not writable."""
 
 
-class SpillReplayError(RuntimeError):
+class SpillReplayError(IntegrationError):
     """The writer failed during a replay: the file it was on stays whole for the next one.
 
     Attributes:
@@ -350,7 +351,7 @@ class SpillFallback:
         return {"spilled": spilled.records, "records": self._unit, "to": spilled.to}
 
 
-class SpillEncodeError(TypeError):
+class SpillEncodeError(IntegrationError, TypeError):
     """Some records had a value with no JSON form: the others were spilled all the same.
 
     Attributes:

@@ -27,6 +27,7 @@ import anyio
 
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
+from ._errors import FlushError, IntegrationError
 from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
 try:
@@ -60,15 +61,15 @@ Row = dict[str, Any]
 """One buffered row: column keys to values."""
 
 
-class BufferClosedError(RuntimeError):
+class BufferClosedError(IntegrationError):
     """`append` after the shutdown flush: the row would never be written, so it is refused."""
 
 
-class BufferFullError(RuntimeError):
+class BufferFullError(IntegrationError):
     """`append` while ``max_pending`` rows wait: the database is not keeping up (or down)."""
 
 
-class BufferFlushError(RuntimeError):
+class BufferFlushError(FlushError):
     """A batch failed (or the deadline came): it and every later row stay in the buffer.
 
     Attributes:
@@ -76,13 +77,8 @@ class BufferFlushError(RuntimeError):
         pending: Rows left in the buffer.
     """
 
-    def __init__(self, message: str, *, written: int, pending: int) -> None:
-        super().__init__(message)
-        self.written = written
-        self.pending = pending
 
-
-class CheckedOutConnectionsError(RuntimeError):
+class CheckedOutConnectionsError(IntegrationError):
     """Connections were still checked out when the pool had to be disposed.
 
     Attributes:
@@ -147,6 +143,7 @@ class WriteBehindBuffer:
             `~graceshut.contrib.spill.SpillDirectory`, or a
             `~graceshut.contrib.spill.SpillLog` as the last resort); `replay` writes
             them at the next start. None: they are lost, and the report counts them.
+        phase: The phase the shutdown flush runs in; ``flush`` by default.
 
     Attributes:
         name: The handler's name.
@@ -172,6 +169,7 @@ class WriteBehindBuffer:
         timeout: float = 5.0,
         name: str | None = None,
         spill: SpillTarget | None = None,
+        phase: Phase | str = Phase.FLUSH,
     ) -> None:
         if not isinstance(engine, (sa.Engine, AsyncEngine)):
             raise TypeError(f"engine must be an Engine or an AsyncEngine, got {engine!r}")
@@ -199,7 +197,7 @@ class WriteBehindBuffer:
         fallback = None if spill is None else SpillFallback(spill, self.name, self._take, "rows")
         coordinator.add_handler(
             self._on_shutdown,
-            phase=Phase.FLUSH,
+            phase=phase,
             timeout=timeout,
             name=self.name,
             fallback=fallback,
@@ -578,6 +576,7 @@ def dispose_engine(
     timeout: float = 5.0,
     name: str | None = None,
     poll_interval: float = 0.05,
+    phase: Phase | str = Phase.RELEASE,
 ) -> None:
     """At shutdown (``release`` phase), wait for checked-out connections, then dispose.
 
@@ -594,6 +593,7 @@ def dispose_engine(
         timeout: Seconds the handler may take.
         name: Handler name; ``sqlalchemy.dispose[<url without password>]`` by default.
         poll_interval: Seconds between two looks at the pool.
+        phase: The phase it runs in; ``release`` by default.
 
     Example::
 
@@ -627,7 +627,7 @@ def dispose_engine(
             )
         ctx.logger.info("%s: pool disposed", label, extra={**fields, "checked_out": 0})
 
-    coordinator.add_handler(dispose, phase=Phase.RELEASE, timeout=timeout, name=label)
+    coordinator.add_handler(dispose, phase=phase, timeout=timeout, name=label)
 
 
 # -- helpers ----------------------------------------------------------------------------

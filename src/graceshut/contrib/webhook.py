@@ -26,6 +26,7 @@ import anyio
 
 from .._phases import Phase
 from .._pod import pod_name
+from ._errors import IntegrationError
 from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
 try:
@@ -71,7 +72,7 @@ def default_payload(ctx: ShutdownContext) -> dict[str, Any]:
     return {"event": "shutdown", "reason": ctx.reason, "pod": pod_name(), "pid": os.getpid()}
 
 
-class WebhookError(RuntimeError):
+class WebhookError(IntegrationError):
     """The URL did not answer with 2xx: the message says how each attempt ended."""
 
 
