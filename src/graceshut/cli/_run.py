@@ -51,6 +51,7 @@ TO_THE_GROUP = (signal.SIGINT, signal.SIGQUIT)
 LEFTOVER_TIMEOUT = 10.0
 _ROUTE_DONE = 0  # the byte the route call writes to the wake-up socket (no signal is 0)
 _PR_SET_CHILD_SUBREAPER = 36
+_MAX_PORT = 65535
 
 
 def add_run_command(commands: Any) -> None:
@@ -90,7 +91,7 @@ def run_command(args: argparse.Namespace) -> int:
 def default_url(environ: Any) -> str:
     """``http://127.0.0.1:$PORT/shutdown``, with PORT 8000 when unset."""
     raw = environ.get("PORT") or "8000"
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
+    if not raw.isdigit() or not 0 < int(raw) <= _MAX_PORT:
         msg = f"PORT={raw!r} is not a port number: set PORT or give --url"
         raise ValueError(msg)
     return f"http://127.0.0.1:{int(raw)}/shutdown"
@@ -159,7 +160,7 @@ class Init:
         self._wake_w.close()
 
     def _relay(self) -> int:
-        while self.status is None:
+        while True:
             self._reap()
             if self.status is not None:
                 break
@@ -175,7 +176,8 @@ class Init:
         elif signum == signal.SIGTERM:
             if not self.route_started:
                 self.route_started = True
-                threading.Thread(target=self._call_route, name="shutdown-route", daemon=True).start()
+                call = threading.Thread(target=self._call_route, name="route", daemon=True)
+                call.start()
             elif self.handed_on:
                 self._send(signal.SIGTERM)
             # else: the route call under way holds it; a repeated SIGTERM joins that run
@@ -190,7 +192,7 @@ class Init:
     def _call_route(self) -> None:
         try:
             self.route_status = call_shutdown_route(self.url)
-        except Exception as exc:  # noqa: BLE001 - the server must get SIGTERM whatever happens
+        except Exception as exc:  # the server must get SIGTERM whatever happens
             _say(f"calling {self.url} failed: {exc!r}")
             self.route_status = -1
         with contextlib.suppress(OSError):
