@@ -1,4 +1,4 @@
-"""ASGI servers (uvicorn, gunicorn, hypercorn) running the e2e app in subprocesses."""
+"""ASGI servers (uvicorn, gunicorn, hypercorn, granian) running the e2e app in subprocesses."""
 
 from __future__ import annotations
 
@@ -94,6 +94,19 @@ def gunicorn(port: int, *, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
+def granian(port: int, *, workers: int = 1) -> list[str]:
+    """granian serving the e2e app over ASGI (its default interface, RSGI, has no lifespan)."""
+    return [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(workers), "tests.e2e.app:app",
+    ]  # fmt: skip
+
+
+def graceshut_run(command: list[str]) -> list[str]:
+    """*command* as the child of ``graceshut run`` (which finds the route through $PORT)."""
+    return [sys.executable, "-m", "graceshut.cli", "run", "--", *command]
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start a server kind running tests/e2e/app.py; all are killed at teardown."""
@@ -103,8 +116,17 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         port = free_port() if port is None else port
         events = tmp_path / f"{kind}-{len(servers)}.events"
         python = sys.executable
+        uvicorn = [python, "-m", "uvicorn", "tests.e2e.app:app", "--port", str(port)]
+        hypercorn_cli = [
+            python,
+            "-m",
+            "hypercorn",
+            "tests.e2e.app:app",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ]
         argv = {
-            "uvicorn": [python, "-m", "uvicorn", "tests.e2e.app:app", "--port", str(port)],
+            "uvicorn": uvicorn,
             # The same routes without graceshut: what users run today.
             "uvicorn-plain": [
                 python,
@@ -129,19 +151,19 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             ],
             "hypercorn-asyncio": [python, "-m", "tests.e2e.hypercorn_main", str(port), "asyncio"],
             "hypercorn-trio": [python, "-m", "tests.e2e.hypercorn_main", str(port), "trio"],
-            "hypercorn-cli": [
-                python,
-                "-m",
-                "hypercorn",
-                "tests.e2e.app:app",
-                "--bind",
-                f"127.0.0.1:{port}",
-            ],
+            "hypercorn-cli": hypercorn_cli,
+            "granian": granian(port),
+            # Under `graceshut run`: SIGTERM calls the route before the server hears of it.
+            "granian-run": graceshut_run(granian(port)),
+            "granian-2-run": graceshut_run(granian(port, workers=2)),
+            "hypercorn-cli-run": graceshut_run(hypercorn_cli),
+            "uvicorn-run": graceshut_run(uvicorn),
         }[kind]
         settings = {
             "GRACESHUT_GRACE_PERIOD": "20",
             "GRACESHUT_SAFETY_MARGIN": "1",
             "GRACESHUT_PROPAGATION_DELAY": "1.5",
+            **({"PORT": str(port)} if kind.endswith("-run") else {}),
             **(env or {}),
         }
         server = Server(argv, port, events, settings)
