@@ -192,6 +192,8 @@ def roll(
         time.sleep(0.5)  # the one left carries the whole load
     finally:
         load.stop()
+        # Before the kill: a health check right after it would see the pod left DOWN.
+        after = proxy.servers()
         for pod in pods:
             kill_tree(pod.process.pid)
     if isinstance(load, Http2Load):
@@ -199,7 +201,7 @@ def roll(
     else:
         requests = load.stats.snapshot()
         samples = [f"{f.kind}: {f.detail}" for f in load.stats.samples]
-    return Roll(requests, samples, termination, before, proxy.servers(), leaving.output())
+    return Roll(requests, samples, termination, before, after, leaving.output())
 
 
 def steady_load(proxy: HAProxy) -> LoadGenerator:
