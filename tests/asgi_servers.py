@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -158,6 +159,13 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             "granian-2-run": graceshut_run(granian(port, workers=2)),
             "hypercorn-cli-run": graceshut_run(hypercorn_cli),
             "uvicorn-run": graceshut_run(uvicorn),
+            "uvicorn-plain-run": graceshut_run(
+                [*uvicorn[:3], "tests.e2e.plain_app:app", *uvicorn[4:]]
+            ),
+            # A shell entrypoint that starts the server without exec.
+            "uvicorn-sh-run": graceshut_run(["sh", "-c", f"echo starting; {shlex.join(uvicorn)}"]),
+            # The app's token is not the one `graceshut run` has in its environment.
+            "uvicorn-token-run": graceshut_run(["env", "GRACESHUT_TOKEN=the-apps", *uvicorn]),
         }[kind]
         settings = {
             "GRACESHUT_GRACE_PERIOD": "20",

@@ -120,6 +120,7 @@ class Init:
         self.route_started = False
         self.handed_on = False  # SIGTERM given to the server
         self.interrupted = False
+        self.forced = False
         self._wake_r, self._wake_w = socket.socketpair()
 
     def run(self) -> int:
@@ -183,6 +184,7 @@ class Init:
             # else: the route call under way holds it; a repeated SIGTERM joins that run
         elif signum == signal.SIGINT and self.interrupted:
             _say("second SIGINT: killing the server")
+            self.forced = True
             self._kill_all()
             self.status = EXIT_FORCED
         elif signum in FORWARDED:
@@ -233,7 +235,7 @@ class Init:
     def _exit_status(self) -> int:
         assert self.child is not None  # noqa: S101 - set before the relay starts
         code = self.child.returncode
-        if code is None:  # forced
+        if self.forced or code is None:
             return EXIT_FORCED
         if code == -signal.SIGTERM and self.handed_on and self.route_status == EXIT_CLEAN:
             # The sequence ran clean and the server (or a shell around it) ended on the
