@@ -158,6 +158,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             "granian-run": graceshut_run(granian(port)),
             "granian-2-run": graceshut_run(granian(port, workers=2)),
             "hypercorn-cli-run": graceshut_run(hypercorn_cli),
+            "gunicorn-2-run": graceshut_run(gunicorn(port, workers=2)),
             "uvicorn-run": graceshut_run(uvicorn),
             "uvicorn-plain-run": graceshut_run(
                 [*uvicorn[:3], "tests.e2e.plain_app:app", *uvicorn[4:]]

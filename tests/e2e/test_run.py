@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ..asgi_servers import ROOT, Server, free_port
-from .test_servers import ONE_EACH, assert_timeline, get, play_termination
+from .test_servers import ONE_EACH, PHASES, assert_timeline, get, play_termination
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +29,16 @@ def test_sigterm_alone_runs_the_whole_timeline(start_server: StartServer, kind: 
     assert_timeline(seen)
     assert server.wait_exit() == 0, server.output()
     assert server.events_seen() == ONE_EACH, server.output()
+
+
+def test_gunicorn_workers_under_graceshut_run(start_server: StartServer) -> None:
+    """gunicorn -w 2 under `graceshut run`, SIGTERM alone: the timeline in every worker, exit 0."""
+    server = start_server("gunicorn-2-run")
+    seen = play_termination(server, lambda: server.signal(signal.SIGTERM))
+    assert_timeline(seen)
+    assert server.wait_exit() == 0, server.output()
+    events = server.events_seen()
+    assert events == {**dict.fromkeys(PHASES, 2), "pod-announce": 1}, server.output()
 
 
 def test_granian_workers_and_websockets_under_graceshut_run(start_server: StartServer) -> None:
@@ -55,7 +65,7 @@ def test_granian_workers_and_websockets_under_graceshut_run(start_server: StartS
     seen = server.events_seen()
     # The handler saw its socket end (granian reports the close to the app as 1005).
     assert sum(n for event, n in seen.items() if event.startswith("websocket-closed")) == 1, seen
-    for phase in ("announce", "drain", "flush", "release", "report"):
+    for phase in PHASES:
         assert seen[phase] == 2, (phase, seen, server.output())
     assert seen["pod-announce"] == 1, seen
 
