@@ -259,7 +259,8 @@ class Init:
                 deadline = float("inf")
             select.select([self._wake_r], [], [], 0.1)
             with contextlib.suppress(BlockingIOError):
-                self._wake_r.recv(256)
+                if signal.SIGINT in self._wake_r.recv(256):  # Ctrl-C: do not wait
+                    deadline = time.monotonic()
             self._reap_any()
 
     def _leftovers(self) -> set[int]:
@@ -295,8 +296,12 @@ class Init:
 
 def _processes() -> list[tuple[int, int, int]]:
     """(pid, parent pid, process group) of every process, from /proc (Linux)."""
-    found = []
-    for entry in Path("/proc").iterdir():
+    found: list[tuple[int, int, int]] = []
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:  # no /proc (macOS): only what the kernel re-parents to us is reaped
+        return found
+    for entry in entries:
         if not entry.name.isdigit():
             continue
         try:
