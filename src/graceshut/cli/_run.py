@@ -115,7 +115,7 @@ class Init:
         self.command = command
         self.url = url
         self.child: subprocess.Popen[bytes] | None = None
-        self.status: int | None = None  # the child's, as a shell reports it
+        self.status: int | None = None  # set once the server has exited (or was forced)
         self.route_status: int | None = None
         self.route_started = False
         self.handed_on = False  # SIGTERM given to the server
