@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from graceshut.cli._run import call_shutdown_route
+
 from ..asgi_servers import ROOT, Server, free_port
 from .test_servers import ONE_EACH, PHASES, assert_timeline, get, play_termination
 
@@ -70,16 +72,26 @@ def test_granian_workers_and_websockets_under_graceshut_run(start_server: StartS
     assert seen["pod-announce"] == 1, seen
 
 
+def prestop(server: Server) -> int:
+    """The exec preStop hook's call (`graceshut prestop`'s client, in this process)."""
+    return call_shutdown_route(f"{server.url}/shutdown")
+
+
+def test_prestop_route_under_granian_alone(start_server: StartServer) -> None:
+    """granian's own command line: the preStop route runs the timeline, then SIGTERM exits 0."""
+    server = start_server("granian")
+    seen = play_termination(server, lambda: prestop(server))
+    assert_timeline(seen)
+    assert seen["trigger"] == 0, server.output()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(10) == 0, server.output()
+    assert server.events_seen() == ONE_EACH, server.output()
+
+
 def test_prestop_then_sigterm_join_one_run_under_graceshut_run(start_server: StartServer) -> None:
     """An exec preStop hook, then SIGTERM to `graceshut run`: one run, each handler once, 0."""
     server = start_server("granian-run")
-    hook = subprocess.run(
-        [*GRACESHUT, "prestop", f"{server.url}/shutdown", "--quiet"],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    assert hook.returncode == 0, hook.stderr
+    assert prestop(server) == 0, server.output()
     server.signal(signal.SIGTERM)
     assert server.wait_exit(10) == 0, server.output()
     assert server.events_seen() == ONE_EACH, server.output()
