@@ -203,6 +203,29 @@ def test_a_server_under_a_shell_without_exec_drains_and_nothing_is_left(
         os.kill(uvicorn_pid, 0)
 
 
+def test_the_server_dies_with_graceshut_run(tmp_path: Path) -> None:
+    """`graceshut run` SIGKILLed (a kubelet's end of grace outside a container): no orphan."""
+    script = tmp_path / "entrypoint.sh"
+    script.write_text("echo $$ > pid\nwhile true; do sleep 0.05; done\n")
+    init = start(["sh", str(script)], tmp_path)
+    wait_for(tmp_path / "pid")
+    time.sleep(0.1)
+    server = int((tmp_path / "pid").read_text())
+    init.kill()
+    init.communicate(timeout=10)
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{server}").exists() and "Z" not in state(server):
+        assert time.monotonic() < deadline, "the server outlived graceshut run"
+        time.sleep(0.02)
+
+
+def state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
 def test_orphans_are_reaped_and_a_second_sigint_forces(tmp_path: Path) -> None:
     """An orphan re-parented to `graceshut run` is reaped; a second SIGINT kills the server."""
     code = (

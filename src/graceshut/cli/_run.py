@@ -51,6 +51,7 @@ TO_THE_GROUP = (signal.SIGINT, signal.SIGQUIT)
 LEFTOVER_TIMEOUT = 10.0
 _ROUTE_DONE = 0  # the byte the route call writes to the wake-up socket (no signal is 0)
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
 _MAX_PORT = 65535
 
 
@@ -129,8 +130,10 @@ class Init:
         previous = self._install()
         try:
             try:
-                # Its own session and process group: what it leaves behind can be found.
-                self.child = subprocess.Popen(self.command, start_new_session=True)  # noqa: S603
+                self.child = subprocess.Popen(  # noqa: S603 - the user's own command
+                    self.command,
+                    preexec_fn=_child_setup(os.getpid()),  # noqa: PLW1509 - no threads yet
+                )
             except FileNotFoundError:
                 _say(f"cannot run {self.command[0]!r}: command not found")
                 return EXIT_NOT_FOUND
@@ -314,12 +317,36 @@ def _processes() -> list[tuple[int, int, int]]:
     return found
 
 
+def _child_setup(parent: int) -> Any:
+    """What the child does between fork and exec."""
+    libc = _libc()
+
+    def setup() -> None:
+        # Its own session and process group: what it leaves behind can be found, and a
+        # terminal's Ctrl-C reaches it once, through us.
+        os.setsid()
+        if libc is not None:
+            # Killed with us (outside a container nothing else would end it).
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # we died before that took effect
+                os._exit(EXIT_FORCED)
+
+    return setup
+
+
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _become_subreaper() -> None:
     """Outside a PID namespace (a test, a VM), orphans of the server come to us as to PID 1."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
+    if libc is not None:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
