@@ -158,6 +158,7 @@ class _Http2GoAway:
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         self._announced = False
         self._original: Any = None
+        self.disabled = False
 
     @classmethod
     def for_coordinator(cls, coordinator: Coordinator) -> _Http2GoAway:
@@ -165,14 +166,20 @@ class _Http2GoAway:
         found = cls._by_coordinator.get(coordinator)
         if found is None:
             found = cls._by_coordinator[coordinator] = cls()
-            coordinator.on_shutdown("announce", timeout=1.0, name="graceshut-http2-goaway")(
-                found.announce
-            )
+            try:
+                coordinator.add_handler(
+                    found.announce, phase="announce", timeout=0.5, name="graceshut-http2-goaway"
+                )
+            except (RuntimeError, ValueError) as exc:  # shutting down already, a tiny budget
+                logger.warning("HTTP/2 connections get no GOAWAY before hypercorn closes: %s", exc)
+                found.disabled = True
         return found
 
     def install(self) -> None:
         from hypercorn import protocol  # noqa: PLC0415 - optional dependency
 
+        if self.disabled:
+            return
         base = getattr(protocol, "H2Protocol", None)
         if base is None or not hasattr(base, "_send_data"):
             logger.warning(
@@ -211,8 +218,10 @@ class _Http2GoAway:
     async def announce(self) -> None:
         """The announce-phase handler: every idle HTTP/2 connection is told to go away."""
         self._announced = True
-        for connection in list(self._connections):
-            await self.goaway_if_idle(connection)
+        # Side by side: a client slow to read must not hold up the others' GOAWAY.
+        async with anyio.create_task_group() as tg:
+            for connection in list(self._connections):
+                tg.start_soon(self.goaway_if_idle, connection)
 
     async def goaway_if_idle(self, connection: Any) -> None:
         from h2.connection import ConnectionState  # noqa: PLC0415 - hypercorn's dependency
