@@ -81,10 +81,30 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        # Under `graceshut run` the server has a session of its own: kill its groups too.
+        for group in {self.process.pid, *_groups_under(self.process.pid)}:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
         self.process.wait()
         self._log_file.close()
+
+
+def _groups_under(pid: int) -> set[int]:
+    """The process groups of *pid*'s descendants, from /proc."""
+    parents: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(fields[1])].append((int(entry.name), int(fields[2])))
+    groups, todo = set(), [pid]
+    while todo:
+        for child, group in parents.pop(todo.pop(), []):
+            groups.add(group)
+            todo.append(child)
+    return groups
 
 
 def gunicorn(port: int, *, workers: int) -> list[str]:
