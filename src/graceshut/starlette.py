@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from ._admin import AdminListener, parse_admin_address, prometheus_metrics
 from .asgi import GracefulShutdownMiddleware, LivenessEndpoint, ReadinessEndpoint, ShutdownEndpoint
 
 if TYPE_CHECKING:
@@ -26,6 +27,9 @@ def install(
     liveness_path: str | None = "/livez",
     signals: bool = True,
     retry_after: int | None = None,
+    trust_loopback: bool | None = None,
+    admin_address: str | None = None,
+    admin_registry: Any = None,
 ) -> None:
     """Add graceful shutdown to *app*: middleware, routes, signal handlers and lifespan.
 
@@ -37,13 +41,23 @@ def install(
         app: A `starlette.applications.Starlette` or `fastapi.FastAPI` app.
         coordinator: The coordinator that runs the sequence.
         token: Bearer token for the shutdown route; default ``GRACESHUT_TOKEN``, and
-            without either the route accepts loopback clients only.
+            without either the route asks for the pod secret, which ``graceshut
+            prestop`` finds and sends by itself (see the security page).
         shutdown_path: Path of the shutdown route, or None for no route.
         readiness_path: Path of the readiness probe, or None.
         liveness_path: Path of the liveness probe, or None.
         signals: Install SIGTERM and SIGINT handlers at lifespan startup, chained to the
             server's own.
         retry_after: ``Retry-After`` seconds on requests refused while draining.
+        trust_loopback: Also let loopback clients without credentials call the shutdown
+            route; default ``GRACESHUT_TRUST_LOOPBACK``, else off. Unsafe behind a
+            proxy in the pod that relays over loopback (a plain nginx ``proxy_pass``).
+        admin_address: Serve ``/readyz``, ``/livez``, ``/shutdown`` and ``/metrics``
+            also on this port (``"9901"``, ``"127.0.0.1:9901"``) or Unix socket
+            (``"unix:/run/app/admin.sock"``), one per pod, answering through the whole
+            shutdown; default ``GRACESHUT_ADMIN_ADDRESS``, else none.
+        admin_registry: The prometheus-client registry that the admin listener's
+            ``/metrics`` serves; default the global one.
 
     Example::
 
@@ -52,8 +66,12 @@ def install(
         graceshut.starlette.install(app, coordinator)
     """
     routes: dict[str, Any] = {}
+    address = parse_admin_address(admin_address)
+    shutdown = None
+    if shutdown_path is not None or address is not None:
+        shutdown = ShutdownEndpoint(coordinator, token=token, trust_loopback=trust_loopback)
     if shutdown_path is not None:
-        routes[shutdown_path] = ShutdownEndpoint(coordinator, token=token)
+        routes[shutdown_path] = shutdown
     if readiness_path is not None:
         routes[readiness_path] = ReadinessEndpoint(coordinator)
     if liveness_path is not None:
@@ -64,8 +82,14 @@ def install(
         routes=routes,
         retry_after=retry_after,
     )
+    admin = None
+    if address is not None:
+        assert shutdown is not None  # noqa: S101 - made above for the listener
+        admin = AdminListener(
+            coordinator, shutdown, address, metrics=prometheus_metrics(admin_registry)
+        )
     app.router.lifespan_context = _wrap_lifespan(
-        app.router.lifespan_context, coordinator, signals=signals
+        app.router.lifespan_context, coordinator, signals=signals, admin=admin
     )
 
 
@@ -74,10 +98,20 @@ def _wrap_lifespan(
     coordinator: Coordinator,
     *,
     signals: bool,
+    admin: AdminListener | None,
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        async with original(app) as state, coordinator.lifespan(signals=signals):
-            yield state
+        async with original(app) as state:
+            try:
+                async with coordinator.lifespan(signals=signals):
+                    if admin is not None:
+                        # After the worker group is joined: its answers are pod-wide.
+                        admin.start()
+                    yield state
+            finally:
+                # After the sequence: the listener answers through all of it.
+                if admin is not None:
+                    admin.stop()
 
     return lifespan

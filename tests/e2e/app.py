@@ -3,6 +3,7 @@
 E2E_EVENTS: a file each handler appends one line to, so tests see what ran and how often.
 E2E_FAIL: a phase whose handler raises (exit status 1 expected).
 E2E_SLOW: ``phase=seconds``, a phase whose handler takes that long.
+E2E_METRICS: set to expose graceshut's Prometheus metrics (for the admin listener).
 """
 
 from __future__ import annotations
@@ -81,3 +82,8 @@ app = Starlette(
     routes=[Route("/", home), Route("/slow", slow), WebSocketRoute("/ws", echo)],
 )
 graceshut.starlette.install(app, coordinator)
+
+if os.environ.get("E2E_METRICS"):
+    from graceshut.contrib.prometheus import instrument
+
+    instrument(coordinator)

@@ -16,6 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .._secret import find_credential
+
 EXIT_CLEAN = 0
 EXIT_HANDLERS_FAILED = 1
 EXIT_REFUSED = 2
@@ -33,7 +35,10 @@ def add_prestop_command(commands: Any) -> None:
     )
     parser.add_argument("url", help="the shutdown route, e.g. http://127.0.0.1:8000/shutdown")
     token = parser.add_mutually_exclusive_group()
-    token.add_argument("--token", help="bearer token (default: $GRACESHUT_TOKEN)")
+    token.add_argument(
+        "--token",
+        help="bearer token (default: $GRACESHUT_TOKEN, else the pod secret that the app made)",
+    )
     token.add_argument("--token-file", type=Path, help="read the bearer token from this file")
     parser.add_argument(
         "--timeout",
@@ -50,24 +55,41 @@ def run_prestop(args: argparse.Namespace) -> int:
     try:
         token = _token(args)
         timeout = args.timeout if args.timeout is not None else _default_timeout()
+        status, body = call_shutdown(args.url, token=token, timeout=timeout)
     except ValueError as exc:
         print(f"graceshut prestop: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    request = urllib.request.Request(args.url, method="POST")  # noqa: S310 - user-given URL
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        # Never through HTTP(S)_PROXY: the call is for this pod, and carries the token.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(request, timeout=timeout) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"graceshut prestop: {args.url} unreachable: {reason}", file=sys.stderr)
         return EXIT_UNREACHABLE
     return _verdict(status, body, quiet=args.quiet)
+
+
+def call_shutdown(
+    url: str, *, token: str | None = None, timeout: float = 30.0
+) -> tuple[int, bytes]:
+    """POST to the shutdown route at *url*; return the status and body, whatever they are.
+
+    The credential is *token*, else what `find_credential` finds in the container
+    (``GRACESHUT_TOKEN``, else the pod secret), so every caller authenticates alike.
+
+    Raises:
+        ValueError: The pod secret exists but cannot be trusted.
+        OSError: The route is unreachable or did not answer in *timeout* seconds
+            (`urllib.error.URLError` is one).
+    """
+    credential = find_credential(token, url=url)
+    request = urllib.request.Request(url, method="POST")  # noqa: S310 - user-given URL
+    if credential:
+        request.add_header("Authorization", f"Bearer {credential}")
+    # Never through HTTP(S)_PROXY: the call is for this pod, and carries the credential.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 def _verdict(status: int, body: bytes, *, quiet: bool) -> int:
@@ -113,7 +135,7 @@ def _token(args: argparse.Namespace) -> str | None:
         return token
     if args.token is not None:
         return str(args.token)
-    return os.environ.get("GRACESHUT_TOKEN")
+    return None
 
 
 def _default_timeout() -> float:
