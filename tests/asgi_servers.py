@@ -19,6 +19,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pod_credential() -> dict[str, str]:
+    """The header `graceshut prestop` sends from inside the pod: found the same way."""
+    from graceshut._secret import find_credential
+
+    credential = find_credential()
+    assert credential, "no pod secret: no app has started in this test's pod"
+    return {"Authorization": f"Bearer {credential}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

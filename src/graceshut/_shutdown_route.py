@@ -105,13 +105,20 @@ class ShutdownEndpoint:
             try:
                 self._digest = _digest(ensure_pod_secret(directory).encode())
             except OSError as exc:
-                # Fail closed: no credential is accepted, and the answer says how to fix it.
+                # Fail closed: no credential is accepted, and the answer says how to fix it
+                # (without the path: a refusal may go to a caller outside the pod).
                 self._unavailable = (
-                    f"no token is configured and the pod secret cannot be made in {directory} "
-                    f"({exc.strerror or exc}): set {ENV_SECRET_DIR} to a writable directory "
-                    f"of this user, or set {ENV_TOKEN}"
+                    "no token is configured and the pod secret could not be made (see the "
+                    f"app's log): set {ENV_SECRET_DIR} to a writable directory of the app's "
+                    f"user, or set {ENV_TOKEN}"
                 )
-                logger.warning("shutdown route: %s", self._unavailable)
+                logger.warning(
+                    "shutdown route: no token is configured and the pod secret is unusable "
+                    "(%s): every call will be refused; set %s or %s",
+                    exc,
+                    ENV_SECRET_DIR,
+                    ENV_TOKEN,
+                )
         if self.trust_loopback:
             logger.warning(
                 "shutdown route: trusting loopback clients without credentials; a proxy in "
