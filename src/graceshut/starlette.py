@@ -102,16 +102,16 @@ def _wrap_lifespan(
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        async with original(app) as state:
-            try:
-                async with coordinator.lifespan(signals=signals):
-                    if admin is not None:
-                        # After the worker group is joined: its answers are pod-wide.
-                        admin.start()
-                    yield state
-            finally:
-                # After the sequence: the listener answers through all of it.
+        try:
+            async with original(app) as state, coordinator.lifespan(signals=signals):
                 if admin is not None:
-                    admin.stop()
+                    # After the worker group is joined: its answers are pod-wide.
+                    admin.start()
+                yield state
+        finally:
+            # Last: it answers through the sequence and the app's own lifespan shutdown,
+            # while the server's own listener is already closed.
+            if admin is not None:
+                admin.stop()
 
     return lifespan
