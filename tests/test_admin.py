@@ -82,7 +82,7 @@ async def test_probes_answer_while_the_event_loop_is_blocked() -> None:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             started = time.monotonic()
             probe = pool.submit(httpx.get, f"http://127.0.0.1:{port}/livez", timeout=10)
-            time.sleep(1.5)  # noqa: ASYNC251 - blocking the loop on purpose
+            time.sleep(1.5)  # blocks the event loop on purpose
             answered = probe.result()
             assert answered.status_code == 200
             assert time.monotonic() - started >= 1.5
