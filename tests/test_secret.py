@@ -14,6 +14,7 @@ from asgi_lifespan import LifespanManager
 import graceshut
 from graceshut._secret import (
     SECRET_FILE,
+    _container_identity,
     ensure_pod_secret,
     find_credential,
     read_pod_secret,
@@ -53,11 +54,14 @@ def test_workers_starting_together_share_one_secret(tmp_path: Path) -> None:
     assert secrets == {read_pod_secret(directory)}
 
 
-def test_a_file_older_than_the_container_is_replaced(tmp_path: Path) -> None:
+def test_a_secret_of_an_earlier_container_is_replaced(tmp_path: Path) -> None:
     """A secret left in a volume by an earlier run of the container is not trusted again."""
     directory = tmp_path / "secret"
     first = ensure_pod_secret(directory)
-    os.utime(directory / SECRET_FILE, (0, 0))  # written before this container started
+    container = directory / "shutdown-secret.container"
+    assert container.read_text().strip() == _container_identity()
+    container.write_text("another-boot:12345\n")  # as a restarted container finds it
+    os.utime(directory / SECRET_FILE)  # a recent file: the age is not what counts
     second = ensure_pod_secret(directory)
     assert second != first
     assert ensure_pod_secret(directory) == second

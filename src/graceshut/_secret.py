@@ -9,9 +9,11 @@ the exec hook needs no configuration.
 
 Several worker processes of one pod share one secret: they take an ``flock`` on the
 directory's lock file, the first creates the secret (a private temporary file renamed
-into place, so nobody reads it half-written), the others read it. A file older than
-the container (its PID 1) was left by a previous run of a restarted container, whose
-``/tmp`` was a volume: it is replaced rather than trusted forever.
+into place, so nobody reads it half-written), the others read it. Next to it,
+``shutdown-secret.container`` names the container that made it (the boot id and its
+PID 1's start, both immune to clock steps): a secret left in a volume by an earlier
+run of a restarted container is replaced rather than trusted forever, and one made by
+this container is never replaced under the processes that hold it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import os
 import secrets
 import stat
 import tempfile
-import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from ._config import ENV_TOKEN, ConfigError
 # Names, not secrets:
 ENV_SECRET_DIR = "GRACESHUT_SECRET_DIR"  # noqa: S105
 SECRET_FILE = "shutdown-secret"  # noqa: S105
+CONTAINER_FILE = "shutdown-secret.container"
 _LOCK_FILE = ".lock"
 _PRIVATE = 0o077  # mode bits that must be clear: no access for group or others
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
@@ -64,22 +66,15 @@ def ensure_pod_secret(directory: Path | None = None) -> str:
     directory = secret_dir() if directory is None else directory
     _private_directory(directory)
     path = directory / SECRET_FILE
+    container = directory / CONTAINER_FILE
+    this_container = _container_identity()
     with _locked(directory):
-        existing = _read_private(path, stale_before=_container_started())
-        if existing is not None:
+        existing = _read_private(path)
+        if existing is not None and _read_private(container) == this_container:
             return existing
         secret = secrets.token_urlsafe(32)
-        temporary = directory / f".{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        # O_EXCL + O_NOFOLLOW: a fresh file of ours, never one planted under that name.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as file:
-                file.write(secret + "\n")
-            temporary.replace(path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-            raise
+        _write_private(container, this_container)
+        _write_private(path, secret)
         return secret
 
 
@@ -94,7 +89,7 @@ def read_pod_secret(directory: Path | None = None) -> str | None:
         _check_private(directory, directory.lstat(), kind="directory")
     except FileNotFoundError:
         return None
-    return _read_private(directory / SECRET_FILE, stale_before=None)
+    return _read_private(directory / SECRET_FILE)
 
 
 def find_credential(
@@ -155,7 +150,22 @@ def _check_private(path: Path, info: os.stat_result, *, kind: str) -> None:
         )
 
 
-def _read_private(path: Path, *, stale_before: float | None) -> str | None:
+def _write_private(path: Path, value: str) -> None:
+    """Write *value* to a new private file and rename it to *path*: never seen half-written."""
+    temporary = path.with_name(f".{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL + O_NOFOLLOW: a fresh file of ours, never one planted under that name.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(value + "\n")
+        temporary.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+def _read_private(path: Path) -> str | None:
     try:
         fd = os.open(path, os.O_RDONLY | _FILE_FLAGS)
     except FileNotFoundError:
@@ -167,8 +177,6 @@ def _read_private(path: Path, *, stale_before: float | None) -> str | None:
     with os.fdopen(fd, encoding="ascii", errors="replace") as file:
         info = os.fstat(file.fileno())
         _check_private(path, info, kind="file")
-        if stale_before is not None and info.st_mtime < stale_before:
-            return None
         value = file.read(4096).strip()
     return value if value.isascii() and value.isprintable() and " " not in value else None
 
@@ -185,20 +193,16 @@ def _locked(directory: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _container_started() -> float | None:
-    """When this container's PID 1 started (wall clock), or None off Linux.
+def _container_identity() -> str:
+    """This boot and this container's PID 1 start (clock ticks since boot), on Linux.
 
-    One second of slack: the boot time in /proc/stat is whole seconds.
+    A restarted container has a new PID 1; a rebooted node a new boot id. Off Linux it
+    is constant, and a secret lasts as long as its directory.
     """
     try:
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         fields = Path("/proc/1/stat").read_text().rsplit(")", 1)[-1].split()
-        ticks = float(fields[19])  # field 22 of proc(5): start time in clock ticks
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    started = boot + ticks / os.sysconf("SC_CLK_TCK") - 1.0
-    return started if started < time.time() else None
+        started = fields[19]  # field 22 of proc(5): start time in clock ticks after boot
+    except (OSError, IndexError):
+        return "unknown"
+    return f"{boot}:{started}"
