@@ -2,6 +2,9 @@
 
 For images without curl or a shell (distroless): only the standard library. Its exit
 status and stderr end up in the pod's ``FailedPreStopHook`` event when it fails.
+Without a token it sends the pod secret that the app made at startup, so the exec hook
+needs no configuration; `call_shutdown` is the client, for every command that calls
+the route.
 """
 
 from __future__ import annotations
