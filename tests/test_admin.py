@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import shutil
 import socket
 import stat
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,3 +146,30 @@ def test_a_unix_socket_is_private_and_a_stale_one_is_replaced(tmp_path: Path) ->
         assert not path.exists()
 
     anyio.run(serve)
+
+
+@pytest.mark.anyio
+async def test_graceshut_prestop_reaches_an_admin_unix_socket() -> None:
+    """`graceshut prestop --unix-socket`: the exec hook against unix:/PATH, secret included."""
+    directory = Path(tempfile.mkdtemp(prefix="gs-"))  # a socket path has room for ~107 bytes
+    path = directory / "admin.sock"
+    coordinator = fast(propagation_delay=0.2)
+    app = Starlette()
+    graceshut.starlette.install(app, coordinator, admin_address=f"unix:{path}")
+    async with LifespanManager(app):
+        hook = await anyio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "graceshut.cli",
+                "prestop",
+                "--unix-socket",
+                str(path),
+                "http://localhost/shutdown?wait=0",
+            ],
+            check=False,
+        )
+        assert hook.returncode == 0, hook.stderr
+        assert b'"status": "started"' in hook.stdout
+        assert coordinator.shutting_down
+    shutil.rmtree(directory, ignore_errors=True)
