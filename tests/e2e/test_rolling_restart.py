@@ -202,7 +202,9 @@ def kubelet_terminate(pod: Server, *, prestop: bool = True) -> Termination:
     """Stop *pod* as the kubelet does: preStop ``GET /shutdown``, SIGTERM, SIGKILL at the end."""
     return terminate(
         Container(pod.process, own_group=False),
-        hook=HttpGet(path="/shutdown", port=pod.port, headers=tuple(pod_credential().items()))
+        hook=HttpGet(
+            path="/shutdown", port=pod.port, headers=tuple(pod_credential(required=False).items())
+        )
         if prestop
         else None,
         grace_period=GRACE_PERIOD,
