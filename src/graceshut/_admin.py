@@ -134,7 +134,7 @@ class AdminListener:
         self._thread = threading.Thread(target=self._serve, name="graceshut-admin", daemon=True)
         bound = self._try_bind()
         self._thread.start()
-        if bound is False:
+        if not bound and not self._stopped.is_set():
             logger.debug("admin listener %s is served by another worker", self.address)
 
     def stop(self) -> None:
@@ -299,7 +299,7 @@ class _TCPServer(http.server.ThreadingHTTPServer):
 
     def server_bind(self) -> None:
         # Without HTTPServer's getfqdn(): a DNS lookup at bind time helps nobody.
-        socketserver_bind(self)
+        _bind_without_fqdn(self)
 
 
 class _UnixServer(http.server.ThreadingHTTPServer):
@@ -308,11 +308,11 @@ class _UnixServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = False
 
     def server_bind(self) -> None:
-        socketserver_bind(self)
+        _bind_without_fqdn(self)
 
 
-def socketserver_bind(server: http.server.HTTPServer) -> None:
-    import socketserver  # noqa: PLC0415
+def _bind_without_fqdn(server: http.server.HTTPServer) -> None:
+    import socketserver  # noqa: PLC0415 - only for this call
 
     socketserver.TCPServer.server_bind(server)
     server.server_name = "graceshut-admin"
