@@ -146,3 +146,19 @@ async def test_a_route_without_any_usable_credential_fails_closed(
             assert "GRACESHUT_SECRET_DIR" in response.json()["detail"]
             assert str(shared) not in response.text
         assert not coordinator.shutting_down
+
+
+@pytest.mark.anyio
+async def test_a_read_only_location_fails_closed_without_stopping_the_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nowhere to write the secret (a read-only root): the app serves, the route refuses."""
+    monkeypatch.setenv("GRACESHUT_SECRET_DIR", "/proc/graceshut-secret")  # mkdir fails here
+    coordinator = fast()
+    app = make_app(coordinator)
+    async with LifespanManager(app), client_for(app) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        refused = await client.get("/shutdown?wait=0", headers={"Authorization": "Bearer x"})
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "no credential configured"
+        assert not coordinator.shutting_down

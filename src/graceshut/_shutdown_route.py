@@ -99,10 +99,11 @@ class ShutdownEndpoint:
             self.source = "token=" if token is not None else ENV_TOKEN
             self._digest = _digest(resolved.encode())
         else:
-            directory = Path(secret_dir) if secret_dir is not None else default_secret_dir()
             # Not the path: refusals go to whoever called, maybe from outside the pod.
             self.source = "the pod secret"
             try:
+                # gettempdir() raises when no temp dir is writable (a read-only root).
+                directory = Path(secret_dir) if secret_dir is not None else default_secret_dir()
                 self._digest = _digest(ensure_pod_secret(directory).encode())
             except OSError as exc:
                 # Fail closed: no credential is accepted, and the answer says how to fix it
