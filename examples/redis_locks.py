@@ -41,8 +41,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 LEADER_TTL = 30.0  # seconds; renewed every third of it while the app serves
 
 coordinator = graceshut.Coordinator(
-    grace_period=float(os.environ.get("GRACESHUT_GRACE_PERIOD", "15")),
-    propagation_delay=float(os.environ.get("GRACESHUT_PROPAGATION_DELAY", "2")),
+    grace_period=graceshut.env_default(15),  # GRACESHUT_GRACE_PERIOD wins if set
+    propagation_delay=graceshut.env_default(2),
 )
 locks = RedisLocks(coordinator, timeout=3)
 

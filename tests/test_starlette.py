@@ -429,3 +429,41 @@ def test_testclient_without_main_thread_degrades_to_no_signals(
     assert "signal handlers not installed" in caplog.text
     assert coordinator.report is not None
     assert coordinator.report.ok
+
+
+def test_install_returns_what_it_installed() -> None:
+    """install() returns the coordinator and each route it added, by path."""
+    coordinator = fast()
+    app = Starlette()
+    installed = graceshut.starlette.install(
+        app, coordinator, readiness_path="/ready", liveness_path=None
+    )
+    assert installed.coordinator is coordinator
+    assert set(installed.routes) == {"/shutdown", "/ready"}
+    assert installed.routes["/ready"] is installed.readiness
+    assert installed.liveness is None
+    assert installed.shutdown is not None
+    assert installed.signals
+
+
+def test_a_second_install_on_one_app_is_refused() -> None:
+    """Installing twice would count every request twice: the second call is an error."""
+    app = Starlette()
+    graceshut.starlette.install(app, fast())
+    with pytest.raises(RuntimeError, match="already installed"):
+        graceshut.starlette.install(app, fast())
+
+
+def test_an_app_route_on_a_graceshut_path_is_warned_about() -> None:
+    """An app that has its own /readyz is told that graceshut's shadows it."""
+
+    async def own(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("mine")
+
+    app = Starlette(routes=[Route("/readyz", own), Route("/other", own)])
+    with pytest.warns(UserWarning, match="/readyz") as caught:
+        graceshut.starlette.install(app, fast())
+    assert "/other" not in str(caught[0].message)
+    assert caught[0].filename == __file__  # points at the caller's install() line
+    quiet = Starlette(routes=[Route("/readyz", own)])
+    graceshut.starlette.install(quiet, fast(), readiness_path="/graceshut/readyz")

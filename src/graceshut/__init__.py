@@ -10,6 +10,8 @@ import logging
 from typing import Any
 
 from ._config import ConfigError as ConfigError
+from ._config import EnvDefault as EnvDefault
+from ._config import env_default as env_default
 from ._context import ShutdownContext as ShutdownContext
 from ._coordinator import Coordinator as Coordinator
 from ._phases import Phase as Phase
@@ -21,12 +23,14 @@ from ._report import ShutdownReport as ShutdownReport
 __all__ = [
     "ConfigError",
     "Coordinator",
+    "EnvDefault",
     "HandlerResult",
     "Outcome",
     "Phase",
     "PhaseResult",
     "ShutdownContext",
     "ShutdownReport",
+    "env_default",
 ]
 
 logging.getLogger("graceshut").addHandler(logging.NullHandler())

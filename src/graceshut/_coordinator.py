@@ -13,7 +13,7 @@ import anyio
 
 from ._budget import Run, elastic_end, reserved_after, step_end
 from ._concurrent import still_running
-from ._config import Settings, resolve_settings
+from ._config import Seconds, Settings, resolve_settings
 from ._handlers import Handler, HandlerFunc, make_handler, run_handlers
 from ._loop import LoopHandle
 from ._phases import PHASES, Phase
@@ -52,6 +52,9 @@ class Coordinator:
             ``GRACESHUT_PROPAGATION_DELAY``, else 5.
         environ: Where to read the variables (default `os.environ`); for tests.
 
+    Each setting may also be `graceshut.env_default(value)`: your default, which the
+    variable still overrides.
+
     Raises:
         ConfigError: A setting is not a number, negative, or leaves no time.
 
@@ -66,9 +69,9 @@ class Coordinator:
 
     def __init__(
         self,
-        grace_period: float | None = None,
-        safety_margin: float | None = None,
-        propagation_delay: float | None = None,
+        grace_period: Seconds = None,
+        safety_margin: Seconds = None,
+        propagation_delay: Seconds = None,
         *,
         environ: Mapping[str, str] | None = None,
     ) -> None:

@@ -1,1 +1,3 @@
 """Optional integrations, one module per library: install the matching extra to use one."""
+
+__all__: list[str] = []
