@@ -20,6 +20,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pod_credential(*, required: bool = True) -> dict[str, str]:
+    """The header `graceshut prestop` sends from inside the pod: found the same way.
+
+    With *required* false, no header when there is no pod secret (an app without graceshut).
+    """
+    from graceshut._secret import find_credential
+
+    credential = find_credential()
+    if not credential and not required:
+        return {}
+    assert credential, "no pod secret: no app has started in this test's pod"
+    return {"Authorization": f"Bearer {credential}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,6 +9,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._admin import AdminListener, parse_admin_address, prometheus_metrics
 from .asgi import GracefulShutdownMiddleware, LivenessEndpoint, ReadinessEndpoint, ShutdownEndpoint
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ class Installation:
     liveness: LivenessEndpoint | None
     signals: bool
     """Whether SIGTERM and SIGINT handlers are installed at lifespan startup."""
+    admin: AdminListener | None = None
+    """The admin listener, if one was asked for (``serving``: whether this process holds it)."""
 
 
 _installed: weakref.WeakKeyDictionary[Any, Installation] = weakref.WeakKeyDictionary()
@@ -47,6 +50,9 @@ def install(
     liveness_path: str | None = "/livez",
     signals: bool = True,
     retry_after: int | None = None,
+    trust_loopback: bool | None = None,
+    admin_address: str | None = None,
+    admin_registry: Any = None,
 ) -> Installation:
     """Add graceful shutdown to *app*: middleware, routes, signal handlers and lifespan.
 
@@ -60,13 +66,23 @@ def install(
         app: A `starlette.applications.Starlette` or `fastapi.FastAPI` app.
         coordinator: The coordinator that runs the sequence.
         token: Bearer token for the shutdown route; default ``GRACESHUT_TOKEN``, and
-            without either the route accepts loopback clients only.
+            without either the route asks for the pod secret, which ``graceshut
+            prestop`` finds and sends by itself (see the security page).
         shutdown_path: Path of the shutdown route, or None for no route.
         readiness_path: Path of the readiness probe, or None.
         liveness_path: Path of the liveness probe, or None.
         signals: Install SIGTERM and SIGINT handlers at lifespan startup, chained to the
             server's own.
         retry_after: ``Retry-After`` seconds on requests refused while draining.
+        trust_loopback: Also let loopback clients without credentials call the shutdown
+            route; default ``GRACESHUT_TRUST_LOOPBACK``, else off. Unsafe behind a
+            proxy in the pod that relays over loopback (a plain nginx ``proxy_pass``).
+        admin_address: Serve ``/readyz``, ``/livez``, ``/shutdown`` and ``/metrics``
+            also on this port (``"9901"``, ``"127.0.0.1:9901"``) or Unix socket
+            (``"unix:/run/app/admin.sock"``), one per pod, answering through the whole
+            shutdown; default ``GRACESHUT_ADMIN_ADDRESS``, else none.
+        admin_registry: The prometheus-client registry that the admin listener's
+            ``/metrics`` serves; default the global one.
 
     Returns:
         What was installed, for tests and for wiring the routes elsewhere.
@@ -85,7 +101,11 @@ def install(
             "graceshut is already installed on this app: call install() once per app "
             "(a second middleware would count every request twice)"
         )
-    shutdown = ShutdownEndpoint(coordinator, token=token) if shutdown_path is not None else None
+    address = parse_admin_address(admin_address)
+    guarded = None  # one endpoint, one pod secret, for the app's route and the admin listener
+    if shutdown_path is not None or address is not None:
+        guarded = ShutdownEndpoint(coordinator, token=token, trust_loopback=trust_loopback)
+    shutdown = guarded if shutdown_path is not None else None
     readiness = ReadinessEndpoint(coordinator) if readiness_path is not None else None
     liveness = LivenessEndpoint(coordinator) if liveness_path is not None else None
     routes: dict[str, Any] = {
@@ -104,10 +124,16 @@ def install(
         routes=routes,
         retry_after=retry_after,
     )
+    admin = None
+    if address is not None:
+        assert guarded is not None  # noqa: S101 - made above for the listener
+        admin = AdminListener(
+            coordinator, guarded, address, metrics=prometheus_metrics(admin_registry)
+        )
     app.router.lifespan_context = _wrap_lifespan(
-        app.router.lifespan_context, coordinator, signals=signals
+        app.router.lifespan_context, coordinator, signals=signals, admin=admin
     )
-    installation = Installation(coordinator, routes, shutdown, readiness, liveness, signals)
+    installation = Installation(coordinator, routes, shutdown, readiness, liveness, signals, admin)
     _installed[app] = installation
     return installation
 
@@ -130,10 +156,20 @@ def _wrap_lifespan(
     coordinator: Coordinator,
     *,
     signals: bool,
+    admin: AdminListener | None,
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        async with original(app) as state, coordinator.lifespan(signals=signals):
-            yield state
+        try:
+            async with original(app) as state, coordinator.lifespan(signals=signals):
+                if admin is not None:
+                    # After the worker group is joined: its answers are pod-wide.
+                    admin.start()
+                yield state
+        finally:
+            # Last: it answers through the sequence and the app's own lifespan shutdown,
+            # while the server's own listener is already closed.
+            if admin is not None:
+                admin.stop()
 
     return lifespan

@@ -32,7 +32,7 @@ from graceshut.simulate._kubelet import Termination, terminate
 from graceshut.simulate._load import LoadGenerator, LoadSpec
 from graceshut.simulate._timeline import Timeline
 
-from ..asgi_servers import Server, free_port
+from ..asgi_servers import Server, free_port, pod_credential
 from .h2_load import Http2Load
 
 pytestmark = pytest.mark.e2e
@@ -215,7 +215,11 @@ def kubelet_terminate(pod: Server, *, prestop: bool = True) -> Termination:
     """Stop *pod* as the kubelet does: preStop ``GET /shutdown``, SIGTERM, SIGKILL at the end."""
     return terminate(
         Container(pod.process, own_group=False),
-        hook=HttpGet(path="/shutdown", port=pod.port) if prestop else None,
+        hook=HttpGet(
+            path="/shutdown", port=pod.port, headers=tuple(pod_credential(required=False).items())
+        )
+        if prestop
+        else None,
         grace_period=GRACE_PERIOD,
         target=Target("127.0.0.1"),
         env=os.environ,

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..asgi_servers import Server, free_port
+from ..asgi_servers import Server, free_port, pod_credential
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +119,7 @@ def test_one_prestop_call_drains_every_worker(pod: Server) -> None:
     with concurrent.futures.ThreadPoolExecutor(24) as pool:
         slows = [pool.submit(slow, pod, 3) for _ in range(12)]
         time.sleep(0.5)
-        answer = pool.submit(httpx.get, f"{pod.url}/shutdown", timeout=30)
+        answer = pool.submit(httpx.get, f"{pod.url}/shutdown", headers=pod_credential(), timeout=30)
         time.sleep(0.3)
         probes = [httpx.get(f"{pod.url}/readyz", timeout=10).status_code for _ in range(50)]
         finished = [f.result() for f in slows]

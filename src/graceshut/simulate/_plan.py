@@ -48,8 +48,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
     if host is None:
         host = "127.0.0.1"
         warnings.append(
-            "no network address found: the kubelet's part is played on 127.0.0.1, "
-            "where graceshut's shutdown route accepts calls without a token"
+            "no network address found: the kubelet's part is played on 127.0.0.1 "
+            "(an app bound to loopback only is not caught)"
         )
     container_port = _main_port(spec) if spec is not None else None
     port = args.port or container_port or DEFAULT_PORT
