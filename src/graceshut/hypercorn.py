@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import anyio
 
 from ._loop import LoopHandle
-from ._signals import force_exit
+from ._signals import SecondInterrupt
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -107,7 +107,7 @@ class _OwnSignals:
 
     def __init__(self, coordinator: Coordinator) -> None:
         self._coordinator = coordinator
-        self._interrupted = False
+        self._interrupts = SecondInterrupt()
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -128,10 +128,7 @@ class _OwnSignals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         coordinator = self._coordinator
-        if signum == signal.SIGINT:
-            if self._interrupted and coordinator.report is None:
-                force_exit(signum)  # a second Ctrl-C, as at a terminal
-            self._interrupted = True
+        self._interrupts.see(signum, running=coordinator.report is None)
         if not coordinator.shutting_down:
             coordinator.trigger(signal.Signals(signum).name)
 

@@ -130,9 +130,10 @@ def test_repeated_sigterm_joins_the_run(start_server: StartServer) -> None:
     assert server.events_seen() == ONE_EACH
 
 
-def test_second_sigint_forces_an_immediate_exit(start_server: StartServer) -> None:
+@pytest.mark.parametrize("kind", ["uvicorn", "hypercorn-trio"])
+def test_second_sigint_forces_an_immediate_exit(start_server: StartServer, kind: str) -> None:
     """Ctrl-C twice: the second one ends the process at once, as at a terminal."""
-    server = start_server("uvicorn", {"GRACESHUT_PROPAGATION_DELAY": "10"})
+    server = start_server(kind, {"GRACESHUT_PROPAGATION_DELAY": "10"})
     server.signal(signal.SIGINT)
     time.sleep(0.3)
     assert get(server, "/readyz").status_code == 503
