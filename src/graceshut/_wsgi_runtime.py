@@ -32,6 +32,7 @@ from ._loop import LoopHandle
 from ._signals import SignalChain
 
 if TYPE_CHECKING:
+    from ._admin import AdminListener
     from ._coordinator import Coordinator
     from ._report import ShutdownReport
 
@@ -60,6 +61,7 @@ class SequenceThread:
         self._ready = threading.Event()
         self._chain: _MainThreadChain | None = None
         self.count_in_flight: Callable[[], int] = lambda: 0
+        self.admin: AdminListener | None = None
         _runtimes.append(self)
 
     @property
@@ -109,10 +111,17 @@ class SequenceThread:
 
     async def _main(self) -> None:
         self._stop = anyio.Event()
-        async with self.coordinator.lifespan(signals=False):
-            self._loop = LoopHandle()
-            self._ready.set()
-            await self._stop.wait()
+        admin = self.admin
+        try:
+            async with self.coordinator.lifespan(signals=False):
+                self._loop = LoopHandle()
+                if admin is not None:
+                    admin.start()  # after the worker group is joined: pod-wide answers
+                self._ready.set()
+                await self._stop.wait()
+        finally:
+            if admin is not None:
+                admin.stop()
 
     def stop(self, timeout: float | None = None) -> None:
         """Leave: run (or join) the sequence as a lifespan shutdown, and end the thread.

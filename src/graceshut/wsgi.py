@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._admin import AdminListener, parse_admin_address, prometheus_metrics
 from ._phases import Phase
 from ._responses import json_body
 from ._wsgi_runtime import SequenceThread, runtimes
@@ -79,7 +80,8 @@ class GracefulShutdownMiddleware:
     Args:
         app: The WSGI application to wrap.
         coordinator: The coordinator whose drain waits for the requests counted here.
-        token: Bearer token for the shutdown route; default ``GRACESHUT_TOKEN``.
+        token: Bearer token for the shutdown route; default ``GRACESHUT_TOKEN``, else
+            the pod secret, which ``graceshut prestop`` finds and sends by itself.
         shutdown_path: Path of the shutdown route, or None for no route.
         readiness_path: Path of the readiness probe, or None.
         liveness_path: Path of the liveness probe, or None.
@@ -87,6 +89,12 @@ class GracefulShutdownMiddleware:
             propagation delay rounded up, at least 1.
         signals: Install SIGTERM and SIGINT handlers, chained to the server's own.
         backend: The event loop of the sequence thread, ``"asyncio"`` or ``"trio"``.
+        trust_loopback: Also let loopback clients without credentials call the shutdown
+            route; default ``GRACESHUT_TRUST_LOOPBACK``, else off (see
+            `graceshut.starlette.install`).
+        admin_address: Serve the probes, the shutdown route and ``/metrics`` also on this
+            port or Unix socket, one per pod; default ``GRACESHUT_ADMIN_ADDRESS``.
+        admin_registry: The prometheus-client registry the admin listener serves.
     """
 
     def __init__(
@@ -101,15 +109,24 @@ class GracefulShutdownMiddleware:
         retry_after: int | None = None,
         signals: bool = True,
         backend: str = "asyncio",
+        trust_loopback: bool | None = None,
+        admin_address: str | None = None,
+        admin_registry: Any = None,
     ) -> None:
         self.app = app
         self.coordinator = coordinator
         self.runtime = _runtime_for(coordinator, signals=signals, backend=backend)
         self.runtime.count_in_flight = lambda: coordinator.in_flight.count
         self.routes: dict[str, WSGIApp] = {}
-        if shutdown_path is not None:
-            self.routes[shutdown_path] = _ShutdownRoute(
-                ShutdownEndpoint(coordinator, token=token), self.runtime
+        address = parse_admin_address(admin_address)
+        guarded = None  # one endpoint, one pod secret, for this route and the admin listener
+        if shutdown_path is not None or address is not None:
+            guarded = ShutdownEndpoint(coordinator, token=token, trust_loopback=trust_loopback)
+        if shutdown_path is not None and guarded is not None:
+            self.routes[shutdown_path] = _ShutdownRoute(guarded, self.runtime)
+        if address is not None and guarded is not None:
+            self.runtime.admin = AdminListener(
+                coordinator, guarded, address, metrics=prometheus_metrics(admin_registry)
             )
         if readiness_path is not None:
             self.routes[readiness_path] = _ProbeRoute(ReadinessEndpoint(coordinator))

@@ -18,6 +18,8 @@ DEFAULTS: dict[str, Any] = {
     "READINESS_PATH": "/readyz",
     "LIVENESS_PATH": "/livez",
     "RETRY_AFTER": None,
+    "TRUST_LOOPBACK": None,
+    "ADMIN_ADDRESS": None,
 }
 
 _lock = threading.Lock()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ._settings import get_coordinator, options
 
 if TYPE_CHECKING:
+    from .._admin import AdminListener
     from .._coordinator import Coordinator
     from .._responses import ASGIApp, Receive, Scope, Send
     from ..wsgi import GracefulShutdownMiddleware as WSGIMiddleware
@@ -31,6 +32,8 @@ def get_wsgi_application() -> WSGIMiddleware:
         readiness_path=config["READINESS_PATH"],
         liveness_path=config["LIVENESS_PATH"],
         retry_after=config["RETRY_AFTER"],
+        trust_loopback=config["TRUST_LOOPBACK"],
+        admin_address=config["ADMIN_ADDRESS"],
     )
 
 
@@ -43,6 +46,7 @@ def get_asgi_application() -> ASGIApp:
     """
     from django.core.asgi import get_asgi_application as django_asgi  # noqa: PLC0415
 
+    from .._admin import AdminListener, parse_admin_address, prometheus_metrics  # noqa: PLC0415
     from ..asgi import (  # noqa: PLC0415
         GracefulShutdownMiddleware,
         LivenessEndpoint,
@@ -53,9 +57,13 @@ def get_asgi_application() -> ASGIApp:
     application = django_asgi()
     config = options()
     coordinator = get_coordinator()
+    address = parse_admin_address(config["ADMIN_ADDRESS"])
+    guarded = ShutdownEndpoint(
+        coordinator, token=config["TOKEN"], trust_loopback=config["TRUST_LOOPBACK"]
+    )
     routes: dict[str, Any] = {}
     if config["SHUTDOWN_PATH"] is not None:
-        routes[config["SHUTDOWN_PATH"]] = ShutdownEndpoint(coordinator, token=config["TOKEN"])
+        routes[config["SHUTDOWN_PATH"]] = guarded
     if config["READINESS_PATH"] is not None:
         routes[config["READINESS_PATH"]] = ReadinessEndpoint(coordinator)
     if config["LIVENESS_PATH"] is not None:
@@ -63,22 +71,32 @@ def get_asgi_application() -> ASGIApp:
     middleware = GracefulShutdownMiddleware(
         application, coordinator, routes=routes, retry_after=config["RETRY_AFTER"]
     )
-    return _Lifespan(middleware, coordinator)
+    admin = None
+    if address is not None:
+        admin = AdminListener(coordinator, guarded, address, metrics=prometheus_metrics())
+    return _Lifespan(middleware, coordinator, admin)
 
 
 class _Lifespan:
     """The lifespan protocol around an app that has none: graceshut's own lifespan."""
 
-    def __init__(self, app: ASGIApp, coordinator: Coordinator) -> None:
+    def __init__(self, app: ASGIApp, coordinator: Coordinator, admin: AdminListener | None) -> None:
         self.app = app
         self.coordinator = coordinator
+        self.admin = admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
         await receive()  # lifespan.startup
-        async with self.coordinator.lifespan():
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # lifespan.shutdown
+        try:
+            async with self.coordinator.lifespan():
+                if self.admin is not None:
+                    self.admin.start()  # after the worker group is joined
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+        finally:
+            if self.admin is not None:
+                self.admin.stop()
         await send({"type": "lifespan.shutdown.complete"})
