@@ -7,20 +7,30 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from werkzeug.test import Client
 
 import graceshut
 from graceshut.wsgi import GracefulShutdownMiddleware, StreamCutError
 
+from .asgi_servers import pod_credential
+
 BACKENDS = ["asyncio", "trio"]
 
 
 class LocalClient(Client):
-    """A test client whose requests come from loopback, as a server would say."""
+    """A test client calling from inside the pod: loopback, with the pod secret.
 
-    def open(self, *args: Any, **kwargs: Any) -> Any:
+    ``anonymous=True`` leaves the credential out.
+    """
+
+    def open(self, *args: Any, anonymous: bool = False, **kwargs: Any) -> Any:
         kwargs.setdefault("environ_base", {"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "50000"})
+        headers = dict(kwargs.pop("headers", None) or {})
+        if not anonymous and "Authorization" not in headers:
+            headers.update(pod_credential(required=False))
+        kwargs["headers"] = headers
         kwargs.setdefault("buffered", True)  # read and close the body, as a server does
         return super().open(*args, **kwargs)
 
@@ -37,11 +47,12 @@ def make(request: pytest.FixtureRequest) -> Iterator[Callable[..., GracefulShutd
 
     def build(app: Any = hello, **settings: Any) -> GracefulShutdownMiddleware:
         options = {"grace_period": 10.0, "safety_margin": 1.0, "propagation_delay": 0.3}
-        token = settings.pop("token", None)
+        keys = ("token", "trust_loopback", "admin_address")
+        route = {k: settings.pop(k) for k in keys if k in settings}
         options.update(settings)
         coordinator = graceshut.Coordinator(**options, environ={})
         middleware = GracefulShutdownMiddleware(
-            app, coordinator, signals=False, backend=request.param, token=token
+            app, coordinator, signals=False, backend=request.param, **route
         )
         made.append(middleware)
         return middleware
@@ -139,29 +150,42 @@ def test_a_stream_is_cut_once_the_drain_is_over(
 
 
 def test_the_route_keeps_the_asgi_rules(make: Callable[..., GracefulShutdownMiddleware]) -> None:
-    """Same authentication as graceshut.asgi: no forwarded or remote calls, bearer token."""
+    """The ASGI route's own rules: the pod secret or the token, loopback proves nothing."""
     middleware = make()
     client = LocalClient(middleware)
-    remote = client.get("/shutdown", environ_overrides={"REMOTE_ADDR": "10.1.2.3"})
-    assert remote.status_code == 403
-    forwarded = client.get("/shutdown", headers={"X-Forwarded-For": "10.1.2.3"})
-    assert forwarded.status_code == 403
+    anonymous = client.get("/shutdown", anonymous=True)
+    assert anonymous.status_code == 401, "loopback alone is not trusted"
+    wrong = client.get("/shutdown", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    assert "nope" not in wrong.text
     assert not middleware.coordinator.shutting_down, "a refused call starts nothing"
+    threaded = {"wsgi.multithread": True}
+    answer = client.get("/shutdown", environ_overrides=threaded)
+    assert answer.status_code == 200, answer.text
+    assert answer.json["ok"] is True
+    assert answer.json["reason"] == "prestop"
 
     guarded = make(token="s3cret")
     client = LocalClient(guarded)
-    assert client.get("/shutdown").status_code == 401
-    wrong = client.get("/shutdown", headers={"Authorization": "Bearer nope"})
-    assert wrong.status_code == 403
-    assert "s3cret" not in wrong.text
-    assert not guarded.coordinator.shutting_down
-    threaded = {"wsgi.multithread": True}
+    assert client.get("/shutdown").status_code == 403, "the pod secret is not the token"
     answer = client.get(
         "/shutdown", headers={"Authorization": "Bearer s3cret"}, environ_overrides=threaded
     )
     assert answer.status_code == 200, answer.text
-    assert answer.json["ok"] is True
-    assert answer.json["reason"] == "prestop"
+
+
+def test_trusted_loopback_still_refuses_forwarded_calls(
+    make: Callable[..., GracefulShutdownMiddleware],
+) -> None:
+    """trust_loopback=True: a bare loopback call passes, a relayed or remote one does not."""
+    middleware = make(trust_loopback=True)
+    client = LocalClient(middleware)
+    remote = client.get("/shutdown", anonymous=True, environ_overrides={"REMOTE_ADDR": "10.1.2.3"})
+    assert remote.status_code == 401
+    relayed = client.get("/shutdown", anonymous=True, headers={"X-Forwarded-For": "10.1.2.3"})
+    assert relayed.status_code == 401
+    assert not middleware.coordinator.shutting_down
+    assert client.get("/shutdown", anonymous=True).status_code == 202
 
 
 def test_one_thread_per_worker_answers_at_once(
@@ -196,3 +220,19 @@ def test_sync_and_async_handlers_run_on_the_sequence_thread(
     assert sorted(ran) == ["async", "sync"]
     names = {h["name"]: h["outcome"] for h in answer.json["handlers"]}
     assert set(names.values()) == {"ok"}
+
+
+def test_the_admin_listener_answers_for_a_wsgi_app(
+    make: Callable[..., GracefulShutdownMiddleware],
+) -> None:
+    """admin_address: the probes and the route on a port of their own, from the sequence thread."""
+    middleware = make(admin_address="127.0.0.1:0")
+    admin = middleware.runtime.admin
+    assert admin is not None
+    wait_for(lambda: admin.bound_address is not None)
+    host, port = admin.bound_address  # type: ignore[misc]
+    url = f"http://{host}:{port}"
+    assert httpx.get(f"{url}/readyz").status_code == 200
+    answer = httpx.get(f"{url}/shutdown?wait=0", headers=pod_credential())
+    assert answer.status_code == 202, answer.text
+    assert httpx.get(f"{url}/readyz").status_code == 503

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .asgi_servers import Server, free_port
+from .asgi_servers import Server, free_port, pod_credential
 from .test_examples import FAST, PHASE_LINES, assert_phases_in_order, rows
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +68,7 @@ def test_the_django_example_saves_its_cache_on_sigterm(tmp_path: Path) -> None:
     try:
         for name in ["ada", "bob", "ada"]:
             assert httpx.get(f"{server.url}/", params={"name": name}).text == f"hello {name}\n"
-        answer = httpx.get(f"{server.url}/shutdown")
+        answer = httpx.get(f"{server.url}/shutdown", headers=pod_credential())
         assert answer.status_code == 202, "a sync worker is not held by the route"
         assert httpx.get(f"{server.url}/readyz").status_code == 503
         deadline = time.monotonic() + 10

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..asgi_servers import Server, free_port
+from ..asgi_servers import Server, free_port, pod_credential
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,9 @@ def pod(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
 
 
 def get(server: Server, path: str, timeout: float = 30) -> httpx.Response:
-    return httpx.get(f"{server.url}{path}", timeout=timeout)
+    # The shutdown route wants the pod secret, which `graceshut prestop` sends.
+    headers = pod_credential() if path.startswith("/shutdown") else {}
+    return httpx.get(f"{server.url}{path}", headers=headers, timeout=timeout)
 
 
 def every_worker(server: Server, workers: int, timeout: float = 20.0) -> set[str]:

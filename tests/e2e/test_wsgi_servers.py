@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..asgi_servers import Server, free_port
+from ..asgi_servers import Server, free_port, pod_credential
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +63,7 @@ def test_uwsgi_prestop_route_drains_every_process(tmp_path: Path) -> None:
     env = {"GRACESHUT_PROPAGATION_DELAY": "1.5", "GRACESHUT_GRACE_PERIOD": "15"}
     server = Server(argv, port, tmp_path / "uwsgi.events", env)
     try:
-        answer = httpx.get(f"{server.url}/shutdown", timeout=10)
+        answer = httpx.get(f"{server.url}/shutdown", headers=pod_credential(), timeout=10)
         assert answer.status_code == 202, "one thread per process: the route does not wait"
         unready: set[str] = set()
         deadline = time.monotonic() + 1.2
