@@ -64,7 +64,7 @@ def event() -> str:
 @app.get("/lock")
 def lock() -> str:
     """Take a lock for a long job and keep it: the shutdown must release it."""
-    held = locks.lock(client, f"job:{request.args['n']}", timeout=60)
+    held = locks.lock(client, f"job:{request.args['n']}", ttl=60)
     held.acquire(blocking=False)
     return str(os.getpid())
 
