@@ -1,7 +1,8 @@
 """The Flask app the WSGI end-to-end tests run under gunicorn, configured like app.py.
 
 E2E_EVENTS: a file each handler appends one line to. E2E_PLAIN=1: no graceshut (the
-baseline in the rolling-restart test).
+baseline in the rolling-restart test). E2E_DRAIN_SECONDS: how long the drain handler
+takes (0).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ logging.basicConfig(
 
 EVENTS = os.environ.get("E2E_EVENTS", os.devnull)
 PLAIN = os.environ.get("E2E_PLAIN") == "1"
+DRAIN_SECONDS = float(os.environ.get("E2E_DRAIN_SECONDS", "0"))
 
 app = Flask(__name__)
 
@@ -58,6 +60,8 @@ if not PLAIN:
 
         def handler(ctx: graceshut.ShutdownContext) -> None:
             record(ctx.phase.value)
+            if ctx.phase is graceshut.Phase.DRAIN:
+                time.sleep(DRAIN_SECONDS)  # keeps an idle worker draining, for its 503s
 
         coordinator.add_handler(handler, phase=phase, timeout=2.0, name=f"e2e-{phase.value}")
 

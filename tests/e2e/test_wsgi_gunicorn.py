@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import os
 import signal
 import sys
@@ -23,7 +24,8 @@ KINDS = {
     "sync": (3, ["-k", "sync", "-w", "3"]),
     "gthread": (2, ["-k", "gthread", "-w", "2", "--threads", "4"]),
 }
-DELAY = 2.0
+DELAY = 2.5
+DRAIN = 1.0  # the drain handler's time: idle workers answer 503 meanwhile
 
 
 def gunicorn_wsgi(port: int, options: list[str], app: str = "tests.e2e.flask_app:app") -> list[str]:
@@ -41,6 +43,7 @@ def pod(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         "GRACESHUT_GRACE_PERIOD": "20",
         "GRACESHUT_SAFETY_MARGIN": "1",
         "GRACESHUT_PROPAGATION_DELAY": str(DELAY),
+        "E2E_DRAIN_SECONDS": str(DRAIN),
     }
     server = Server(gunicorn_wsgi(port, options), port, tmp_path / "pod.events", env)
     server.kind = request.param  # type: ignore[attr-defined]
@@ -70,37 +73,72 @@ def every_worker(server: Server, workers: int, timeout: float = 20.0) -> set[str
     return pids
 
 
-def wait_unready(server: Server) -> None:
-    """Until a probe answers 503: the trigger has reached a worker."""
+def wait_unready(server: Server) -> float:
+    """Until a probe answers 503: the trigger has reached a worker. Returns when."""
     deadline = time.monotonic() + 3
     while get(server, "/readyz").status_code == 200:
         assert time.monotonic() < deadline, "readiness never flipped"
         time.sleep(0.01)
+    return time.monotonic()
 
 
-def watch_the_delay(server: Server) -> tuple[set[str], set[str], list[int]]:
-    """Probe and request during the propagation delay, with many connections at once.
+@dataclasses.dataclass
+class Seen:
+    """What the clients saw from the trigger to the drain."""
 
-    Returns the workers that answered readiness 503, those that served a request, and
-    every request's status.
+    unready: set[str]  # workers that answered readiness 503
+    served: set[str]  # workers that served a request during the propagation delay
+    statuses: list[int]  # of those requests
+    slow: httpx.Response  # accepted in the delay, still running when the drain began
+    refused: httpx.Response  # sent during the drain
+
+
+def through_the_sequence(server: Server, triggered: float) -> Seen:
+    """Probe and request during the propagation delay, then once the drain has begun.
+
+    The probes and requests go out on many connections until every worker has answered
+    both (or half the delay is over); a slow request starts in the delay, and one more
+    request goes out while the idle workers run their 1 s drain handler.
     """
-    unready: set[str] = set()
-    served: set[str] = set()
-    statuses: list[int] = []
-    end = time.monotonic() + DELAY * 0.6
+    workers = server.worker_pids  # type: ignore[attr-defined]
+    seen = Seen(set(), set(), [], httpx.Response(0), httpx.Response(0))
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        while time.monotonic() < end:
+        while time.monotonic() < triggered + DELAY * 0.5 and (
+            seen.unready != workers or seen.served != workers
+        ):
             probes = [pool.submit(get, server, "/readyz") for _ in range(3)]
             requests = [pool.submit(get, server, "/slow?seconds=0.01") for _ in range(3)]
             for probe in probes:
                 answer = probe.result()
                 assert answer.status_code == 503, answer.text
-                unready.add(answer.headers["x-pid"])
+                seen.unready.add(answer.headers["x-pid"])
             for future in requests:
                 answer = future.result()
-                statuses.append(answer.status_code)
-                served.add(answer.headers["x-pid"])
-    return unready, served, statuses
+                seen.statuses.append(answer.status_code)
+                seen.served.add(answer.headers["x-pid"])
+        # Ends 0.6 s into the drain, which waits for it.
+        seconds = triggered + DELAY + 0.6 - time.monotonic()
+        slow = pool.submit(get, server, f"/slow?seconds={seconds:.2f}")
+        time.sleep(max(0.0, triggered + DELAY + DRAIN * 0.3 - time.monotonic()))
+        seen.refused = get(server, "/")
+        seen.slow = slow.result()
+    return seen
+
+
+def assert_seen(server: Server, seen: Seen) -> None:
+    workers = server.worker_pids  # type: ignore[attr-defined]
+    assert seen.unready == workers, "every worker answered readiness 503"
+    assert set(seen.statuses) == {200}, "requests served during the propagation delay"
+    assert seen.served == workers
+    assert seen.slow.status_code == 200, "the slow request completed"
+    assert seen.refused.status_code == 503, "refused in the drain"
+    assert seen.refused.headers["retry-after"] == "3"
+    assert seen.refused.headers["connection"] == "close"
+    # The worker that ran the slow request waited for it in its drain.
+    deadline = time.monotonic() + 10
+    while "draining 1 in-flight" not in server.output():
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
 
 
 def assert_stopped_cleanly(server: Server, *, pod_announce: int) -> None:
@@ -120,18 +158,12 @@ def assert_stopped_cleanly(server: Server, *, pod_announce: int) -> None:
 def test_prestop_route_then_sigterm(pod: Server) -> None:
     """preStop on one worker: every worker unready yet serving for the delay, slow ends, exit 0."""
     workers = pod.worker_pids  # type: ignore[attr-defined]
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
         route = pool.submit(get, pod, "/shutdown")
         if pod.kind == "sync":  # type: ignore[attr-defined]
             # One request per worker: the route does not hold it (it answers 202).
             assert route.result().status_code == 202, route.result().text
-        wait_unready(pod)
-        unready, served, statuses = watch_the_delay(pod)
-        # Accepted in the delay, still running when the drain begins: the drain waits.
-        slow = pool.submit(get, pod, "/slow?seconds=2")
-        time.sleep(DELAY * 0.6)
-        refused = get(pod, "/")
-        assert slow.result().status_code == 200, "the slow request completed"
+        seen = through_the_sequence(pod, wait_unready(pod))
         if pod.kind == "gthread":  # type: ignore[attr-defined]
             report = route.result()
             assert report.status_code == 200, report.text
@@ -139,12 +171,7 @@ def test_prestop_route_then_sigterm(pod: Server) -> None:
             assert body["ok"] is True, body
             assert len(body["workers"]) == len(workers)
             assert all(w["in_flight_abandoned"] == 0 for w in body["workers"])
-    assert unready == workers, "every worker answered readiness 503"
-    assert set(statuses) == {200}, "requests served during the propagation delay"
-    assert served == workers
-    assert refused.status_code == 503
-    assert refused.headers["retry-after"] == "2"
-    assert refused.headers["connection"] == "close"
+    assert_seen(pod, seen)
     deadline = time.monotonic() + 10
     while pod.events_seen()["report"] < len(workers):
         assert time.monotonic() < deadline, pod.output()
@@ -157,26 +184,14 @@ def test_prestop_route_then_sigterm(pod: Server) -> None:
 
 def test_sigterm_alone(pod: Server) -> None:
     """SIGTERM to the master: every worker unready yet serving, slow ends, handlers per worker."""
-    workers = pod.worker_pids  # type: ignore[attr-defined]
     kept_alive = "keep-alive" if pod.kind == "gthread" else "close"  # type: ignore[attr-defined]
-    with (
-        concurrent.futures.ThreadPoolExecutor(2) as pool,
-        httpx.Client(base_url=pod.url, timeout=10) as client,
-    ):
+    with httpx.Client(base_url=pod.url, timeout=10) as client:
         assert client.get("/").headers["connection"] == kept_alive
         pod.signal(signal.SIGTERM)
-        wait_unready(pod)
+        triggered = wait_unready(pod)
         # The same kept-alive connection, now told to close.
         assert client.get("/").headers["connection"] == "close"
-        unready, served, statuses = watch_the_delay(pod)
-        slow = pool.submit(get, pod, "/slow?seconds=2")
-        time.sleep(DELAY * 0.6)
-        refused = get(pod, "/")
-        assert slow.result().status_code == 200, "the slow request completed"
-    assert unready == workers, "every worker answered readiness 503"
-    assert set(statuses) == {200}, "requests served during the propagation delay"
-    assert served == workers
-    assert refused.status_code == 503
+    assert_seen(pod, through_the_sequence(pod, triggered))
     assert_stopped_cleanly(pod, pod_announce=0)
     assert "handing SIGTERM on to" in pod.output()
 
