@@ -61,13 +61,15 @@ class WorkerGroup:
 
         ``GRACESHUT_WORKER_DIR`` names the directory explicitly (``off`` disables it);
         otherwise a process started by ``multiprocessing`` (uvicorn's and hypercorn's
-        workers) or forked by a gunicorn master belongs to its parent's group.
+        workers) or forked by a gunicorn or uWSGI master belongs to its parent's group.
         """
         explicit = os.environ.get(ENV_WORKER_DIR)
         if explicit is not None:
             return None if explicit.lower() in ("", "off", "0", "false") else cls(Path(explicit))
-        supervised = multiprocessing.parent_process() is not None or (
-            "gunicorn.arbiter" in sys.modules
+        supervised = (
+            multiprocessing.parent_process() is not None
+            or "gunicorn.arbiter" in sys.modules
+            or "uwsgi" in sys.modules  # only importable inside a uWSGI process
         )
         if not supervised:
             return None
