@@ -50,9 +50,6 @@ def test_waitress_sigterm_runs_the_whole_sequence(tmp_path: Path) -> None:
 UWSGI = Path(sys.executable).with_name("uwsgi")
 
 
-@pytest.mark.skipif(
-    not UWSGI.exists(), reason="uWSGI is not installed (pip install uwsgi: it compiles)"
-)
 def test_uwsgi_prestop_route_drains_every_process(tmp_path: Path) -> None:
     """uWSGI, 2 processes: the route on one drains both; then SIGTERM stops them, status 0."""
     port = free_port()
