@@ -7,12 +7,13 @@ with any other ASGI framework.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import hmac
 import ipaddress
 import math
-from collections.abc import Awaitable, Mapping
+from asyncio import CancelledError, current_task
+from collections.abc import Awaitable, Callable, Mapping
+from types import MethodType
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -32,6 +33,7 @@ from ._responses import (
 
 if TYPE_CHECKING:
     from ._coordinator import Coordinator
+    from ._tracker import InFlight
 
 __all__ = [
     "GracefulShutdownMiddleware",
@@ -61,14 +63,19 @@ _FORWARDING_HEADERS = frozenset(
 class GracefulShutdownMiddleware:
     """Counts in-flight requests and WebSockets, and sheds traffic during shutdown.
 
-    - From the first trigger, responses carry ``Connection: close``.
+    - From the first trigger, responses carry ``Connection: close`` (HTTP/1; HTTP/2 has
+      no such header).
     - From the drain step, new requests get 503 with ``Retry-After`` and
       ``Connection: close``; open WebSockets are closed with 1001 (going away).
+    - What still runs when the coordinator ends it (a stream after ``stream_grace``,
+      anything at the drain's deadline) is cancelled: the app's code unwinds, a response
+      not yet started is answered 503, one cut mid-body is left incomplete.
     - Requests to *routes* (probes, the shutdown route) are answered by those apps,
       are never refused and never count as in-flight work.
 
-    Per request it does O(1) work: a dict lookup, two counter updates, one send wrapper
-    (a `functools.partial`, no closure and no coroutine of its own per message).
+    While serving on asyncio a request costs a dict lookup, two counter updates and one
+    send wrapper (a plain function bound to the server's ``send``: no closure, no
+    coroutine of its own per message). Everything else takes a slower path.
 
     Args:
         app: The application to wrap.
@@ -101,52 +108,105 @@ class GracefulShutdownMiddleware:
             {"error": "shutting down", "detail": "this instance is draining; retry elsewhere"}
         )
         self._refusal_headers.append((b"content-length", str(len(self._refusal_body)).encode()))
+        self._state = coordinator.in_flight
+        self._send = _closing_send(self._state)
         self._websockets: set[_WebSocketSession] = set()
-        coordinator._add_drain_hook(self._close_websockets)  # noqa: SLF001 - same package
+        coordinator.on_drain(self._close_websockets)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
+        state = self._state
+        # The hot path: an HTTP request while serving on asyncio. Kept to the few
+        # operations in the class docstring; see docs/benchmarks.md for their cost.
+        if state.fast and scope["type"] == "http" and scope["path"] not in self.routes:
+            state.count += 1
+            try:
+                await self.app(scope, receive, MethodType(self._send, send))
+            except CancelledError:
+                if current_task() not in state.cut:
+                    raise
+                await self._answer_cut(send)
+            finally:
+                state.count -= 1
+                if not state.count and state.waker is not None:
+                    state.wake()
+            return
+        await self._other(scope, receive, send)
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Everything off the hot path: routes, refusals, trio, WebSockets, lifespan."""
         scope_type = scope["type"]
         if scope_type == "http":
             route = self.routes.get(scope["path"])
             if route is not None:
                 await route(scope, receive, send)
                 return
-            coordinator = self.coordinator
-            if coordinator._draining:  # noqa: SLF001 - the hot path reads the attribute
-                coordinator.in_flight.refused += 1
-                await send(
-                    {"type": "http.response.start", "status": 503, "headers": self._refusal_headers}
-                )
-                await send({"type": "http.response.body", "body": self._refusal_body})
+            state = self._state
+            if state.draining:
+                state.refused += 1
+                await self._refuse(send)
                 return
-            in_flight = coordinator.in_flight
-            in_flight.count += 1
-            try:
-                await self.app(scope, receive, functools.partial(_send_closing, coordinator, send))
-            finally:
-                in_flight.exit()
+            if not (state.shutting_down and scope.get("http_version") == "2"):
+                # HTTP/2 has no Connection header: a GOAWAY does its work there.
+                send = MethodType(self._send, send)
+            await self._counted(scope, receive, send, send)
         elif scope_type == "websocket":
             await self._websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, raw_send: Send) -> None:
+        """Run one counted connection off the hot path; on trio, inside a cancel scope."""
+        state = self._state
+        state.count += 1
+        try:
+            if state.on_trio:
+                import trio  # noqa: PLC0415 - only reached on trio
+
+                # trio cannot cancel a task from outside: the coordinator finds this
+                # scope (by the local's name) when it ends the request.
+                with trio.CancelScope() as graceshut_cancel:
+                    await self.app(scope, receive, send)
+                if graceshut_cancel.cancelled_caught:
+                    await self._answer_cut(raw_send)
+            else:
+                try:
+                    await self.app(scope, receive, send)
+                except CancelledError:
+                    if current_task() not in state.cut:
+                        raise
+                    await self._answer_cut(raw_send)
+        finally:
+            state.exit()
+
+    async def _refuse(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": self._refusal_headers})
+        await send({"type": "http.response.body", "body": self._refusal_body})
+
+    async def _answer_cut(self, send: Send) -> None:
+        """After the coordinator ended this request: 503 if nothing was sent yet.
+
+        A response already under way is left incomplete on purpose: the server closes
+        the connection without the end of the body, so the client sees a cut stream,
+        not a complete one. Starting a second response raises; that is the signal.
+        """
+        with contextlib.suppress(Exception):
+            await self._refuse(send)
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        coordinator = self.coordinator
-        if coordinator._draining:  # noqa: SLF001
-            coordinator.in_flight.refused += 1
+        state = self._state
+        if state.draining:
+            state.refused += 1
             # Closing before accept makes the server refuse the handshake.
             await receive()
             await send({"type": "websocket.close", "code": GOING_AWAY})
             return
         session = _WebSocketSession(send)
         self._websockets.add(session)
-        coordinator.in_flight.enter()
         try:
-            await self.app(scope, receive, session.send)
+            await self._counted(scope, receive, session.send, _ignore)
         finally:
             self._websockets.discard(session)
-            coordinator.in_flight.exit()
 
     async def _close_websockets(self) -> None:
         # All at once: a server whose close waits for the client's answer must not make
@@ -154,6 +214,10 @@ class GracefulShutdownMiddleware:
         async with anyio.create_task_group() as tg:
             for session in list(self._websockets):
                 tg.start_soon(session.going_away)
+
+
+async def _ignore(message: Message) -> None:
+    """Nothing to answer on a WebSocket that was ended: it is closed already."""
 
 
 class _WebSocketSession:
@@ -192,14 +256,21 @@ class _WebSocketSession:
             )
 
 
-def _send_closing(coordinator: Coordinator, send: Send, message: Message) -> Awaitable[None]:
-    """Forward *message*, with ``Connection: close`` on a response started after the trigger.
+def _closing_send(state: InFlight) -> Callable[[Send, Message], Awaitable[None]]:
+    """The send wrapper, built once per middleware and bound per request to ``send``.
 
-    A plain function returning the server's awaitable: no coroutine of our own per message.
+    A plain function bound with `types.MethodType` (a small C object whose calls the
+    interpreter specialises), not a `functools.partial` (never specialised on 3.11,
+    and costlier to build): this is the largest part of the middleware's cost.
     """
-    if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
-        message = _with_connection_close(message)
-    return send(message)
+
+    def send_closing(send: Send, message: Message) -> Awaitable[None]:
+        # Connection: close on a response started after the trigger.
+        if state.shutting_down and message["type"] == "http.response.start":
+            message = _with_connection_close(message)
+        return send(message)
+
+    return send_closing
 
 
 def _with_connection_close(message: Message) -> Message:
