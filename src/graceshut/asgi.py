@@ -117,11 +117,20 @@ class GracefulShutdownMiddleware:
         """Handle one ASGI connection."""
         state = self._state
         # The hot path: an HTTP request while serving on asyncio. Kept to the few
-        # operations in the class docstring; see docs/benchmarks.md for their cost.
-        if state.fast and scope["type"] == "http" and scope["path"] not in self.routes:
+        # operations in the class docstring (docs/benchmarks.md has their cost); the
+        # propagation delay's requests take it too, with one more check.
+        if scope["type"] == "http" and scope["path"] not in self.routes:
+            if state.fast:
+                send = MethodType(self._send, send)
+            elif state.draining or state.on_trio:
+                await self._other(scope, receive, send)
+                return
+            elif "http_version" not in scope or scope["http_version"] != "2":
+                # HTTP/2 has no Connection header: a GOAWAY does its work there.
+                send = MethodType(self._send, send)
             state.count += 1
             try:
-                await self.app(scope, receive, MethodType(self._send, send))
+                await self.app(scope, receive, send)
             except CancelledError:
                 if current_task() not in state.cut:
                     raise
@@ -146,10 +155,10 @@ class GracefulShutdownMiddleware:
                 state.refused += 1
                 await self._refuse(send)
                 return
+            raw_send = send
             if not (state.shutting_down and scope.get("http_version") == "2"):
-                # HTTP/2 has no Connection header: a GOAWAY does its work there.
                 send = MethodType(self._send, send)
-            await self._counted(scope, receive, send, send)
+            await self._counted(scope, receive, send, raw_send)
         elif scope_type == "websocket":
             await self._websocket(scope, receive, send)
         else:
@@ -274,8 +283,16 @@ def _closing_send(state: InFlight) -> Callable[[Send, Message], Awaitable[None]]
 
 
 def _with_connection_close(message: Message) -> Message:
-    headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
-    headers.append(CONNECTION_CLOSE)
+    # A copy: the app may send the same message (and header list) again. A loop, not a
+    # comprehension: on 3.11 a comprehension is a function call of its own.
+    old = message.get("headers", ())
+    for name, _ in old:
+        if name.lower() == b"connection":
+            headers = [h for h in old if h[0].lower() != b"connection"]
+            headers.append(CONNECTION_CLOSE)
+            break
+    else:
+        headers = [*old, CONNECTION_CLOSE]
     return {**message, "headers": headers}
 
 
