@@ -135,6 +135,9 @@ class GracefulShutdownMiddleware:
                 if current_task() not in state.cut:
                     raise
                 await self._answer_cut(send)
+            else:
+                if state.draining:
+                    await _complete(send)
             finally:
                 state.count -= 1
                 if not state.count and state.waker is not None:
@@ -178,6 +181,7 @@ class GracefulShutdownMiddleware:
                     await self.app(scope, receive, send)
                 if graceshut_cancel.cancelled_caught:
                     await self._answer_cut(raw_send)
+                    return
             else:
                 try:
                     await self.app(scope, receive, send)
@@ -185,6 +189,9 @@ class GracefulShutdownMiddleware:
                     if current_task() not in state.cut:
                         raise
                     await self._answer_cut(raw_send)
+                    return
+            if state.draining and scope["type"] == "http":
+                await _complete(raw_send)
         finally:
             state.exit()
 
@@ -223,6 +230,18 @@ class GracefulShutdownMiddleware:
         async with anyio.create_task_group() as tg:
             for session in list(self._websockets):
                 tg.start_soon(session.going_away)
+
+
+async def _complete(send: Send) -> None:
+    """End a response that the app returned from in the drain without ending it.
+
+    A stream that stops on its own when the drain begins (sse-starlette's does) often
+    just returns: its client would see a cut stream, and the server log an error.
+    Returning was the app's choice, so the body is ended properly. When the response
+    was complete (or never started), the server refuses the message: nothing to do.
+    """
+    with contextlib.suppress(Exception):
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _ignore(message: Message) -> None:
