@@ -34,7 +34,7 @@ def fast(**kwargs: float) -> Coordinator:
     return Coordinator(**settings, environ={})
 
 
-def make_app(coordinator: Coordinator, log: list[str]) -> Starlette:
+def make_app(coordinator: Coordinator, log: list[str]) -> Starlette:  # noqa: C901 - one route a shape
     async def endless(request: Request) -> StreamingResponse:
         async def chunks() -> AsyncIterator[bytes]:
             try:
