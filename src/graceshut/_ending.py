@@ -97,7 +97,7 @@ def end_running(state: InFlight, *, streams_only: bool) -> list[str]:
 
 def find_running(state: InFlight) -> list[Running]:
     """The requests and WebSockets that the middleware of *state* is serving now."""
-    from .asgi import GracefulShutdownMiddleware  # noqa: PLC0415 - asgi imports us
+    from ._middleware import GracefulShutdownMiddleware  # noqa: PLC0415 - it imports us
 
     call = GracefulShutdownMiddleware.__call__.__code__
     found = []
