@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: demo test lint docs venv system-deps
 
 $(BIN)/graceshut: pyproject.toml
+	PYTHON=$(PYTHON) scripts/system-deps venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
@@ -27,5 +28,5 @@ docs: venv
 system-deps:
 	scripts/system-deps
 
-test: venv system-deps lint docs
+test: system-deps venv lint docs
 	$(BIN)/pytest

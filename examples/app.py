@@ -41,8 +41,8 @@ LEASE = DATABASE.with_suffix(".lease")
 # Short defaults so the demo is quick at a terminal; on Kubernetes leave them to the
 # environment (GRACESHUT_PROPAGATION_DELAY, GRACESHUT_GRACE_PERIOD).
 coordinator = graceshut.Coordinator(
-    grace_period=float(os.environ.get("GRACESHUT_GRACE_PERIOD", "15")),
-    propagation_delay=float(os.environ.get("GRACESHUT_PROPAGATION_DELAY", "2")),
+    grace_period=graceshut.env_default(15),  # GRACESHUT_GRACE_PERIOD wins if set
+    propagation_delay=graceshut.env_default(2),
 )
 page_views: Counter[str] = Counter()
 

@@ -41,15 +41,15 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 LEADER_TTL = 30.0  # seconds; renewed every third of it while the app serves
 
 coordinator = graceshut.Coordinator(
-    grace_period=float(os.environ.get("GRACESHUT_GRACE_PERIOD", "15")),
-    propagation_delay=float(os.environ.get("GRACESHUT_PROPAGATION_DELAY", "2")),
+    grace_period=graceshut.env_default(15),  # GRACESHUT_GRACE_PERIOD wins if set
+    propagation_delay=graceshut.env_default(2),
 )
 locks = RedisLocks(coordinator, timeout=3)
 
 
 async def keep_leadership(client: redis.asyncio.Redis) -> None:
     """Hold ``demo:leader`` while serving; the shutdown's release phase lets it go."""
-    leader = locks.lock(client, "demo:leader", timeout=LEADER_TTL)
+    leader = locks.lock(client, "demo:leader", ttl=LEADER_TTL)
     if not await leader.acquire(blocking=False):
         log.info("another replica is the leader")
         return
@@ -73,7 +73,7 @@ async def run_report(request: Request) -> JSONResponse:
     name = request.path_params["name"]
     seconds = float(request.query_params.get("seconds", "1"))
     lock = locks.lock(
-        request.app.state.redis, f"demo:report:{name}", timeout=seconds + 30, blocking=False
+        request.app.state.redis, f"demo:report:{name}", ttl=seconds + 30, blocking=False
     )
     if not await lock.acquire():
         return JSONResponse({"report": name, "error": "already running"}, status_code=409)

@@ -1,10 +1,11 @@
-"""ASGI servers (uvicorn, gunicorn, hypercorn) running the e2e app in subprocesses."""
+"""ASGI servers (uvicorn, gunicorn, hypercorn, granian) running the e2e app in subprocesses."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -17,6 +18,20 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pod_credential(*, required: bool = True) -> dict[str, str]:
+    """The header `graceshut prestop` sends from inside the pod: found the same way.
+
+    With *required* false, no header when there is no pod secret (an app without graceshut).
+    """
+    from graceshut._secret import find_credential
+
+    credential = find_credential()
+    if not credential and not required:
+        return {}
+    assert credential, "no pod secret: no app has started in this test's pod"
+    return {"Authorization": f"Bearer {credential}"}
 
 
 def free_port() -> int:
@@ -80,10 +95,30 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        # Under `graceshut run` the server has a session of its own: kill its groups too.
+        for group in {self.process.pid, *_groups_under(self.process.pid)}:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
         self.process.wait()
         self._log_file.close()
+
+
+def _groups_under(pid: int) -> set[int]:
+    """The process groups of *pid*'s descendants, from /proc."""
+    parents: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(fields[1])].append((int(entry.name), int(fields[2])))
+    groups, todo = set(), [pid]
+    while todo:
+        for child, group in parents.pop(todo.pop(), []):
+            groups.add(group)
+            todo.append(child)
+    return groups
 
 
 def gunicorn(port: int, *, workers: int) -> list[str]:
@@ -92,6 +127,19 @@ def gunicorn(port: int, *, workers: int) -> list[str]:
         sys.executable, "-m", "gunicorn", "tests.e2e.app:app", "-k", "uvicorn_worker.UvicornWorker",
         "-w", str(workers), "-b", f"127.0.0.1:{port}",
     ]  # fmt: skip
+
+
+def granian(port: int, *, workers: int = 1) -> list[str]:
+    """granian serving the e2e app over ASGI (its default interface, RSGI, has no lifespan)."""
+    return [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(workers), "tests.e2e.app:app",
+    ]  # fmt: skip
+
+
+def graceshut_run(command: list[str]) -> list[str]:
+    """*command* as the child of ``graceshut run`` (which finds the route through $PORT)."""
+    return [sys.executable, "-m", "graceshut.cli", "run", "--", *command]
 
 
 @pytest.fixture
@@ -103,8 +151,17 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         port = free_port() if port is None else port
         events = tmp_path / f"{kind}-{len(servers)}.events"
         python = sys.executable
+        uvicorn = [python, "-m", "uvicorn", "tests.e2e.app:app", "--port", str(port)]
+        hypercorn_cli = [
+            python,
+            "-m",
+            "hypercorn",
+            "tests.e2e.app:app",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ]
         argv = {
-            "uvicorn": [python, "-m", "uvicorn", "tests.e2e.app:app", "--port", str(port)],
+            "uvicorn": uvicorn,
             # The same routes without graceshut: what users run today.
             "uvicorn-plain": [
                 python,
@@ -129,19 +186,27 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             ],
             "hypercorn-asyncio": [python, "-m", "tests.e2e.hypercorn_main", str(port), "asyncio"],
             "hypercorn-trio": [python, "-m", "tests.e2e.hypercorn_main", str(port), "trio"],
-            "hypercorn-cli": [
-                python,
-                "-m",
-                "hypercorn",
-                "tests.e2e.app:app",
-                "--bind",
-                f"127.0.0.1:{port}",
-            ],
+            "hypercorn-cli": hypercorn_cli,
+            "granian": granian(port),
+            # Under `graceshut run`: SIGTERM calls the route before the server hears of it.
+            "granian-run": graceshut_run(granian(port)),
+            "granian-2-run": graceshut_run(granian(port, workers=2)),
+            "hypercorn-cli-run": graceshut_run(hypercorn_cli),
+            "gunicorn-2-run": graceshut_run(gunicorn(port, workers=2)),
+            "uvicorn-run": graceshut_run(uvicorn),
+            "uvicorn-plain-run": graceshut_run(
+                [*uvicorn[:3], "tests.e2e.plain_app:app", *uvicorn[4:]]
+            ),
+            # A shell entrypoint that starts the server without exec.
+            "uvicorn-sh-run": graceshut_run(["sh", "-c", f"echo starting; {shlex.join(uvicorn)}"]),
+            # The app's token is not the one `graceshut run` has in its environment.
+            "uvicorn-token-run": graceshut_run(["env", "GRACESHUT_TOKEN=the-apps", *uvicorn]),
         }[kind]
         settings = {
             "GRACESHUT_GRACE_PERIOD": "20",
             "GRACESHUT_SAFETY_MARGIN": "1",
             "GRACESHUT_PROPAGATION_DELAY": "1.5",
+            **({"PORT": str(port)} if kind.endswith("-run") else {}),
             **(env or {}),
         }
         server = Server(argv, port, events, settings)

@@ -59,7 +59,9 @@ def test_prestop_sends_the_token_from_a_file(start_server: StartServer, tmp_path
     assert refused.returncode == 2
     assert "HTTP 403" in refused.stderr
     assert "invalid token" in refused.stderr
-    missing = prestop(f"{server.url}/shutdown", env={"PATH": "/usr/bin"})
+    # No token anywhere and no pod secret: nothing is sent.
+    nothing = {"PATH": "/usr/bin", "GRACESHUT_SECRET_DIR": str(tmp_path / "none")}
+    missing = prestop(f"{server.url}/shutdown", env=nothing)
     assert missing.returncode == 2
     assert "HTTP 401" in missing.stderr
     right = tmp_path / "right"

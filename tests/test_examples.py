@@ -124,6 +124,44 @@ def test_write_behind_persists_every_buffered_event_on_sigterm(tmp_path: Path) -
 
 
 @pytest.mark.e2e
+def test_write_behind_spills_when_its_database_fails_and_the_next_start_replays(
+    tmp_path: Path,
+) -> None:
+    """examples/write_behind.py: the table gone at SIGTERM, rows spill; the restart writes them."""
+    database, spill = tmp_path / "events.sqlite", tmp_path / "spill"
+    spill.mkdir()
+    env = {
+        "WRITE_BEHIND_DB": str(database),
+        "WRITE_BEHIND_INTERVAL": "60",
+        "WRITE_BEHIND_SPILL": str(spill),
+    }
+    with uvicorn("examples.write_behind:app", tmp_path, env) as server:
+        for kind in ["click", "view", "click"]:
+            assert httpx.post(f"{server.url}/events", json={"kind": kind}).status_code == 202
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            db.execute("DROP TABLE events")  # the flush will fail: no such table
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(15) == 1
+        output = server.output()
+    assert "fallback spill.file" in output
+    assert "spilled 3 rows to" in output
+    assert len(list(spill.glob("*.jsonl"))) == 1
+
+    with uvicorn("examples.write_behind:app", tmp_path, env) as server:
+        assert httpx.get(f"{server.url}/events").json() == {"buffered": 0, "written": 0}
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(15) == 0
+        output = server.output()
+    assert "replay of sqlalchemy.write_behind[events]: 3 records written from 1 files" in output
+    assert sorted(kind for (kind,) in rows(database, "SELECT kind FROM events")) == [
+        "click",
+        "click",
+        "view",
+    ]
+    assert list(spill.glob("*.jsonl")) == []
+
+
+@pytest.mark.e2e
 def test_the_fastapi_example_runs_every_phase_on_sigterm(tmp_path: Path) -> None:
     """examples/fastapi_app.py: queued jobs finish in the drain, notes and results are saved."""
     database = tmp_path / "fastapi.sqlite3"

@@ -94,3 +94,16 @@ def test_the_exec_variant_stops_the_demo_clean(tmp_path: Path) -> None:
     assert status == 0, (report["problems"], stderr, report["app_output_tail"])
     assert report["requests"]["failed"] == 0
     assert report["app_report"]["ok"] is True
+
+
+def test_the_statefulset_mounts_its_own_volume_where_the_app_spills() -> None:
+    """statefulset-spill.yaml: SPILL_DIRECTORY is the mount of a per-pod volume claim."""
+    docs = {doc["kind"]: doc for doc in documents(K8S / "statefulset-spill.yaml")}
+    spec = docs["StatefulSet"]["spec"]
+    assert spec["serviceName"] == docs["Service"]["metadata"]["name"]
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    (mount,) = container["volumeMounts"]
+    assert env["SPILL_DIRECTORY"] == mount["mountPath"]
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == mount["name"]

@@ -9,6 +9,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from .asgi_servers import pod_credential
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,6 +54,6 @@ async def test_quickstart_saves_the_cache_on_shutdown(
     ):
         assert (await client.get("/hit/a")).json() == {"a": 1}
         assert (await client.get("/hit/a")).json() == {"a": 2}
-        report = (await client.get("/shutdown")).json()
+        report = (await client.get("/shutdown", headers=pod_credential())).json()
     assert report["ok"] is True
     assert (tmp_path / "cache.json").read_text() == '{"a": 2}'

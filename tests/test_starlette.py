@@ -13,6 +13,8 @@ import graceshut
 import graceshut.starlette
 from graceshut import Coordinator
 
+from .asgi_servers import pod_credential
+
 pytestmark = pytest.mark.anyio
 
 
@@ -147,13 +149,13 @@ async def test_shutdown_route_waits_and_answers_with_the_report() -> None:
         responses: list[httpx.Response] = []
 
         async def call(method: str) -> None:
-            responses.append(await client.request(method, "/shutdown"))
+            responses.append(await client.request(method, "/shutdown", headers=pod_credential()))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(call, "GET")
             tg.start_soon(call, "POST")
             tg.start_soon(call, "GET")
-        later = await client.get("/shutdown")
+        later = await client.get("/shutdown", headers=pod_credential())
     assert [r.status_code for r in responses] == [200, 200, 200]
     body = responses[0].json()
     assert body["reason"] == "prestop"
@@ -169,29 +171,73 @@ async def test_shutdown_route_wait_0_answers_202_at_once() -> None:
     app = make_app(coordinator)
     async with LifespanManager(app), client_for(app) as client:
         with anyio.fail_after(0.5):
-            response = await client.post("/shutdown?wait=0")
+            response = await client.post("/shutdown?wait=0", headers=pod_credential())
         assert response.status_code == 202
         assert response.json() == {"status": "started", "reason": "prestop"}
-        again = await client.post("/shutdown?wait=false")
+        again = await client.post("/shutdown?wait=false", headers=pod_credential())
         assert again.json()["status"] == "already running"
         assert coordinator.shutting_down
 
 
-async def test_shutdown_route_refuses_remote_clients_without_a_token() -> None:
-    """Without a token, a non-loopback or proxied client gets 403 and nothing starts."""
+async def test_shutdown_route_needs_the_pod_secret_from_any_client_by_default() -> None:
+    """Without a token, loopback proves nothing: only the pod secret starts a shutdown."""
+    coordinator = fast()
+    app = make_app(coordinator)
+    async with LifespanManager(app):
+        for client in [("10.1.2.3", 4000), ("127.0.0.1", 4000), ("::1", 4000)]:
+            async with client_for(app, client=client) as caller:
+                response = await caller.get("/shutdown?wait=0")
+                assert response.status_code == 401
+                assert "graceshut prestop" in response.json()["detail"]
+                assert "the pod secret" in response.json()["detail"]
+                wrong = await caller.get("/shutdown", headers={"Authorization": "Bearer nope"})
+                assert wrong.status_code == 403
+                assert wrong.json()["detail"] == "it does not match the pod secret"
+        assert not coordinator.shutting_down
+        async with client_for(app, client=("10.1.2.3", 4000)) as remote:
+            ok = await remote.get("/shutdown?wait=0", headers=pod_credential())
+            assert ok.status_code == 202
+
+
+async def test_loopback_trust_is_an_opt_in_that_still_refuses_proxied_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GRACESHUT_TRUST_LOOPBACK=1: unproxied loopback passes; remote or proxied ones do not."""
+    monkeypatch.setenv("GRACESHUT_TRUST_LOOPBACK", "1")
     coordinator = fast()
     app = make_app(coordinator)
     async with LifespanManager(app):
         async with client_for(app, client=("10.1.2.3", 4000)) as remote:
-            response = await remote.get("/shutdown")
-            assert response.status_code == 403
-            assert "GRACESHUT_TOKEN" in response.json()["detail"]
+            assert (await remote.get("/shutdown")).status_code == 401
         async with client_for(app) as local:
             proxied = await local.get("/shutdown", headers={"X-Forwarded-For": "127.0.0.1"})
-            assert proxied.status_code == 403
+            assert proxied.status_code == 401
         assert not coordinator.shutting_down
         async with client_for(app, client=("::1", 4000)) as local6:
             assert (await local6.get("/shutdown?wait=0")).status_code == 202
+
+
+def test_a_bad_loopback_opt_in_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GRACESHUT_TRUST_LOOPBACK=maybe is refused at install time, naming the variable."""
+    monkeypatch.setenv("GRACESHUT_TRUST_LOOPBACK", "maybe")
+    with pytest.raises(graceshut.ConfigError, match="GRACESHUT_TRUST_LOOPBACK"):
+        make_app(fast())
+
+
+async def test_refusals_name_where_the_token_comes_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong token is said not to match token= or GRACESHUT_TOKEN, whichever was used."""
+    wrong = {"Authorization": "Bearer wrong"}
+    by_argument = make_app(fast(), token="from-code")
+    async with LifespanManager(by_argument), client_for(by_argument) as client:
+        answer = (await client.get("/shutdown", headers=wrong)).json()
+        assert answer["detail"] == "it does not match token="
+        assert "token=" in (await client.get("/shutdown")).json()["detail"]
+    monkeypatch.setenv("GRACESHUT_TOKEN", "from-env")
+    by_environment = make_app(fast())
+    async with LifespanManager(by_environment), client_for(by_environment) as client:
+        answer = (await client.get("/shutdown", headers=wrong)).json()
+        assert answer["detail"] == "it does not match GRACESHUT_TOKEN"
+        assert "from-env" not in str(answer)
 
 
 HOSTILE = [
@@ -303,7 +349,7 @@ async def test_probe_and_shutdown_requests_are_not_counted_as_in_flight() -> Non
     app = make_app(coordinator)
     async with LifespanManager(app), client_for(app) as client:
         with anyio.fail_after(3):
-            response = await client.get("/shutdown")
+            response = await client.get("/shutdown", headers=pod_credential())
     assert response.json()["in_flight_at_start"] == 0
     assert response.json()["in_flight_abandoned"] == 0
 
@@ -349,7 +395,7 @@ async def test_fastapi_app_gets_the_same_behaviour() -> None:
     async with LifespanManager(app), client_for(app) as client:
         assert (await client.get("/items")).json() == {"count": 1}
         assert (await client.get("/readyz")).status_code == 200
-        report = (await client.get("/shutdown")).json()
+        report = (await client.get("/shutdown", headers=pod_credential())).json()
         assert report["ok"] is True
         assert (await client.get("/readyz")).status_code == 503
         assert (await client.get("/items")).status_code == 503
@@ -383,3 +429,41 @@ def test_testclient_without_main_thread_degrades_to_no_signals(
     assert "signal handlers not installed" in caplog.text
     assert coordinator.report is not None
     assert coordinator.report.ok
+
+
+def test_install_returns_what_it_installed() -> None:
+    """install() returns the coordinator and each route it added, by path."""
+    coordinator = fast()
+    app = Starlette()
+    installed = graceshut.starlette.install(
+        app, coordinator, readiness_path="/ready", liveness_path=None
+    )
+    assert installed.coordinator is coordinator
+    assert set(installed.routes) == {"/shutdown", "/ready"}
+    assert installed.routes["/ready"] is installed.readiness
+    assert installed.liveness is None
+    assert installed.shutdown is not None
+    assert installed.signals
+
+
+def test_a_second_install_on_one_app_is_refused() -> None:
+    """Installing twice would count every request twice: the second call is an error."""
+    app = Starlette()
+    graceshut.starlette.install(app, fast())
+    with pytest.raises(RuntimeError, match="already installed"):
+        graceshut.starlette.install(app, fast())
+
+
+def test_an_app_route_on_a_graceshut_path_is_warned_about() -> None:
+    """An app that has its own /readyz is told that graceshut's shadows it."""
+
+    async def own(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("mine")
+
+    app = Starlette(routes=[Route("/readyz", own), Route("/other", own)])
+    with pytest.warns(UserWarning, match="/readyz") as caught:
+        graceshut.starlette.install(app, fast())
+    assert "/other" not in str(caught[0].message)
+    assert caught[0].filename == __file__  # points at the caller's install() line
+    quiet = Starlette(routes=[Route("/readyz", own)])
+    graceshut.starlette.install(quiet, fast(), readiness_path="/graceshut/readyz")

@@ -10,9 +10,12 @@ import logging
 from typing import Any
 
 from ._config import ConfigError as ConfigError
+from ._config import EnvDefault as EnvDefault
+from ._config import env_default as env_default
 from ._context import ShutdownContext as ShutdownContext
 from ._coordinator import Coordinator as Coordinator
 from ._phases import Phase as Phase
+from ._report import FallbackResult as FallbackResult
 from ._report import HandlerResult as HandlerResult
 from ._report import Outcome as Outcome
 from ._report import PhaseResult as PhaseResult
@@ -21,12 +24,15 @@ from ._report import ShutdownReport as ShutdownReport
 __all__ = [
     "ConfigError",
     "Coordinator",
+    "EnvDefault",
+    "FallbackResult",
     "HandlerResult",
     "Outcome",
     "Phase",
     "PhaseResult",
     "ShutdownContext",
     "ShutdownReport",
+    "env_default",
 ]
 
 logging.getLogger("graceshut").addHandler(logging.NullHandler())

@@ -24,6 +24,32 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class EnvDefault:
+    """A default that the matching ``GRACESHUT_*`` variable overrides; see `env_default`."""
+
+    value: float
+
+
+def env_default(value: float) -> EnvDefault:
+    """Give a setting a default of your own that the environment may still override.
+
+    A plain argument always wins over ``GRACESHUT_*``; wrapped in `env_default`, it is
+    used only when the variable is not set, and a bad variable is still a `ConfigError`
+    that names it. The argument itself is checked like any other setting.
+
+    Example::
+
+        coordinator = graceshut.Coordinator(
+            grace_period=graceshut.env_default(45),  # GRACESHUT_GRACE_PERIOD, else 45
+        )
+    """
+    return EnvDefault(value)
+
+
+Seconds = float | EnvDefault | None
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The resolved timing of a shutdown, in seconds."""
 
@@ -40,11 +66,11 @@ class Settings:
 
 
 def resolve_settings(
-    grace_period: float | None,
-    safety_margin: float | None,
-    propagation_delay: float | None,
+    grace_period: Seconds,
+    safety_margin: Seconds,
+    propagation_delay: Seconds,
     environ: Mapping[str, str] | None = None,
-    stream_grace: float | None = None,
+    stream_grace: Seconds = None,
 ) -> Settings:
     """Merge arguments, environment and defaults, and reject what cannot work."""
     env = os.environ if environ is None else environ
@@ -97,9 +123,11 @@ class _Value:
 
 
 def _seconds(
-    argument: str, given: float | None, variable: str, default: float, env: Mapping[str, str]
+    argument: str, given: Seconds, variable: str, default: float, env: Mapping[str, str]
 ) -> _Value:
     raw: object
+    if isinstance(given, EnvDefault):
+        given = None if variable in env else given.value
     if given is not None:
         source, raw = argument, given
     elif variable in env:

@@ -19,12 +19,15 @@ class ShutdownContext:
         deadline: When this handler is cut off, as a `time.monotonic` timestamp: the
             earlier of its own timeout and the time the later phases need.
         logger: The ``graceshut`` logger, to log with the run's structured fields.
+        error: In a fallback, why the handler failed: what it raised, or a
+            `TimeoutError` when it ran out of time. None in the handler itself.
     """
 
     reason: str
     phase: Phase
     deadline: float
     logger: logging.Logger
+    error: BaseException | None = None
 
     def remaining(self) -> float:
         """Seconds left before this handler is cut off (never negative).

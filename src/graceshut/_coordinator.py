@@ -13,7 +13,7 @@ import anyio
 
 from ._budget import Run, elastic_end, reserved_after, step_end
 from ._concurrent import still_running
-from ._config import Settings, resolve_settings
+from ._config import Seconds, Settings, resolve_settings
 from ._ending import drain
 from ._handlers import Handler, HandlerFunc, make_handler, run_handlers
 from ._loop import LoopHandle
@@ -56,6 +56,9 @@ class Coordinator:
             before graceshut ends it. ``None`` reads ``GRACESHUT_STREAM_GRACE``, else 5.
         environ: Where to read the variables (default `os.environ`); for tests.
 
+    Each setting may also be `graceshut.env_default(value)`: your default, which the
+    variable still overrides.
+
     Raises:
         ConfigError: A setting is not a number, negative, or leaves no time.
 
@@ -70,11 +73,11 @@ class Coordinator:
 
     def __init__(
         self,
-        grace_period: float | None = None,
-        safety_margin: float | None = None,
-        propagation_delay: float | None = None,
+        grace_period: Seconds = None,
+        safety_margin: Seconds = None,
+        propagation_delay: Seconds = None,
         *,
-        stream_grace: float | None = None,
+        stream_grace: Seconds = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
@@ -115,6 +118,7 @@ class Coordinator:
         timeout: float = ...,
         name: str | None = ...,
         once_per_pod: bool = ...,
+        fallback: HandlerFunc | None = ...,
     ) -> Callable[[F], F]: ...
 
     def on_shutdown(
@@ -124,6 +128,7 @@ class Coordinator:
         timeout: float = 5.0,
         name: str | None = None,
         once_per_pod: bool = False,
+        fallback: HandlerFunc | None = None,
     ) -> Any:
         """Register the decorated function as a shutdown handler.
 
@@ -144,18 +149,30 @@ class Coordinator:
                 run only in the worker that got the first trigger, not in every one: for
                 notifying a load balancer or a webhook. Locks, buffers and pools are per
                 process: leave it False for them.
+            fallback: Runs when the handler fails or times out, async or sync like a
+                handler, with the `ShutdownContext` whose ``error`` says why; within
+                the same deadline (the handler is cut off a quarter of its time, at
+                most 1 s, early to leave it room). Its outcome shows in the report
+                beside the handler's (`HandlerResult.fallback`).
 
         Raises:
             ValueError: Unknown phase, duplicate name, or a timeout that does not fit in
                 the grace period.
         """
         if callable(phase) and not isinstance(phase, (str, Phase)):
-            self.add_handler(phase, timeout=timeout, name=name, once_per_pod=once_per_pod)
+            self.add_handler(
+                phase, timeout=timeout, name=name, once_per_pod=once_per_pod, fallback=fallback
+            )
             return phase
 
         def register(func: F) -> F:
             self.add_handler(
-                func, phase=phase, timeout=timeout, name=name, once_per_pod=once_per_pod
+                func,
+                phase=phase,
+                timeout=timeout,
+                name=name,
+                once_per_pod=once_per_pod,
+                fallback=fallback,
             )
             return func
 
@@ -169,9 +186,12 @@ class Coordinator:
         timeout: float = 5.0,
         name: str | None = None,
         once_per_pod: bool = False,
+        fallback: HandlerFunc | None = None,
     ) -> None:
         """Register *func* as a shutdown handler; `on_shutdown` without the decorator."""
-        handler = make_handler(func, phase, timeout, name, once_per_pod=once_per_pod)
+        handler = make_handler(
+            func, phase, timeout, name, once_per_pod=once_per_pod, fallback=fallback
+        )
         if self._shutting_down:
             raise RuntimeError(
                 f"cannot register handler {handler.name!r}: shutdown has already started"

@@ -15,8 +15,9 @@ from anyio import get_cancelled_exc_class
 
 from ._concurrent import Finished, run_concurrently
 from ._context import ShutdownContext
+from ._fallback import Attempts, run_with_fallback
 from ._phases import Phase
-from ._report import HandlerResult, Outcome
+from ._report import FallbackResult, HandlerResult, Outcome
 from ._threads import run_in_daemon_thread
 
 logger = logging.getLogger("graceshut")
@@ -35,6 +36,8 @@ class Handler:
     takes_context: bool
     is_async: bool
     once_per_pod: bool = False
+    fallback: Handler | None = None
+    """Runs when this handler fails or times out, within the same deadline."""
 
 
 def make_handler(
@@ -44,10 +47,13 @@ def make_handler(
     name: str | None,
     *,
     once_per_pod: bool = False,
+    fallback: HandlerFunc | None = None,
 ) -> Handler:
-    """Check a registration and describe how to call the handler."""
+    """Check a registration and describe how to call the handler (and its fallback)."""
     if not callable(func):
         raise TypeError(f"a shutdown handler must be callable, got {func!r}")
+    if fallback is not None and not callable(fallback):
+        raise TypeError(f"fallback must be callable, got {fallback!r}")
     parsed = Phase.parse(phase)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
@@ -61,6 +67,20 @@ def make_handler(
         takes_context=_takes_context(func),
         is_async=is_async_callable(func),
         once_per_pod=once_per_pod,
+        fallback=None if fallback is None else _make_fallback(fallback, parsed, timeout),
+    )
+
+
+def _make_fallback(func: HandlerFunc, phase: Phase, timeout: float) -> Handler:
+    # The contrib fallbacks carry a `name` (as contrib handlers do): use it in the report.
+    name = getattr(func, "name", None)
+    return Handler(
+        func=func,
+        name=name if isinstance(name, str) and name else _qualified_name(func),
+        phase=phase,
+        timeout=float(timeout),
+        takes_context=_takes_context(func),
+        is_async=is_async_callable(func),
     )
 
 
@@ -81,20 +101,34 @@ async def run_handlers(
     started = time.monotonic()
     results: list[HandlerResult | None] = [None] * len(handlers)
     started_ones: list[int] = []
-    calls: list[Callable[[], Awaitable[None]]] = []
+    calls: list[Callable[[], Awaitable[object]]] = []
     deadlines: list[float] = []
+    attempts: dict[int, Attempts] = {}
     for index, handler in enumerate(handlers):
         deadline = min(end, started + handler.timeout)
         if deadline <= started:
             results[index] = _skipped(handler, reason, run_deadline - started)
             continue
         started_ones.append(index)
-        calls.append(functools.partial(_invoke, handler, reason, deadline))
+        if handler.fallback is None:
+            calls.append(functools.partial(_invoke, handler, reason, deadline))
+        else:
+            attempts[index] = Attempts()
+            invoke = functools.partial(_invoke_either, handler, reason)
+            calls.append(functools.partial(run_with_fallback, invoke, deadline, attempts[index]))
         deadlines.append(deadline)
 
     def record(position: int, how: Finished) -> None:
         index = started_ones[position]
-        results[index] = _record(handlers[index], reason, started, how, run_deadline)
+        handler = handlers[index]
+        tries = attempts.get(index)
+        own = how if tries is None or tries.handler is None else tries.handler
+        result = _record(handler, reason, started, own, run_deadline)
+        if tries is not None and tries.fallback_started is not None:
+            result = _with_fallback(
+                result, handler, reason=reason, tries=tries, how=how, run_deadline=run_deadline
+            )
+        results[index] = result
 
     try:
         await run_concurrently(calls, deadlines, record)
@@ -102,19 +136,30 @@ async def run_handlers(
         into.extend(result for result in results if result is not None)
 
 
-async def _invoke(handler: Handler, reason: str, deadline: float) -> None:
-    args = (
-        (ShutdownContext(reason=reason, phase=handler.phase, deadline=deadline, logger=logger),)
-        if handler.takes_context
-        else ()
+async def _invoke(
+    handler: Handler, reason: str, deadline: float, error: BaseException | None = None
+) -> object:
+    context = ShutdownContext(
+        reason=reason, phase=handler.phase, deadline=deadline, logger=logger, error=error
     )
+    args = (context,) if handler.takes_context else ()
     if handler.is_async:
-        await handler.func(*args)
-    else:
-        returned = await run_in_daemon_thread(
-            functools.partial(handler.func, *args), name=f"graceshut {handler.name}"
-        )
-        refuse_awaitable(returned, f"the handler {handler.name}")
+        return await handler.func(*args)
+    returned = await run_in_daemon_thread(
+        functools.partial(handler.func, *args), name=f"graceshut {handler.name}"
+    )
+    refuse_awaitable(returned, f"the handler {handler.name}")
+    return returned
+
+
+async def _invoke_either(
+    handler: Handler, reason: str, deadline: float, error: BaseException | None
+) -> object:
+    """The handler itself (*error* None), or its fallback told why the handler failed."""
+    if error is None:
+        return await _invoke(handler, reason, deadline)
+    assert handler.fallback is not None  # noqa: S101 - only called for handlers with one
+    return await _invoke(handler.fallback, reason, deadline, error)
 
 
 def _skipped(handler: Handler, reason: str, remaining: float) -> HandlerResult:
@@ -146,11 +191,7 @@ def _record(
         logger.warning("handler %s: %s", handler.name, error, extra=extra)
     else:
         failure = how.error
-        error = (
-            "cancelled"
-            if failure is None or isinstance(failure, get_cancelled_exc_class())
-            else f"{type(failure).__name__}: {failure}"
-        )
+        error = _error_text(failure)
         logger.error(
             "handler %s failed after %.3fs: %s",
             handler.name,
@@ -160,6 +201,52 @@ def _record(
             extra=extra,
         )
     return HandlerResult(handler.name, handler.phase, outcome, duration, error)
+
+
+def _with_fallback(
+    result: HandlerResult,
+    handler: Handler,
+    *,
+    reason: str,
+    tries: Attempts,
+    how: Finished,
+    run_deadline: float,
+) -> HandlerResult:
+    """*result* with its fallback's record; logs how the fallback went."""
+    assert handler.fallback is not None  # noqa: S101 - set when the fallback started
+    assert tries.fallback_started is not None  # noqa: S101
+    # Not finished on its own: cut off with the whole call at the deadline (or cancelled).
+    finished = tries.fallback or how
+    fallback = handler.fallback
+    duration = finished.at - tries.fallback_started
+    extra = {
+        **_fields(handler, reason, finished.outcome, duration, run_deadline - time.monotonic()),
+        "fallback": fallback.name,
+        "detail": dict(tries.detail) if tries.detail else None,
+    }
+    error: str | None = None
+    if finished.outcome is Outcome.TIMEOUT:
+        error = f"did not finish within {duration:.3f}s"
+    elif finished.outcome is Outcome.ERROR:
+        error = _error_text(finished.error)
+    record = FallbackResult(fallback.name, finished.outcome, duration, error, tries.detail)
+    if error is None:
+        logger.info("handler %s: fallback %s", handler.name, record.describe(), extra=extra)
+    else:
+        logger.error(
+            "handler %s: fallback %s",
+            handler.name,
+            record.describe(),
+            exc_info=finished.error if finished.outcome is Outcome.ERROR else None,
+            extra=extra,
+        )
+    return dataclasses.replace(result, fallback=record)
+
+
+def _error_text(failure: BaseException | None) -> str:
+    if failure is None or isinstance(failure, get_cancelled_exc_class()):
+        return "cancelled"
+    return f"{type(failure).__name__}: {failure}"
 
 
 def _fields(

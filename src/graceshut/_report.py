@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from ._phases import Phase
@@ -24,24 +25,77 @@ class Outcome(str, enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
+class FallbackResult:
+    """The record of a handler's fallback, which ran because the handler failed.
+
+    Attributes:
+        name: The fallback's name.
+        outcome: ``ok``, ``error`` or ``timeout``.
+        duration: Seconds from the handler's end to the fallback's.
+        error: What went wrong, or None.
+        detail: What the fallback returned when it returned a mapping (JSON-ready):
+            the spill fallbacks say ``spilled``, ``records`` and ``to`` there.
+    """
+
+    name: str
+    outcome: Outcome
+    duration: float
+    error: str | None = None
+    detail: Mapping[str, Any] | None = None
+
+    def describe(self) -> str:
+        """One line: ``spill.file ok: spilled 7 rows to /data/spill/...`` for a spill."""
+        text = f"{self.name} {self.outcome.value}"
+        if self.error:
+            return f"{text}: {self.error}"
+        detail = self.detail
+        if not detail:
+            return text
+        if "spilled" in detail and "to" in detail:
+            records = detail.get("records", "records")
+            return f"{text}: spilled {detail['spilled']} {records} to {detail['to']}"
+        return f"{text}: " + ", ".join(f"{key}={value}" for key, value in detail.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {
+            "name": self.name,
+            "outcome": self.outcome.value,
+            "duration": round(self.duration, 6),
+            "error": self.error,
+            "detail": dict(self.detail) if self.detail is not None else None,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
 class HandlerResult:
-    """The record of one handler in one run."""
+    """The record of one handler in one run.
+
+    Attributes:
+        fallback: How the handler's fallback went, when it had one and it ran (the
+            handler failed or timed out); None otherwise. The handler's own outcome
+            stays what it was: a rescued failure is still a failure.
+    """
 
     name: str
     phase: Phase
     outcome: Outcome
     duration: float
     error: str | None = None
+    fallback: FallbackResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping."""
-        return {
+        """A JSON-ready mapping; the ``fallback`` key only when a fallback ran."""
+        data: dict[str, Any] = {
             "name": self.name,
             "phase": self.phase.value,
             "outcome": self.outcome.value,
             "duration": round(self.duration, 6),
             "error": self.error,
         }
+        if self.fallback is not None:
+            data["fallback"] = self.fallback.to_dict()
+        return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +192,11 @@ class ShutdownReport:
         for h in self.handlers:
             counts[h.outcome.value] = counts.get(h.outcome.value, 0) + 1
         parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no handlers"
+        fallbacks = [h.fallback for h in self.handlers if h.fallback is not None]
+        if fallbacks:
+            rescued = sum(1 for f in fallbacks if f.outcome is Outcome.OK)
+            parts += f" ({len(fallbacks)} fallback{'s' if len(fallbacks) > 1 else ''} ran, "
+            parts += f"{rescued} ok)"
         verdict = "clean" if self.ok else "with failures"
         return (
             f"shutdown ({self.reason}) finished {verdict} in {self.duration:.3f}s: {parts}; "

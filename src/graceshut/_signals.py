@@ -48,6 +48,7 @@ class SignalChain:
         self._previous: dict[int, SignalHandler] = {}
         self._pending: list[int] = []
         self._handed_early: list[int] = []
+        self._interrupts = SecondInterrupt()
         self._installed = False
         coordinator.on_report(self._hand_on_pending)
         self._unsubscribe = coordinator.on_drain(self._hand_on_at_drain)
@@ -101,10 +102,7 @@ class SignalChain:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         coordinator = self._coordinator
         name = signal.Signals(signum).name
-        if signum == signal.SIGINT and (
-            signal.SIGINT in self._pending or signal.SIGINT in self._handed_early
-        ):
-            force_exit(signum)
+        self._interrupts.see(signum, running=coordinator.report is None)
         if coordinator.report is not None:
             # The sequence already ran (a preStop call): let the server stop right away.
             self._hand_on(signum, coordinator.report)
@@ -173,6 +171,26 @@ def _call_server(server: Callable[[int, FrameType | None], Any], signum: int, wh
     logger.info("handing %s on to %s %s", signal.Signals(signum).name, _describe(server), when)
     server(signum, None)
     forget_signal(getattr(server, "__self__", None), signum)
+
+
+class SecondInterrupt:
+    """Remembers SIGINT: a second one while the sequence runs exits at once, as at a terminal.
+
+    The one rule for every place that owns SIGINT (the signal chain, the hypercorn runner).
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen = False
+
+    def see(self, signum: int, *, running: bool) -> None:
+        """Note *signum*; a SIGINT after an earlier one, while *running*, forces the exit."""
+        if signum != signal.SIGINT:
+            return
+        if self._seen and running:
+            force_exit(signum)
+        self._seen = True
 
 
 def force_exit(signum: int) -> None:

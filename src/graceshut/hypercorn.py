@@ -7,6 +7,12 @@ installs loop-level handlers that fire before anything of the app's. Its program
 the signals, runs the whole sequence while hypercorn keeps serving, and only then lets
 hypercorn close.
 
+HTTP/2 clients move to a new connection only when told with a GOAWAY frame, and
+hypercorn sends one only as it closes. From the shutdown's announcement on, the runner
+sends each HTTP/2 connection a GOAWAY as soon as it has no request in flight, so that
+clients open new connections, which the load balancer sends to other pods, while this
+one still serves every request in flight.
+
 Example (``python -m myapp``)::
 
     import sys
@@ -20,14 +26,16 @@ Example (``python -m myapp``)::
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
-from typing import TYPE_CHECKING, Any, Literal
+import weakref
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 
 from ._loop import LoopHandle
-from ._signals import force_exit
+from ._signals import SecondInterrupt
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -38,6 +46,8 @@ if TYPE_CHECKING:
     from ._report import ShutdownReport
 
 __all__ = ["run", "serve"]
+
+logger = logging.getLogger("graceshut")
 
 
 async def serve(app: Any, coordinator: Coordinator, config: Config | None = None) -> ShutdownReport:
@@ -55,6 +65,8 @@ async def serve(app: Any, coordinator: Coordinator, config: Config | None = None
     coordinator.attach()
     own_signals = _OwnSignals(coordinator)
     own_signals.install()
+    goaway = _Http2GoAway.for_coordinator(coordinator)
+    goaway.install()
     try:
         if LoopHandle().is_trio:
             from hypercorn.trio import serve as hypercorn_serve  # noqa: PLC0415
@@ -66,6 +78,7 @@ async def serve(app: Any, coordinator: Coordinator, config: Config | None = None
 
         await hypercorn_serve(app, config, shutdown_trigger=until_finished)
     finally:
+        goaway.restore()
         own_signals.restore(finished=coordinator.report is not None)
     # Served until the lifespan shutdown joined the run: the report is there.
     return await coordinator.wait()
@@ -94,7 +107,7 @@ class _OwnSignals:
 
     def __init__(self, coordinator: Coordinator) -> None:
         self._coordinator = coordinator
-        self._interrupted = False
+        self._interrupts = SecondInterrupt()
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -115,9 +128,113 @@ class _OwnSignals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         coordinator = self._coordinator
-        if signum == signal.SIGINT:
-            if self._interrupted and coordinator.report is None:
-                force_exit(signum)  # a second Ctrl-C, as at a terminal
-            self._interrupted = True
+        self._interrupts.see(signum, running=coordinator.report is None)
         if not coordinator.shutting_down:
             coordinator.trigger(signal.Signals(signum).name)
+
+
+class _Http2GoAway:
+    """A GOAWAY to each HTTP/2 connection from the shutdown's announcement on.
+
+    hypercorn gives an app no handle on its connections: for the time of `serve`, this
+    subclasses its ``H2Protocol`` (the name its connection wrapper creates HTTP/2
+    connections from) to know the open ones. A connection is sent its GOAWAY, through
+    hypercorn's own h2 connection, at the first moment it has no stream in flight and
+    nothing left to send: at the announcement, else when its last response has gone
+    out. Such a GOAWAY names the last stream served, so a request that crosses it is
+    refused unprocessed and the client retries it on a new connection. (A GOAWAY with
+    streams in flight would be RFC 9113's two-step close, but h2-based clients such as
+    httpx fail every stream still open when any GOAWAY arrives.)
+    """
+
+    _by_coordinator: ClassVar[weakref.WeakKeyDictionary[Coordinator, _Http2GoAway]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self) -> None:
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._announced = False
+        self._original: Any = None
+        self.disabled = False
+
+    @classmethod
+    def for_coordinator(cls, coordinator: Coordinator) -> _Http2GoAway:
+        """One per coordinator, its announce handler registered once."""
+        found = cls._by_coordinator.get(coordinator)
+        if found is None:
+            found = cls._by_coordinator[coordinator] = cls()
+            try:
+                coordinator.add_handler(
+                    found.announce, phase="announce", timeout=0.5, name="graceshut-http2-goaway"
+                )
+            except (RuntimeError, ValueError) as exc:  # shutting down already, a tiny budget
+                logger.warning("HTTP/2 connections get no GOAWAY before hypercorn closes: %s", exc)
+                found.disabled = True
+        return found
+
+    def install(self) -> None:
+        from hypercorn import protocol  # noqa: PLC0415 - optional dependency
+
+        if self.disabled:
+            return
+        base = getattr(protocol, "H2Protocol", None)
+        if base is None or not hasattr(base, "_send_data"):
+            logger.warning(
+                "this hypercorn's HTTP/2 protocol is not the one graceshut knows: HTTP/2 "
+                "connections get no GOAWAY before hypercorn closes"
+            )
+            return
+        tracker = self
+
+        class TrackedH2Protocol(base):  # type: ignore[misc,valid-type]
+            async def initiate(self, *args: Any, **kwargs: Any) -> None:
+                await super().initiate(*args, **kwargs)
+                tracker.opened(self)
+
+            async def stream_send(self, event: Any) -> None:
+                await super().stream_send(event)
+                await tracker.goaway_if_idle(self)
+
+            async def _send_data(self, stream_id: int) -> None:
+                await super()._send_data(stream_id)
+                await tracker.goaway_if_idle(self)
+
+        self._original = base
+        setattr(protocol, "H2Protocol", TrackedH2Protocol)  # noqa: B010 - not re-exported
+
+    def restore(self) -> None:
+        if self._original is not None:
+            from hypercorn import protocol  # noqa: PLC0415
+
+            setattr(protocol, "H2Protocol", self._original)  # noqa: B010
+            self._original = None
+
+    def opened(self, connection: Any) -> None:
+        self._connections.add(connection)
+
+    async def announce(self) -> None:
+        """The announce-phase handler: every idle HTTP/2 connection is told to go away."""
+        self._announced = True
+        # Side by side: a client slow to read must not hold up the others' GOAWAY.
+        async with anyio.create_task_group() as tg:
+            for connection in list(self._connections):
+                tg.start_soon(self.goaway_if_idle, connection)
+
+    async def goaway_if_idle(self, connection: Any) -> None:
+        from h2.connection import ConnectionState  # noqa: PLC0415 - hypercorn's dependency
+        from hypercorn.events import RawData  # noqa: PLC0415
+
+        if (
+            not self._announced
+            or connection.closed
+            or connection.streams
+            or connection.stream_buffers
+            or connection.connection.state_machine.state == ConnectionState.CLOSED
+        ):
+            return
+        try:
+            # What hypercorn itself does to an idle connection when it closes.
+            connection.connection.close_connection()
+            await connection.send(RawData(data=connection.connection.data_to_send()))
+        except Exception:  # one broken connection must not stop the others
+            logger.debug("GOAWAY not sent to an HTTP/2 connection", exc_info=True)

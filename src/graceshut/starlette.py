@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+import warnings
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._admin import AdminListener, parse_admin_address, prometheus_metrics
 from .asgi import GracefulShutdownMiddleware, LivenessEndpoint, ReadinessEndpoint, ShutdownEndpoint
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from ._coordinator import Coordinator
+    from ._responses import ASGIApp
 
-__all__ = ["install"]
+__all__ = ["Installation", "install"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Installation:
+    """What `install` added to an app: the coordinator, and each route by path."""
+
+    coordinator: Coordinator
+    routes: Mapping[str, ASGIApp]
+    """The graceshut routes by path; they answer before the app's own routes."""
+    shutdown: ShutdownEndpoint | None
+    readiness: ReadinessEndpoint | None
+    liveness: LivenessEndpoint | None
+    signals: bool
+    """Whether SIGTERM and SIGINT handlers are installed at lifespan startup."""
+    admin: AdminListener | None = None
+    """The admin listener, if one was asked for (``serving``: whether this process holds it)."""
+
+
+_installed: weakref.WeakKeyDictionary[Any, Installation] = weakref.WeakKeyDictionary()
 
 
 def install(
@@ -26,24 +50,45 @@ def install(
     liveness_path: str | None = "/livez",
     signals: bool = True,
     retry_after: int | None = None,
-) -> None:
+    trust_loopback: bool | None = None,
+    admin_address: str | None = None,
+    admin_registry: Any = None,
+) -> Installation:
     """Add graceful shutdown to *app*: middleware, routes, signal handlers and lifespan.
 
-    Call it before the server starts (Starlette builds its middleware stack on the
+    Call it once, before the server starts (Starlette builds its middleware stack on the
     first call). The app's own lifespan keeps working: its startup runs first, and its
     shutdown runs after graceshut's sequence, so handlers can still use what it opened.
+    graceshut's routes answer before the app's: a route of the app on the same path is
+    shadowed, with a warning.
 
     Args:
         app: A `starlette.applications.Starlette` or `fastapi.FastAPI` app.
         coordinator: The coordinator that runs the sequence.
         token: Bearer token for the shutdown route; default ``GRACESHUT_TOKEN``, and
-            without either the route accepts loopback clients only.
+            without either the route asks for the pod secret, which ``graceshut
+            prestop`` finds and sends by itself (see the security page).
         shutdown_path: Path of the shutdown route, or None for no route.
         readiness_path: Path of the readiness probe, or None.
         liveness_path: Path of the liveness probe, or None.
         signals: Install SIGTERM and SIGINT handlers at lifespan startup, chained to the
             server's own.
         retry_after: ``Retry-After`` seconds on requests refused while draining.
+        trust_loopback: Also let loopback clients without credentials call the shutdown
+            route; default ``GRACESHUT_TRUST_LOOPBACK``, else off. Unsafe behind a
+            proxy in the pod that relays over loopback (a plain nginx ``proxy_pass``).
+        admin_address: Serve ``/readyz``, ``/livez``, ``/shutdown`` and ``/metrics``
+            also on this port (``"9901"``, ``"127.0.0.1:9901"``) or Unix socket
+            (``"unix:/run/app/admin.sock"``), one per pod, answering through the whole
+            shutdown; default ``GRACESHUT_ADMIN_ADDRESS``, else none.
+        admin_registry: The prometheus-client registry that the admin listener's
+            ``/metrics`` serves; default the global one.
+
+    Returns:
+        What was installed, for tests and for wiring the routes elsewhere.
+
+    Raises:
+        RuntimeError: graceshut is already installed on *app*, or the app has started.
 
     Example::
 
@@ -51,22 +96,59 @@ def install(
         coordinator = graceshut.Coordinator()
         graceshut.starlette.install(app, coordinator)
     """
-    routes: dict[str, Any] = {}
-    if shutdown_path is not None:
-        routes[shutdown_path] = ShutdownEndpoint(coordinator, token=token)
-    if readiness_path is not None:
-        routes[readiness_path] = ReadinessEndpoint(coordinator)
-    if liveness_path is not None:
-        routes[liveness_path] = LivenessEndpoint(coordinator)
+    if app in _installed:
+        raise RuntimeError(
+            "graceshut is already installed on this app: call install() once per app "
+            "(a second middleware would count every request twice)"
+        )
+    address = parse_admin_address(admin_address)
+    guarded = None  # one endpoint, one pod secret, for the app's route and the admin listener
+    if shutdown_path is not None or address is not None:
+        guarded = ShutdownEndpoint(coordinator, token=token, trust_loopback=trust_loopback)
+    shutdown = guarded if shutdown_path is not None else None
+    readiness = ReadinessEndpoint(coordinator) if readiness_path is not None else None
+    liveness = LivenessEndpoint(coordinator) if liveness_path is not None else None
+    routes: dict[str, Any] = {
+        path: endpoint
+        for path, endpoint in (
+            (shutdown_path, shutdown),
+            (readiness_path, readiness),
+            (liveness_path, liveness),
+        )
+        if path is not None
+    }
+    _warn_about_shadowed_routes(app, routes)
     app.add_middleware(
         GracefulShutdownMiddleware,
         coordinator=coordinator,
         routes=routes,
         retry_after=retry_after,
     )
+    admin = None
+    if address is not None:
+        assert guarded is not None  # noqa: S101 - made above for the listener
+        admin = AdminListener(
+            coordinator, guarded, address, metrics=prometheus_metrics(admin_registry)
+        )
     app.router.lifespan_context = _wrap_lifespan(
-        app.router.lifespan_context, coordinator, signals=signals
+        app.router.lifespan_context, coordinator, signals=signals, admin=admin
     )
+    installation = Installation(coordinator, routes, shutdown, readiness, liveness, signals, admin)
+    _installed[app] = installation
+    return installation
+
+
+def _warn_about_shadowed_routes(app: Starlette, paths: Mapping[str, object]) -> None:
+    found = (getattr(route, "path", None) for route in app.routes)
+    shadowed = sorted({path for path in found if isinstance(path, str) and path in paths})
+    if shadowed:
+        warnings.warn(
+            f"the app already has routes on {', '.join(shadowed)}: graceshut's answer "
+            "first and the app's are never reached; pass other paths to install() "
+            "(readiness_path=..., or None to leave one out) to keep the app's",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _wrap_lifespan(
@@ -74,10 +156,20 @@ def _wrap_lifespan(
     coordinator: Coordinator,
     *,
     signals: bool,
+    admin: AdminListener | None,
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        async with original(app) as state, coordinator.lifespan(signals=signals):
-            yield state
+        try:
+            async with original(app) as state, coordinator.lifespan(signals=signals):
+                if admin is not None:
+                    # After the worker group is joined: its answers are pod-wide.
+                    admin.start()
+                yield state
+        finally:
+            # Last: it answers through the sequence and the app's own lifespan shutdown,
+            # while the server's own listener is already closed.
+            if admin is not None:
+                admin.stop()
 
     return lifespan

@@ -76,7 +76,7 @@ async def test_sync_lock_is_released_at_shutdown(client: redis.Redis) -> None:
     shutdown = coordinator()
     locks = RedisLocks(shutdown)
     name = key()
-    lock = locks.lock(client, name, timeout=30)
+    lock = locks.lock(client, name, ttl=30)
     assert lock.acquire(blocking=False)
     assert locks.held == (name,)
     assert client.exists(name)
@@ -95,7 +95,7 @@ async def test_async_lock_is_released_at_shutdown(aclient: redis.asyncio.Redis) 
         shutdown = coordinator()
         locks = RedisLocks(shutdown)
         name = key()
-        lock = locks.lock(aclient, name, timeout=30)
+        lock = locks.lock(aclient, name, ttl=30)
         assert isinstance(lock, redis.asyncio.lock.Lock)
         assert await lock.acquire(blocking=False)
         assert locks.held == (name,)
@@ -113,7 +113,7 @@ async def test_lock_taken_in_a_thread_is_released_by_the_shutdown(client: redis.
     shutdown = coordinator()
     locks = RedisLocks(shutdown)
     name = key()
-    lock = locks.lock(client, name, timeout=30)
+    lock = locks.lock(client, name, ttl=30)
     worker = threading.Thread(target=lock.acquire)
     worker.start()
     worker.join()
@@ -129,7 +129,7 @@ def test_app_releases_a_lock_from_another_thread(client: redis.Redis) -> None:
     """The token is not thread-local: a release from another thread works and stops tracking."""
     locks = RedisLocks(coordinator())
     name = key()
-    lock = locks.lock(client, name, timeout=30)
+    lock = locks.lock(client, name, ttl=30)
     assert lock.acquire()
     errors: list[BaseException] = []
 
@@ -155,9 +155,9 @@ async def test_context_managers_track_only_while_held(
     locks = RedisLocks(coordinator())
     sync_name, async_name = key(), key()
     async with aclient:
-        with locks.lock(client, sync_name, timeout=30):
+        with locks.lock(client, sync_name, ttl=30):
             assert locks.held == (sync_name,)
-            async with locks.lock(aclient, async_name, timeout=30):
+            async with locks.lock(aclient, async_name, ttl=30):
                 assert locks.held == (sync_name, async_name)
             assert locks.held == (sync_name,)
             assert not await aclient.exists(async_name)
@@ -172,9 +172,9 @@ async def test_expired_lock_is_reported_and_the_new_owners_key_kept(
     shutdown = coordinator()
     locks = RedisLocks(shutdown)
     name, kept = key(), key()
-    expired = locks.lock(client, name, timeout=0.1)
+    expired = locks.lock(client, name, ttl=0.1)
     assert expired.acquire()
-    held = locks.lock(client, kept, timeout=30)
+    held = locks.lock(client, kept, ttl=30)
     assert held.acquire()
     time.sleep(0.2)
     assert client.set(name, "other-owner", nx=True)
@@ -199,7 +199,7 @@ async def test_async_lock_taken_over_is_reported_not_deleted(
         shutdown = coordinator()
         locks = RedisLocks(shutdown)
         name = key()
-        lock = locks.lock(aclient, name, timeout=0.1)
+        lock = locks.lock(aclient, name, ttl=0.1)
         assert await lock.acquire()
         await anyio.sleep(0.2)
         thief = aclient.lock(name, timeout=30)
@@ -224,8 +224,8 @@ async def test_server_down_fails_the_handler_and_the_rest_still_runs(
     shutdown.add_handler(lambda: ran.append("report"), phase="report", name="metrics")
     doomed_client = no_retry(private_redis.port)
     doomed, alive = key(), key()
-    assert locks.lock(doomed_client, doomed, timeout=30).acquire()
-    assert locks.lock(client, alive, timeout=30).acquire()
+    assert locks.lock(doomed_client, doomed, ttl=30).acquire()
+    assert locks.lock(client, alive, ttl=30).acquire()
     private_redis.stop()
 
     report = await shutdown.shutdown()
@@ -257,7 +257,7 @@ async def test_unreachable_client_is_not_retried_for_every_lock(
     )
     names = [key() for _ in range(20)]
     for name in names:
-        assert locks.lock(slow_retry, name, timeout=30).acquire()
+        assert locks.lock(slow_retry, name, ttl=30).acquire()
     private_redis.stop()
 
     started = time.monotonic()
@@ -286,9 +286,9 @@ async def test_frozen_server_times_out_within_the_handler_timeout(
     async_client = redis.asyncio.Redis(port=private_redis.port)
     try:
         if kind == "sync":
-            assert locks.lock(sync_client, name, timeout=30).acquire()
+            assert locks.lock(sync_client, name, ttl=30).acquire()
         else:
-            assert await locks.lock(async_client, name, timeout=30).acquire()
+            assert await locks.lock(async_client, name, ttl=30).acquire()
         private_redis.pause()
 
         report = await shutdown.shutdown()
@@ -312,7 +312,7 @@ async def test_failed_app_release_keeps_the_lock_tracked(private_redis: RedisSer
     locks = RedisLocks(coordinator())
     name = key()
     with no_retry(private_redis.port) as client:
-        lock = locks.lock(client, name, timeout=30)
+        lock = locks.lock(client, name, ttl=30)
         assert lock.acquire()
         private_redis.stop()
         with pytest.raises(redis.exceptions.ConnectionError):
@@ -327,8 +327,8 @@ async def test_app_release_after_the_shutdown_released_it_is_a_no_op(
     shutdown = coordinator()
     locks = RedisLocks(shutdown)
     async with aclient:
-        sync_lock = locks.lock(client, key(), timeout=30)
-        async_lock = locks.lock(aclient, key(), timeout=30)
+        sync_lock = locks.lock(client, key(), ttl=30)
+        async_lock = locks.lock(aclient, key(), ttl=30)
         assert sync_lock.acquire()
         assert await async_lock.acquire()
 
@@ -348,7 +348,7 @@ async def test_lock_taken_after_the_release_phase_is_warned_about(
     locks = RedisLocks(shutdown)
     await shutdown.shutdown()
     name = key()
-    lock = locks.lock(client, name, timeout=30)
+    lock = locks.lock(client, name, ttl=30)
 
     assert lock.acquire()
 
@@ -478,7 +478,7 @@ async def test_hundred_sync_locks_are_released_together(client: redis.Redis) -> 
     locks = RedisLocks(shutdown)
     names = [key() for _ in range(100)]
     for name in names:
-        assert locks.lock(client, name, timeout=30).acquire()
+        assert locks.lock(client, name, ttl=30).acquire()
 
     report = await shutdown.shutdown()
 
@@ -494,7 +494,7 @@ async def test_hundred_async_locks_are_released_together(aclient: redis.asyncio.
         locks = RedisLocks(shutdown)
         names = [key() for _ in range(100)]
         for name in names:
-            assert await locks.lock(aclient, name, timeout=30).acquire()
+            assert await locks.lock(aclient, name, ttl=30).acquire()
 
         report = await shutdown.shutdown()
 

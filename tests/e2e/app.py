@@ -3,14 +3,18 @@
 E2E_EVENTS: a file each handler appends one line to, so tests see what ran and how often.
 E2E_FAIL: a phase whose handler raises (exit status 1 expected).
 E2E_SLOW: ``phase=seconds``, a phase whose handler takes that long.
+E2E_METRICS: set to expose graceshut's Prometheus metrics (for the admin listener).
+E2E_LIFESPAN_SLOW: seconds the app's own lifespan shutdown takes (closing a pool, say).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import anyio
 from starlette.applications import Starlette
@@ -77,7 +81,19 @@ async def echo(websocket: WebSocket) -> None:
         record(f"websocket-closed-{exc.code}")
 
 
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    await anyio.sleep(float(os.environ.get("E2E_LIFESPAN_SLOW", "0")))
+
+
 app = Starlette(
     routes=[Route("/", home), Route("/slow", slow), WebSocketRoute("/ws", echo)],
+    lifespan=lifespan,
 )
 graceshut.starlette.install(app, coordinator)
+
+if os.environ.get("E2E_METRICS"):
+    from graceshut.contrib.prometheus import instrument
+
+    instrument(coordinator)

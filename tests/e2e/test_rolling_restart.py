@@ -32,7 +32,8 @@ from graceshut.simulate._kubelet import Termination, terminate
 from graceshut.simulate._load import LoadGenerator, LoadSpec
 from graceshut.simulate._timeline import Timeline
 
-from ..asgi_servers import Server, free_port
+from ..asgi_servers import Server, free_port, pod_credential
+from .h2_load import Http2Load
 
 pytestmark = pytest.mark.e2e
 
@@ -168,12 +169,20 @@ def roll(
     env: dict[str, str],
     *,
     prestop: bool = True,
+    http2: bool = False,
 ) -> Roll:
-    """Two instances behind HAProxy under load; the first is terminated like the kubelet does."""
+    """Two instances behind HAProxy under load; the first is terminated like the kubelet does.
+
+    The load comes from HTTP/1.1 keep-alive clients, or with *http2* from HTTP/2 clients.
+    """
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         pods = list(pool.map(lambda _: start_server(kind, env), range(2)))
     proxy = haproxy([pod.port for pod in pods])
-    load = steady_load(proxy)
+    load: Http2Load | LoadGenerator
+    if http2:
+        load = Http2Load(f"http://127.0.0.1:{proxy.port}/", rate=RATE, clients=CLIENTS)
+    else:
+        load = steady_load(proxy)
     load.start()
     try:
         time.sleep(1.5)
@@ -183,12 +192,16 @@ def roll(
         time.sleep(0.5)  # the one left carries the whole load
     finally:
         load.stop()
+        # Before the kill: a health check right after it would see the pod left DOWN.
+        after = proxy.servers()
         for pod in pods:
             kill_tree(pod.process.pid)
-    samples = [f"{f.kind}: {f.detail}" for f in load.stats.samples]
-    return Roll(
-        load.stats.snapshot(), samples, termination, before, proxy.servers(), leaving.output()
-    )
+    if isinstance(load, Http2Load):
+        requests, samples = load.snapshot(), load.samples
+    else:
+        requests = load.stats.snapshot()
+        samples = [f"{f.kind}: {f.detail}" for f in load.stats.samples]
+    return Roll(requests, samples, termination, before, after, leaving.output())
 
 
 def steady_load(proxy: HAProxy) -> LoadGenerator:
@@ -202,7 +215,11 @@ def kubelet_terminate(pod: Server, *, prestop: bool = True) -> Termination:
     """Stop *pod* as the kubelet does: preStop ``GET /shutdown``, SIGTERM, SIGKILL at the end."""
     return terminate(
         Container(pod.process, own_group=False),
-        hook=HttpGet(path="/shutdown", port=pod.port) if prestop else None,
+        hook=HttpGet(
+            path="/shutdown", port=pod.port, headers=tuple(pod_credential(required=False).items())
+        )
+        if prestop
+        else None,
         grace_period=GRACE_PERIOD,
         target=Target("127.0.0.1"),
         env=os.environ,
@@ -410,3 +427,39 @@ def test_a_whole_rollout_without_graceshut_drops_requests(
             f"requests failed {requests['failures']}"
         )
     assert requests["failed"] > 0, requests
+
+
+@pytest.mark.parametrize("kind", ["hypercorn-asyncio", "hypercorn-trio"])
+def test_rolling_restart_with_http2_clients_drops_nothing(
+    kind: str,
+    start_server: StartServer,
+    haproxy: Callable[..., HAProxy],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """HTTP/2 clients through the L4 balancer: a GOAWAY moves them off the pod, none fails."""
+    result = roll(kind, start_server, haproxy, {"GRACESHUT_PROPAGATION_DELAY": "1.5"}, http2=True)
+    assert_the_load_reached_both(result)
+    requests = result.requests
+    with capsys.disabled():
+        print(f"\nHTTP/2 rolling restart under {kind}: {requests}")
+    assert requests["failed"] == 0, (requests, result.samples, result.output)
+    done = result.termination
+    assert done.hook_result is not None
+    assert done.hook_result.status == 200, (done.hook_result, result.output)
+    assert done.sigkill_at is None
+    assert done.exit_status == 0, result.output
+
+
+@pytest.mark.parametrize("kind", ["granian-run", "hypercorn-cli-run"])
+def test_rolling_restart_with_sigterm_alone_under_graceshut_run(
+    kind: str, start_server: StartServer, haproxy: Callable[..., HAProxy]
+) -> None:
+    """SIGTERM alone to `graceshut run`: servers that stop at once on SIGTERM drop nothing."""
+    result = roll(
+        kind, start_server, haproxy, {"GRACESHUT_PROPAGATION_DELAY": "1.5"}, prestop=False
+    )
+    assert_the_load_reached_both(result)
+    requests = result.requests
+    assert requests["failed"] == 0, (requests, result.samples, result.output)
+    assert requests["closed_by_server"] > 0, requests
+    assert result.termination.exit_status == 0, result.output

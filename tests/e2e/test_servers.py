@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from ..asgi_servers import Server
+from ..asgi_servers import Server, pod_credential
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +97,7 @@ def test_prestop_route_drains_then_sigterm_exits_at_once(
 ) -> None:
     """preStop httpGet: the route runs the sequence and reports; the SIGTERM after exits fast."""
     server = start_server(kind)
-    seen = play_termination(server, lambda: get(server, "/shutdown"))
+    seen = play_termination(server, lambda: get(server, "/shutdown", headers=pod_credential()))
     assert_timeline(seen)
     report = seen["trigger"]
     assert isinstance(report, httpx.Response)
@@ -108,7 +108,7 @@ def test_prestop_route_drains_then_sigterm_exits_at_once(
     assert body["in_flight_at_start"] == 1
     assert [h["phase"] for h in body["handlers"]] == ["announce", *PHASES]
     assert server.events_seen() == ONE_EACH
-    again = get(server, "/shutdown")
+    again = get(server, "/shutdown", headers=pod_credential())
     assert again.json() == body, "a repeated preStop call joins, it does not run twice"
     sent = time.monotonic()
     server.signal(signal.SIGTERM)
@@ -130,9 +130,10 @@ def test_repeated_sigterm_joins_the_run(start_server: StartServer) -> None:
     assert server.events_seen() == ONE_EACH
 
 
-def test_second_sigint_forces_an_immediate_exit(start_server: StartServer) -> None:
+@pytest.mark.parametrize("kind", ["uvicorn", "hypercorn-trio"])
+def test_second_sigint_forces_an_immediate_exit(start_server: StartServer, kind: str) -> None:
     """Ctrl-C twice: the second one ends the process at once, as at a terminal."""
-    server = start_server("uvicorn", {"GRACESHUT_PROPAGATION_DELAY": "10"})
+    server = start_server(kind, {"GRACESHUT_PROPAGATION_DELAY": "10"})
     server.signal(signal.SIGINT)
     time.sleep(0.3)
     assert get(server, "/readyz").status_code == 503
@@ -236,6 +237,6 @@ def test_hypercorn_runner_exits_0_when_sigterm_follows_prestop_at_once(
     """The kubelet's SIGTERM right after the preStop answer never turns a clean exit into 143."""
     for _ in range(3):
         server = start_server(kind, {"GRACESHUT_PROPAGATION_DELAY": "0"})
-        assert get(server, "/shutdown").json()["ok"] is True
+        assert get(server, "/shutdown", headers=pod_credential()).json()["ok"] is True
         server.signal(signal.SIGTERM)
         assert server.wait_exit() == 0, server.output()

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..asgi_servers import Server, free_port
+from ..asgi_servers import Server, free_port, pod_credential
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +119,7 @@ def test_one_prestop_call_drains_every_worker(pod: Server) -> None:
     with concurrent.futures.ThreadPoolExecutor(24) as pool:
         slows = [pool.submit(slow, pod, 3) for _ in range(12)]
         time.sleep(0.5)
-        answer = pool.submit(httpx.get, f"{pod.url}/shutdown", timeout=30)
+        answer = pool.submit(httpx.get, f"{pod.url}/shutdown", headers=pod_credential(), timeout=30)
         time.sleep(0.3)
         probes = [httpx.get(f"{pod.url}/readyz", timeout=10).status_code for _ in range(50)]
         finished = [f.result() for f in slows]
@@ -199,7 +199,7 @@ def test_a_recycled_worker_does_not_drain_the_pod(tmp_path: Path) -> None:
 def test_a_recycled_worker_stops_taking_connections_when_its_drain_begins(
     tmp_path: Path,
 ) -> None:
-    """While the recycled worker flushes (3 s), every new connection is a sibling's.
+    """While the recycled worker flushes (6 s), every new connection is a sibling's.
 
     Its listening socket is shared: were it still accepting in its later phases, it
     would take about a quarter of the new connections and refuse them with 503.
@@ -208,7 +208,8 @@ def test_a_recycled_worker_stops_taking_connections_when_its_drain_begins(
     env = {
         "GRACESHUT_PROPAGATION_DELAY": "0.2",
         "GRACESHUT_GRACE_PERIOD": "15",
-        "E2E_SLOW": "flush=3",
+        # Long enough for the 80 requests below on a loaded machine too.
+        "E2E_SLOW": "flush=6",
     }
     server = Server(argv("gunicorn", port), port, tmp_path / "recycle.events", env)
     try:

@@ -16,9 +16,9 @@ from graceshut.contrib.redis import RedisLocks, Tracked
 coordinator = graceshut.Coordinator()
 locks = RedisLocks(coordinator, timeout=3, name="locks", concurrency=8)
 
-sync_lock = locks.lock(redis.Redis(), "jobs:nightly", timeout=60, blocking_timeout=1)
+sync_lock = locks.lock(redis.Redis(), "jobs:nightly", ttl=60, acquire_timeout=1)
 assert_type(sync_lock, redis.lock.Lock)
-async_lock = locks.lock(redis.asyncio.Redis(), "jobs:import", timeout=60, blocking=False)
+async_lock = locks.lock(redis.asyncio.Redis(), "jobs:import", ttl=60, blocking=False)
 assert_type(async_lock, redis.asyncio.lock.Lock)
 
 assert_type(locks.track_keys(redis.Redis(), "leader", token="pod-a"), Tracked)

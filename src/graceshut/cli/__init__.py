@@ -1,4 +1,4 @@
-"""The ``graceshut`` command: ``graceshut prestop URL`` for exec preStop hooks."""
+"""The ``graceshut`` command: ``prestop`` for exec preStop hooks, ``run`` as the entrypoint."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ._prestop import add_prestop_command
+from ._run import add_run_command
 from ._simulate import add_simulate_command
 
 __all__ = ["main"]
@@ -19,6 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_prestop_command(commands)
+    add_run_command(commands)
     add_simulate_command(commands)
     args = parser.parse_args(argv)
     status: int = args.run(args)

@@ -2,19 +2,27 @@
 
 For images without curl or a shell (distroless): only the standard library. Its exit
 status and stderr end up in the pod's ``FailedPreStopHook`` event when it fails.
+Without a token it sends the pod secret that the app made at startup, so the exec hook
+needs no configuration; `call_shutdown` is the client, for every command that calls
+the route.
 """
 
 from __future__ import annotations
 
 import argparse
 import http
+import http.client
 import json
 import os
+import socket
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from .._secret import find_credential
 
 EXIT_CLEAN = 0
 EXIT_HANDLERS_FAILED = 1
@@ -33,13 +41,21 @@ def add_prestop_command(commands: Any) -> None:
     )
     parser.add_argument("url", help="the shutdown route, e.g. http://127.0.0.1:8000/shutdown")
     token = parser.add_mutually_exclusive_group()
-    token.add_argument("--token", help="bearer token (default: $GRACESHUT_TOKEN)")
+    token.add_argument(
+        "--token",
+        help="bearer token (default: $GRACESHUT_TOKEN, else the pod secret that the app made)",
+    )
     token.add_argument("--token-file", type=Path, help="read the bearer token from this file")
     parser.add_argument(
         "--timeout",
         type=float,
         default=None,
         help="seconds to wait for the answer (default: $GRACESHUT_GRACE_PERIOD, else 30)",
+    )
+    parser.add_argument(
+        "--unix-socket",
+        metavar="PATH",
+        help="connect to this Unix socket (an admin listener's unix:/PATH), as curl does",
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
     parser.set_defaults(run=run_prestop)
@@ -50,24 +66,76 @@ def run_prestop(args: argparse.Namespace) -> int:
     try:
         token = _token(args)
         timeout = args.timeout if args.timeout is not None else _default_timeout()
+        status, body = call_shutdown(
+            args.url, token=token, timeout=timeout, unix_socket=args.unix_socket
+        )
     except ValueError as exc:
         print(f"graceshut prestop: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    request = urllib.request.Request(args.url, method="POST")  # noqa: S310 - user-given URL
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        # Never through HTTP(S)_PROXY: the call is for this pod, and carries the token.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(request, timeout=timeout) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"graceshut prestop: {args.url} unreachable: {reason}", file=sys.stderr)
         return EXIT_UNREACHABLE
     return _verdict(status, body, quiet=args.quiet)
+
+
+def call_shutdown(
+    url: str, *, token: str | None = None, timeout: float = 30.0, unix_socket: str | None = None
+) -> tuple[int, bytes]:
+    """POST to the shutdown route at *url*; return the status and body, whatever they are.
+
+    The credential is *token*, else what `find_credential` finds in the container
+    (``GRACESHUT_TOKEN``, else the pod secret), so every caller authenticates alike.
+    With *unix_socket*, the request goes to that socket; *url* gives the path.
+
+    Raises:
+        ValueError: The pod secret exists but cannot be trusted.
+        OSError: The route is unreachable or did not answer in *timeout* seconds
+            (`urllib.error.URLError` is one).
+    """
+    # A Unix socket is local by nature: the pod secret may go there.
+    credential = find_credential(token, url=None if unix_socket else url)
+    headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+    if unix_socket is not None:
+        return _call_unix_socket(unix_socket, url, headers, timeout)
+    request = urllib.request.Request(url, method="POST", headers=headers)  # noqa: S310
+    # Never through HTTP(S)_PROXY: the call is for this pod, and carries the credential.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _call_unix_socket(
+    path: str, url: str, headers: dict[str, str], timeout: float
+) -> tuple[int, bytes]:
+    split = urllib.parse.urlsplit(url)
+    target = (split.path or "/") + (f"?{split.query}" if split.query else "")
+    connection = _UnixConnection(path, timeout)
+    try:
+        connection.request("POST", target, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def _verdict(status: int, body: bytes, *, quiet: bool) -> int:
@@ -113,7 +181,7 @@ def _token(args: argparse.Namespace) -> str | None:
         return token
     if args.token is not None:
         return str(args.token)
-    return os.environ.get("GRACESHUT_TOKEN")
+    return None
 
 
 def _default_timeout() -> float:

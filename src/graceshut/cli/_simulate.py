@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..simulate import _report
+from ..simulate import _junit, _picture, _report
 from ..simulate._manifest import ManifestError
 from ..simulate._plan import DEFAULT_PORT, UsageError, build_plan
 from ..simulate._run import Progress, simulate
@@ -81,9 +83,22 @@ def add_simulate_command(commands: Any) -> None:
     )
     kubelet.add_argument(
         "--grace-period",
-        type=_non_negative,
+        type=_whole_seconds,
         metavar="SECONDS",
-        help="terminationGracePeriodSeconds (default: the manifest's, else 30)",
+        help="terminationGracePeriodSeconds, whole seconds; 0 is 1 to the kubelet "
+        "(default: the manifest's, else 30)",
+    )
+    kubelet.add_argument(
+        "--stop-signal",
+        metavar="SIGNAL",
+        help="the image's STOPSIGNAL (default: the manifest's lifecycle.stopSignal, else SIGTERM)",
+    )
+    kubelet.add_argument(
+        "--pid-namespace",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="run the app as PID 1 of a PID namespace of its own, as in a container "
+        "(auto: where the machine allows it; default auto)",
     )
     hook = kubelet.add_mutually_exclusive_group()
     hook.add_argument(
@@ -93,7 +108,10 @@ def add_simulate_command(commands: Any) -> None:
         "--prestop-exec", metavar="COMMAND", help="preStop exec (a shell-quoted line)"
     )
     hook.add_argument(
-        "--prestop-sleep", metavar="SECONDS", type=_non_negative, help="preStop sleep"
+        "--prestop-sleep",
+        metavar="SECONDS",
+        type=_whole_seconds,
+        help="preStop sleep (whole seconds, at most the grace period)",
     )
     hook.add_argument("--no-prestop", action="store_true", help="ignore the manifest's preStop")
     kubelet.add_argument(
@@ -117,6 +135,18 @@ def add_simulate_command(commands: Any) -> None:
         metavar="SECONDS",
         help="how long after the deletion the Service still opens new connections to the "
         "pod (kube-proxy, ingress: 1-5 s; default 2)",
+    )
+    kubelet.add_argument(
+        "--replicas",
+        type=_clients,
+        metavar="N",
+        help="pods behind the Service, this one included; with 1, kube-proxy keeps "
+        "sending new connections to the terminating pod (default: the manifest's, else 2)",
+    )
+    kubelet.add_argument(
+        "--publish-not-ready-addresses",
+        action="store_true",
+        help="the Service's publishNotReadyAddresses (default: from a Service in the manifest)",
     )
 
     load = parser.add_argument_group("the load")
@@ -161,6 +191,18 @@ def add_simulate_command(commands: Any) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--no-progress", action="store_true", help="no status line on stderr")
+    output.add_argument(
+        "--junit-xml", type=Path, metavar="FILE", help="write the checks as a JUnit XML report"
+    )
+    output.add_argument(
+        "--svg", type=Path, metavar="FILE", help="write the timeline as an SVG picture"
+    )
+    output.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write the picture and the report as one HTML page",
+    )
     parser.set_defaults(run=run_simulate)
 
 
@@ -185,8 +227,23 @@ def run_simulate(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.close()
+        if plan.scratch is not None:
+            shutil.rmtree(plan.scratch, ignore_errors=True)
     data = _report.to_dict(outcome)
-    print(json.dumps(data, indent=2) if args.json else _report.render_text(data))
+    text = _report.render_text(data)
+    print(json.dumps(data, indent=2) if args.json else text)
+    written: list[tuple[Path | None, Callable[[], str]]] = [
+        (args.junit_xml, lambda: _junit.render(data, text)),
+        (args.svg, lambda: _picture.render_svg(data)),
+        (args.html, lambda: _picture.render_html(data, text)),
+    ]
+    for path, render in written:
+        if path is not None:
+            try:
+                path.write_text(render(), encoding="utf-8")
+            except OSError as exc:
+                print(f"graceshut simulate: error: cannot write {path}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
     return EXIT_CLEAN if data["clean"] else EXIT_NOT_CLEAN
 
 
@@ -198,6 +255,21 @@ def _non_negative(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
+
+
+def _whole_seconds(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of seconds: Kubernetes takes whole seconds "
+            "(the API field is an integer, and kubectl --grace-period refuses a fraction)"
+        )
+    return int(value)
 
 
 def _clients(text: str) -> int:

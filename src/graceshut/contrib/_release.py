@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._errors import ReleaseError
+
 if TYPE_CHECKING:
     from .._context import ShutdownContext
 
@@ -23,18 +25,6 @@ NAMES_SHOWN = 5
 
 #: How one release went ("done", "gone", "error"), and the error if there was one.
 Released = tuple[str, str | None]
-
-
-class ReleaseError(RuntimeError):
-    """Some releases failed at shutdown; every other one was attempted.
-
-    Attributes:
-        failed: ``"<name>: <error>"`` for each thing that may still be held.
-    """
-
-    def __init__(self, message: str, failed: tuple[str, ...]) -> None:
-        super().__init__(message)
-        self.failed = failed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +50,12 @@ async def release_all(
     ctx: ShutdownContext,
     fields: dict[str, Any],
     terms: Terms,
-    error_class: type[ReleaseError],
     concurrency: int | None = None,
 ) -> None:
     """Run every ``(name, release)`` at once and report; each release logs its own line.
 
     Raises:
-        ReleaseError: (*error_class*) Some releases failed or were cut off.
+        ReleaseError: Some releases failed or were cut off.
     """
     outcomes: dict[int, Released] = {}
     limiter = anyio.CapacityLimiter(concurrency or max(1, len(releases)))
@@ -109,7 +98,7 @@ async def release_all(
         errors = tuple(
             f"{name}: {outcomes[i][1]}" for i, (name, _) in enumerate(releases) if outcomes[i][1]
         )
-        raise error_class(
+        raise ReleaseError(
             f"{len(failed)} of {len(releases)} {terms.things} {terms.not_done}: "
             f"{', '.join(failed[:NAMES_SHOWN])}{more} (first error: {errors[0]})",
             failed=errors,

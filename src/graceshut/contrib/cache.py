@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from .._handlers import is_async_callable, refuse_awaitable
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
+from ._errors import FlushError
+from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -39,18 +41,13 @@ Writer = Callable[[dict[K, V]], object]
 """Receives one batch; a plain function (run in a thread of its own) or an ``async def``."""
 
 
-class MappingFlushError(RuntimeError):
+class MappingFlushError(FlushError):
     """A writer failed: the entries of its batch, and those after it, stay in the mapping.
 
     Attributes:
         written: Entries written (and removed from the mapping) before the failure.
-        remaining: Entries left in the mapping.
+        pending: Entries left in the mapping.
     """
-
-    def __init__(self, message: str, *, written: int, remaining: int) -> None:
-        super().__init__(message)
-        self.written = written
-        self.remaining = remaining
 
 
 class MappingFlusher(Generic[K, V]):
@@ -80,9 +77,12 @@ class MappingFlusher(Generic[K, V]):
             on the event loop.
         batch_size: Entries per writer call; None writes everything in one call.
         name: Used in error texts and log lines.
+        spill: Where the entries go when the shutdown flush fails (see `flush_mapping`);
+            `replay` writes them with *writer* at the next start.
 
     Attributes:
         name: As given.
+        spilled: Entries handed to the spill target by a failed shutdown flush.
     """
 
     def __init__(
@@ -92,6 +92,7 @@ class MappingFlusher(Generic[K, V]):
         *,
         batch_size: int | None = None,
         name: str = "cache",
+        spill: SpillTarget | None = None,
     ) -> None:
         if not isinstance(source, MutableMapping) and not callable(source):
             raise TypeError(
@@ -106,6 +107,8 @@ class MappingFlusher(Generic[K, V]):
         self._writer_is_async = is_async_callable(writer)
         self._batch_size = batch_size
         self.name = name
+        self.spill = spill
+        self.spilled = 0
 
     def mapping(self) -> MutableMapping[K, V]:
         """The mapping this flusher empties (the getter's result, when given one)."""
@@ -138,7 +141,7 @@ class MappingFlusher(Generic[K, V]):
                     f"{len(batch)} failed; {remaining} entries kept in the mapping: "
                     f"{type(exc).__name__}: {reason}",
                     written=written,
-                    remaining=remaining,
+                    pending=remaining,
                 ) from exc
             for key, value in batch.items():
                 if mapping.get(key, _MISSING) is value:
@@ -156,6 +159,38 @@ class MappingFlusher(Generic[K, V]):
         # Nothing written by a lambda around an async client: taken for written, the
         # batch would be dropped.
         refuse_awaitable(result, f"the writer {self._writer!r}")
+
+    async def replay(self) -> ReplayResult:
+        """Write the entries a failed shutdown spilled with *writer*; remove their files.
+
+        Call it at startup, before the app serves. Entries go in spill order, a later
+        value of a key after an earlier one, in batches of *batch_size* (1,000 when
+        None); a replay cut short writes some again, which a cache write (``SET``, an
+        upsert) takes in its stride.
+
+        Raises:
+            TypeError: The flusher has no `~graceshut.contrib.spill.SpillDirectory`.
+            graceshut.contrib.spill.SpillReplayError: A writer call failed.
+        """
+        spill = self.spill
+        if not isinstance(spill, SpillDirectory):
+            raise TypeError(f"{self.name}: replay needs spill=SpillDirectory(...), got {spill!r}")
+
+        async def write(records: list[Any]) -> None:
+            await self._write(dict(records))  # [key, value] pairs; tuple keys come back
+
+        return await spill.replay(self.name, write, batch_size=self._batch_size or 1000)
+
+    async def take(self, ctx: ShutdownContext) -> list[list[Any]]:
+        """For a spill: the entries left, as ``[key, value]`` pairs, removed from the mapping."""
+        del ctx  # nothing to wait for: a writer that outlived its time writes idempotently
+        mapping = self.mapping()
+        items = list(mapping.items())
+        for key, value in items:
+            if mapping.get(key, _MISSING) is value:
+                del mapping[key]
+        self.spilled += len(items)
+        return [[key, value] for key, value in items]
 
     async def flush_all(self) -> int:
         """Flush until the mapping is empty; return how many entries were written.
@@ -183,6 +218,7 @@ def flush_mapping(
     timeout: float = 5.0,
     batch_size: int | None = None,
     name: str | None = None,
+    spill: SpillTarget | None = None,
 ) -> MappingFlusher[K, V]:
     """Write the entries of *source* with *writer* at shutdown, removing each one written.
 
@@ -197,6 +233,10 @@ def flush_mapping(
         timeout: Seconds the handler may take.
         batch_size: Entries per writer call; None writes all of them in one call.
         name: Handler name in logs and the report; ``cache.flush[<writer>]`` by default.
+        spill: Where the entries left go when the flush fails or times out: a
+            `~graceshut.contrib.spill.SpillDirectory` (`MappingFlusher.replay` writes
+            them at the next start) or a `~graceshut.contrib.spill.SpillLog`. Keys and
+            values must have a JSON form (strings, numbers, dates, bytes...).
 
     Returns:
         The `MappingFlusher`, whose `~MappingFlusher.flush` retries or flushes early.
@@ -225,7 +265,7 @@ def flush_mapping(
         flush_mapping(coordinator, lambda: app.state.prices, to_postgres, batch_size=1000)
     """
     label = name or f"cache.flush[{getattr(writer, '__qualname__', type(writer).__qualname__)}]"
-    flusher = MappingFlusher(source, writer, batch_size=batch_size, name=label)
+    flusher = MappingFlusher(source, writer, batch_size=batch_size, name=label, spill=spill)
 
     async def flush_cache(ctx: ShutdownContext) -> None:
         started = time.monotonic()
@@ -236,8 +276,8 @@ def flush_mapping(
             ctx.logger.warning(
                 "%s: %d entries not written",
                 label,
-                exc.remaining,
-                extra={**fields, "written": exc.written, "remaining": exc.remaining},
+                exc.pending,
+                extra={**fields, "written": exc.written, "pending": exc.pending},
             )
             raise
         ctx.logger.info(
@@ -245,10 +285,13 @@ def flush_mapping(
             label,
             written,
             time.monotonic() - started,
-            extra={**fields, "written": written, "remaining": len(flusher.mapping())},
+            extra={**fields, "written": written, "pending": len(flusher.mapping())},
         )
 
-    coordinator.add_handler(flush_cache, phase=phase, timeout=timeout, name=label)
+    fallback = None if spill is None else SpillFallback(spill, label, flusher.take, "entries")
+    coordinator.add_handler(
+        flush_cache, phase=phase, timeout=timeout, name=label, fallback=fallback
+    )
     return flusher
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._phases import Phase
-from . import _release
+from ._errors import ReleaseError
 from ._release import Terms, release_all
 
 try:
@@ -69,16 +69,6 @@ _TERMS = Terms(
     not_done="not revoked",
     still_held="may still be alive",
 )
-
-
-class ReleaseError(_release.ReleaseError):
-    """Some leases could not be revoked at shutdown; the others were.
-
-    Leases that had already expired are not counted here: their keys are gone.
-
-    Attributes:
-        failed: ``"<lease>: <error>"`` for each lease that may still be alive.
-    """
 
 
 class _TrackedLock(aetcd.Lock):  # type: ignore[misc]  # aetcd is untyped
@@ -174,6 +164,7 @@ class EtcdLeases:
         client: The `aetcd.Client` that grants and revokes the leases.
         timeout: Seconds the handler may take.
         name: The handler's name in logs and the report.
+        phase: The phase it runs in; ``release`` by default.
     """
 
     def __init__(
@@ -183,12 +174,13 @@ class EtcdLeases:
         *,
         timeout: float = 5.0,
         name: str = "etcd-leases",
+        phase: Phase | str = Phase.RELEASE,
     ) -> None:
         self.client = client
         self.name = name
         self._leases: dict[int, tuple[aetcd.Lease, str]] = {}
         self._closed = False
-        coordinator.add_handler(self.release_all, phase=Phase.RELEASE, timeout=timeout, name=name)
+        coordinator.add_handler(self.release_all, phase=phase, timeout=timeout, name=name)
 
     @property
     def held(self) -> tuple[int, ...]:
@@ -291,7 +283,6 @@ class EtcdLeases:
             ctx=ctx,
             fields=fields,
             terms=_TERMS,
-            error_class=ReleaseError,
         )
 
     async def _revoke_one(

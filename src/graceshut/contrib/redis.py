@@ -6,10 +6,10 @@ holds in the ``release`` phase, so the next owner can take it at once::
 
     locks = RedisLocks(coordinator)
 
-    with locks.lock(redis_client, "jobs:nightly", timeout=60):
+    with locks.lock(redis_client, "jobs:nightly", ttl=60):
         ...  # held: released at shutdown if the block is still running
 
-    async with locks.lock(async_redis_client, "jobs:import", timeout=60):
+    async with locks.lock(async_redis_client, "jobs:import", ttl=60):
         ...
 
 What it guarantees:
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, cast, overload
 from .._handlers import is_async_callable, refuse_awaitable
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
-from . import _release
+from ._errors import ReleaseError
 from ._release import Terms, release_all
 
 try:
@@ -81,16 +81,6 @@ for i, key in ipairs(KEYS) do
 end
 return deleted
 """
-
-
-class ReleaseError(_release.ReleaseError):
-    """Some locks could not be released at shutdown; the others were.
-
-    Locks that had expired or were taken over are not counted here: they are not held.
-
-    Attributes:
-        failed: ``"<lock>: <error>"`` for each lock that may still be held.
-    """
 
 
 class _Entry:
@@ -293,12 +283,13 @@ class RedisLocks:
             ``retry=Retry(NoBackoff(), 0)`` fails at once.
         name: The handler's name in logs and the report.
         concurrency: Releases in flight at once (connections or threads used).
+        phase: The phase it runs in; ``release`` by default.
 
     Example::
 
         locks = RedisLocks(coordinator)
 
-        lock = locks.lock(redis_client, "reports:rebuild", timeout=300, blocking=False)
+        lock = locks.lock(redis_client, "reports:rebuild", ttl=300, blocking=False)
         if lock.acquire():
             try:
                 rebuild_reports()
@@ -313,13 +304,14 @@ class RedisLocks:
         timeout: float = 5.0,
         name: str = "redis-locks",
         concurrency: int = 16,
+        phase: Phase | str = Phase.RELEASE,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency={concurrency!r} must be a positive integer")
         self.name = name
         self._concurrency = concurrency
         self._registry = _Registry(name)
-        coordinator.add_handler(self.release_all, phase=Phase.RELEASE, timeout=timeout, name=name)
+        coordinator.add_handler(self.release_all, phase=phase, timeout=timeout, name=name)
 
     @property
     def held(self) -> tuple[str, ...]:
@@ -332,10 +324,10 @@ class RedisLocks:
         client: AsyncClient,
         name: str,
         *,
-        timeout: float | None = ...,
+        ttl: float | None = ...,
         sleep: float = ...,
         blocking: bool = ...,
-        blocking_timeout: float | None = ...,
+        acquire_timeout: float | None = ...,
     ) -> redis.asyncio.lock.Lock: ...
 
     @overload
@@ -344,10 +336,10 @@ class RedisLocks:
         client: SyncClient,
         name: str,
         *,
-        timeout: float | None = ...,
+        ttl: float | None = ...,
         sleep: float = ...,
         blocking: bool = ...,
-        blocking_timeout: float | None = ...,
+        acquire_timeout: float | None = ...,
     ) -> redis.lock.Lock: ...
 
     def lock(
@@ -355,10 +347,10 @@ class RedisLocks:
         client: SyncClient | AsyncClient,
         name: str,
         *,
-        timeout: float | None = None,
+        ttl: float | None = None,
         sleep: float = 0.1,
         blocking: bool = True,
-        blocking_timeout: float | None = None,
+        acquire_timeout: float | None = None,
     ) -> redis.lock.Lock | redis.asyncio.lock.Lock:
         """A lock like ``client.lock(name, ...)``, tracked while held.
 
@@ -370,11 +362,12 @@ class RedisLocks:
         Args:
             client: A redis-py client, sync or asyncio (``Redis`` or ``RedisCluster``).
             name: The key of the lock.
-            timeout: The lock's time to live in seconds (redis-py's ``timeout``); None
+            ttl: The lock's time to live in seconds (redis-py's ``timeout``); None
                 means no expiry, which a crashed pod turns into a lock held forever.
             sleep: Seconds between tries while blocking.
             blocking: Whether ``acquire`` waits for the lock.
-            blocking_timeout: Longest wait in ``acquire``; None waits forever.
+            acquire_timeout: Longest wait in ``acquire`` (redis-py's
+                ``blocking_timeout``); None waits forever.
 
         Returns:
             The lock, not yet acquired.
@@ -382,10 +375,10 @@ class RedisLocks:
         is_async = isinstance(client, redis.asyncio.Redis | redis.asyncio.RedisCluster)
         tracking = _LockTracking(self._registry, name, is_async=is_async)
         options = {
-            "timeout": timeout,
+            "timeout": ttl,
             "sleep": sleep,
             "blocking": blocking,
-            "blocking_timeout": blocking_timeout,
+            "blocking_timeout": acquire_timeout,
         }
         if is_async:
             return _AsyncLock(client, name, tracking, **options)
@@ -469,7 +462,6 @@ class RedisLocks:
             ctx=ctx,
             fields=fields,
             terms=_TERMS,
-            error_class=ReleaseError,
             concurrency=self._concurrency,
         )
 

@@ -27,6 +27,8 @@ import anyio
 
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
+from ._errors import FlushError, IntegrationError
+from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
 try:
     import sqlalchemy as sa
@@ -59,15 +61,15 @@ Row = dict[str, Any]
 """One buffered row: column keys to values."""
 
 
-class BufferClosedError(RuntimeError):
+class BufferClosedError(IntegrationError):
     """`append` after the shutdown flush: the row would never be written, so it is refused."""
 
 
-class BufferFullError(RuntimeError):
+class BufferFullError(IntegrationError):
     """`append` while ``max_pending`` rows wait: the database is not keeping up (or down)."""
 
 
-class BufferFlushError(RuntimeError):
+class BufferFlushError(FlushError):
     """A batch failed (or the deadline came): it and every later row stay in the buffer.
 
     Attributes:
@@ -75,13 +77,8 @@ class BufferFlushError(RuntimeError):
         pending: Rows left in the buffer.
     """
 
-    def __init__(self, message: str, *, written: int, pending: int) -> None:
-        super().__init__(message)
-        self.written = written
-        self.pending = pending
 
-
-class CheckedOutConnectionsError(RuntimeError):
+class CheckedOutConnectionsError(IntegrationError):
     """Connections were still checked out when the pool had to be disposed.
 
     Attributes:
@@ -142,6 +139,11 @@ class WriteBehindBuffer:
         timeout: Seconds the shutdown flush may take.
         name: Handler name in logs and the report; ``sqlalchemy.write_behind[<table>]``
             by default.
+        spill: Where the rows go when the shutdown flush fails or times out (a
+            `~graceshut.contrib.spill.SpillDirectory`, or a
+            `~graceshut.contrib.spill.SpillLog` as the last resort); `replay` writes
+            them at the next start. None: they are lost, and the report counts them.
+        phase: The phase the shutdown flush runs in; ``flush`` by default.
 
     Attributes:
         name: The handler's name.
@@ -166,6 +168,8 @@ class WriteBehindBuffer:
         max_pending: int | None = None,
         timeout: float = 5.0,
         name: str | None = None,
+        spill: SpillTarget | None = None,
+        phase: Phase | str = Phase.FLUSH,
     ) -> None:
         if not isinstance(engine, (sa.Engine, AsyncEngine)):
             raise TypeError(f"engine must be an Engine or an AsyncEngine, got {engine!r}")
@@ -188,8 +192,15 @@ class WriteBehindBuffer:
         self._writer_lock = threading.Lock()
         self._async_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._tasks: set[asyncio.Task[int]] = set()
+        self._spill = spill
+        self._spilled = 0
+        fallback = None if spill is None else SpillFallback(spill, self.name, self._take, "rows")
         coordinator.add_handler(
-            self._on_shutdown, phase=Phase.FLUSH, timeout=timeout, name=self.name
+            self._on_shutdown,
+            phase=phase,
+            timeout=timeout,
+            name=self.name,
+            fallback=fallback,
         )
 
     # -- request side ---------------------------------------------------------------
@@ -237,6 +248,45 @@ class WriteBehindBuffer:
     def written(self) -> int:
         """Rows committed to the database since the buffer was made."""
         return self._written
+
+    @property
+    def spilled(self) -> int:
+        """Rows handed to the spill target by a failed shutdown flush."""
+        return self._spilled
+
+    async def replay(self) -> ReplayResult:
+        """Insert the rows a failed shutdown spilled, and remove their spill files.
+
+        Call it at startup, before the app serves (in the lifespan), with the same
+        table and a `~graceshut.contrib.spill.SpillDirectory` on the same volume. A row
+        may be written twice when a replay is cut short, or when a batch committed as
+        the flush timed out: give rows client-made keys and pass
+        ``insert(table).on_conflict_do_nothing()`` as *table*, and nothing is doubled.
+
+        Raises:
+            TypeError: The buffer has no `SpillDirectory`.
+            graceshut.contrib.spill.SpillReplayError: A batch failed; its file stays.
+        """
+        spill = self._spill
+        if not isinstance(spill, SpillDirectory):
+            raise TypeError(f"{self.name}: replay needs spill=SpillDirectory(...), got {spill!r}")
+        engine, insert = self._engine, self._insert
+        if isinstance(engine, AsyncEngine):
+            _asyncio_loop()
+
+            async def write_async(rows: list[Row]) -> None:
+                async with engine.begin() as conn:
+                    for group in _by_keys(rows):
+                        await conn.execute(insert, group)
+
+            return await spill.replay(self.name, write_async, batch_size=self._batch_size)
+
+        def write(rows: list[Row]) -> None:
+            with engine.begin() as conn:
+                for group in _by_keys(rows):
+                    conn.execute(insert, group)
+
+        return await spill.replay(self.name, write, batch_size=self._batch_size)
 
     # -- flushing -------------------------------------------------------------------
 
@@ -359,6 +409,25 @@ class WriteBehindBuffer:
                 self._committed(run, batch)
             return self._finished(run)
 
+    async def _take(self, ctx: ShutdownContext) -> list[Row]:
+        """For the spill: every row still buffered, which no flush will write after this.
+
+        A writer cut off mid-batch may still commit it: wait for it a little (half the
+        time left, at most a second), so that its batch is not spilled as well.
+        """
+        end = time.monotonic() + min(1.0, ctx.remaining() / 2)
+        while self._writer_busy() and time.monotonic() < end:  # noqa: ASYNC110 - a thread
+            await anyio.sleep(0.005)
+        with self._lock:
+            self._closed = True
+            rows = list(self._pending)
+            self._pending.clear()
+            self._spilled += len(rows)
+        return rows
+
+    def _writer_busy(self) -> bool:
+        return self._writer_lock.locked() or any(not task.done() for task in self._tasks)
+
     # -- internals ------------------------------------------------------------------
 
     def _next_batch(self, run: _FlushRun) -> list[Row]:
@@ -380,7 +449,8 @@ class WriteBehindBuffer:
 
     def _committed(self, run: _FlushRun, batch: list[Row]) -> None:
         with self._lock:
-            for _ in batch:
+            # A spill may have taken the rows meanwhile (this writer outlived its wait).
+            for _ in range(min(len(batch), len(self._pending))):
                 self._pending.popleft()
             self._written += len(batch)
         run.written += len(batch)
@@ -506,6 +576,7 @@ def dispose_engine(
     timeout: float = 5.0,
     name: str | None = None,
     poll_interval: float = 0.05,
+    phase: Phase | str = Phase.RELEASE,
 ) -> None:
     """At shutdown (``release`` phase), wait for checked-out connections, then dispose.
 
@@ -522,6 +593,7 @@ def dispose_engine(
         timeout: Seconds the handler may take.
         name: Handler name; ``sqlalchemy.dispose[<url without password>]`` by default.
         poll_interval: Seconds between two looks at the pool.
+        phase: The phase it runs in; ``release`` by default.
 
     Example::
 
@@ -555,7 +627,7 @@ def dispose_engine(
             )
         ctx.logger.info("%s: pool disposed", label, extra={**fields, "checked_out": 0})
 
-    coordinator.add_handler(dispose, phase=Phase.RELEASE, timeout=timeout, name=label)
+    coordinator.add_handler(dispose, phase=phase, timeout=timeout, name=label)
 
 
 # -- helpers ----------------------------------------------------------------------------

@@ -143,9 +143,14 @@ def _describe(result: HandlerResult) -> str:
     line = (
         f"- {result.phase.value}/{result.name}: {result.outcome.value} after {result.duration:.3f}s"
     )
+    # Where a fallback put the data matters more once the pod is gone than the error
+    # text: the error gets what the 512-byte line has left after it.
+    said = f"; fallback {result.fallback.describe()}" if result.fallback is not None else ""
     if result.error:
-        line += f": {' '.join(result.error.split())}"  # one line, whatever the error text
-    return line
+        room = _MAX_LINE - len(line.encode()) - len(said.encode()) - 2
+        error = " ".join(result.error.split())  # one line, whatever the error text
+        line += ": " + (_cut(error, room) if room > len("...") else "...")
+    return " ".join((line + said).split())
 
 
 def _left_out(count: int) -> str:

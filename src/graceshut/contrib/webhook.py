@@ -14,6 +14,7 @@ what happened, which the `~graceshut.ShutdownReport` records::
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
 import logging
 import os
@@ -25,6 +26,8 @@ import anyio
 
 from .._phases import Phase
 from .._pod import pod_name
+from ._errors import IntegrationError
+from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
 try:
     import httpx
@@ -69,7 +72,7 @@ def default_payload(ctx: ShutdownContext) -> dict[str, Any]:
     return {"event": "shutdown", "reason": ctx.reason, "pod": pod_name(), "pid": os.getpid()}
 
 
-class WebhookError(RuntimeError):
+class WebhookError(IntegrationError):
     """The URL did not answer with 2xx: the message says how each attempt ended."""
 
 
@@ -102,6 +105,8 @@ class Webhook:
         url: Where the request goes.
         name: The handler's name in logs and the report.
         result: How the last run went, once it ran (None before).
+        spill: Where a notification that failed goes, or None.
+        fallback: The fallback that spills it (registered with the handler), or None.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class Webhook:
         attempt_timeout: float,
         client: httpx.AsyncClient | None,
         name: str,
+        spill: SpillTarget | None = None,
     ) -> None:
         self.url = url
         self.method = method
@@ -131,16 +137,56 @@ class Webhook:
         # 100 ms that the announce phase should not spend. Closed after each run.
         self._spare: httpx.AsyncClient | None = _new_client() if client is None else None
         self._safe_url = _redact(url)
+        self.spill = spill
+        self._unsent: list[dict[str, Any]] = []
+        self.fallback = (
+            None if spill is None else SpillFallback(spill, name, self._take, "requests")
+        )
 
     async def __call__(self, ctx: ShutdownContext) -> None:
         """Send the request, retrying within *ctx*'s deadline; raise `WebhookError` on failure."""
         body = self._json(ctx) if callable(self._json) else self._json
+        sent_at = dt.datetime.now(dt.timezone.utc).isoformat()
+        self._unsent = [{"method": self.method, "json": body, "at": sent_at}]
         if self._client is not None:
             await self._send(self._client, body, ctx)
             return
         client, self._spare = self._spare or _new_client(), None
         async with client:
             await self._send(client, body, ctx)
+
+    async def replay(self) -> ReplayResult:
+        """Send the notifications a failed shutdown spilled, once each, then remove them.
+
+        For notices that still mean something later (an audit trail, a billing event);
+        a deregistration sent after the pod came back would do harm: spill none of
+        those. Each goes to this webhook's URL with its headers, one attempt each.
+
+        Raises:
+            TypeError: The webhook has no `~graceshut.contrib.spill.SpillDirectory`.
+            graceshut.contrib.spill.SpillReplayError: A request failed; its file stays.
+        """
+        spill = self.spill
+        if not isinstance(spill, SpillDirectory):
+            raise TypeError(f"{self.name}: replay needs spill=SpillDirectory(...), got {spill!r}")
+
+        async def send(records: list[dict[str, Any]]) -> None:
+            client = self._client or _new_client()
+            try:
+                for record in records:
+                    attempt = await self._attempt(client, record["json"])
+                    if attempt.failure is not None:
+                        raise WebhookError(f"{self.method} {self._safe_url}: {attempt.failure}")
+            finally:
+                if self._client is None:
+                    await client.aclose()
+
+        return await spill.replay(self.name, send, batch_size=100)
+
+    async def _take(self, ctx: ShutdownContext) -> list[dict[str, Any]]:
+        del ctx  # the request that failed: nothing else is held
+        unsent, self._unsent = self._unsent, []
+        return unsent
 
     async def _send(self, client: httpx.AsyncClient, body: Any, ctx: ShutdownContext) -> None:
         started = time.monotonic()
@@ -171,6 +217,7 @@ class Webhook:
                 attempt = await self._attempt(client, body)
                 attempts.append(attempt)
                 if attempt.failure is None:
+                    self._unsent = []
                     result = record()
                     logger.info(
                         "webhook %s: %s %s answered %s after %s in %.3fs",
@@ -259,6 +306,7 @@ def notify(
     client: httpx.AsyncClient | None = None,
     name: str | None = None,
     phase: Phase | str = Phase.ANNOUNCE,
+    spill: SpillTarget | None = None,
 ) -> Webhook:
     """Send a request to *url* when *coordinator*'s shutdown starts (``announce`` phase).
 
@@ -287,6 +335,10 @@ def notify(
             ``"webhook <METHOD> <url>"``.
         phase: The phase to notify in: ``announce`` by default, as early as possible;
             ``report`` for a "stopped" notice once the work is done.
+        spill: Where the notification goes when every attempt failed: a
+            `~graceshut.contrib.spill.SpillDirectory` (`Webhook.replay` sends it at the
+            next start) or a `~graceshut.contrib.spill.SpillLog`. For notices that
+            still matter later, not for a deregistration.
 
     Returns:
         The registered handler; its `~Webhook.result` says how the last run went.
@@ -326,8 +378,11 @@ def notify(
         attempt_timeout=attempt_timeout,
         client=client,
         name=name or f"webhook {method} {_redact(url)}",
+        spill=spill,
     )
-    coordinator.add_handler(webhook, phase=phase, timeout=timeout, name=webhook.name)
+    coordinator.add_handler(
+        webhook, phase=phase, timeout=timeout, name=webhook.name, fallback=webhook.fallback
+    )
     return webhook
 
 

@@ -1,12 +1,19 @@
 """Hooks and probes as the kubelet runs them: ``httpGet``, ``exec``, ``sleep``, ``tcpSocket``.
 
 A hook's ``httpGet`` succeeds on any HTTP answer (the kubelet ignores status and body);
-only a transport error fails it. A probe's ``httpGet`` succeeds on 200-399. ``exec``
-succeeds on exit status 0, ``tcpSocket`` when the connection opens.
+only a transport error fails it. A probe's ``httpGet`` succeeds on 200-399. Both follow
+redirects to the same host, as Go's client does: 10 requests in all (a tenth redirect
+fails the request; a redirect to another host ends the request with the 3xx as its
+answer), keeping their headers. An ``https`` hook answered
+by plain HTTP is sent again over HTTP without its ``Authorization`` header (the kubelet's
+``LifecycleHTTPFallback``); a probe is not. ``exec`` succeeds on exit status 0,
+``tcpSocket`` when the connection opens; as a hook, ``tcpSocket`` is an invalid handler
+that fails at once (the API still accepts it, the kubelet cannot run it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import shlex
@@ -15,11 +22,18 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
 
 HOOK_USER_AGENT = "kube-lifecycle/graceshut-simulate"
 PROBE_USER_AGENT = "kube-probe/graceshut-simulate"
 _OUTPUT_LIMIT = 64 * 1024
+MAX_REDIRECTS = 10
+"""Requests in all, the first one included: Go's "stopped after 10 redirects"."""
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+INVALID_HANDLER = (
+    "invalid handler: the kubelet cannot run a tcpSocket preStop hook (FailedPreStopHook)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +125,10 @@ class Result:
     exit_status: int | None = None
     output: str = ""
     error: str | None = None
+    redirects: tuple[str, ...] = ()
+    """The URLs redirected to, in order."""
+    fell_back_to_http: bool = False
+    """An https hook answered by plain HTTP, sent again over HTTP without Authorization."""
 
     def summary(self) -> str:
         """A few words: ``HTTP 200``, ``exit status 1``, ``connection refused``."""
@@ -141,6 +159,8 @@ def run(
     elif isinstance(action, Sleep):
         (cancel or threading.Event()).wait(action.seconds)
         result = Result(ok=True, duration=0.0)
+    elif not probe:
+        result = Result(ok=False, duration=0.0, error=INVALID_HANDLER)
     else:
         result = _tcp_socket(action, target, timeout)
     return dataclasses.replace(result, duration=time.monotonic() - started)
@@ -163,34 +183,123 @@ def describe_error(exc: BaseException) -> str:
 
 def _http_get(action: HttpGet, target: Target, timeout: float, *, probe: bool) -> Result:
     host = action.host or target.host
-    port = target.port(action.port)
+    scheme, port, path = action.scheme.upper(), target.port(action.port), action.path
+    headers, redirects, fell_back = action.headers, list[str](), False
+    while True:
+        try:
+            status, location, body = _get(
+                scheme, host, port, path, headers=headers, timeout=timeout, probe=probe
+            )
+        except ssl.SSLError as exc:
+            if probe or scheme != "HTTPS" or not _answers_plain_http(host, port, timeout):
+                return _failed(exc, redirects, fell_back)
+            # The kubelet tries again over HTTP, and drops the token it would leak there.
+            scheme, fell_back = "HTTP", True
+            headers = tuple(h for h in headers if h[0].lower() != "authorization")
+            continue
+        except (OSError, http.client.HTTPException) as exc:
+            if fell_back:  # the kubelet then reports the first error, not the retry's
+                error = (
+                    f"server gave HTTP response to HTTPS client; over HTTP: {describe_error(exc)}"
+                )
+                return Result(ok=False, duration=0.0, error=error, redirects=tuple(redirects))
+            return _failed(exc, redirects, fell_back)
+        if status not in _REDIRECTS or not location:
+            break
+        current = f"{scheme.lower()}://{host}:{port}{path}"
+        url = urllib.parse.urlsplit(urllib.parse.urljoin(current, location))
+        if url.hostname != host:
+            break  # another host: the 3xx is the answer (Go's ErrUseLastResponse)
+        if len(redirects) + 1 >= MAX_REDIRECTS:  # Go counts the requests made (`via`)
+            error = f"stopped after {MAX_REDIRECTS} redirects"
+            return Result(ok=False, duration=0.0, error=error, redirects=tuple(redirects))
+        redirects.append(url.geturl())
+        scheme = url.scheme.upper()
+        port = url.port or (443 if scheme == "HTTPS" else 80)
+        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    ok = 200 <= status < 400 if probe else True  # noqa: PLR2004 - the probe's rule
+    return Result(
+        ok=ok,
+        duration=0.0,
+        status=status,
+        body=body,
+        redirects=tuple(redirects),
+        fell_back_to_http=fell_back,
+    )
+
+
+def _failed(exc: BaseException, redirects: list[str], fell_back: bool) -> Result:
+    return Result(
+        ok=False,
+        duration=0.0,
+        error=describe_error(exc),
+        redirects=tuple(redirects),
+        fell_back_to_http=fell_back,
+    )
+
+
+def _get(
+    scheme: str,
+    host: str,
+    port: int,
+    path: str,
+    *,
+    headers: tuple[tuple[str, str], ...],
+    timeout: float,
+    probe: bool,
+) -> tuple[int, str | None, bytes]:
+    """One GET: the status, the ``Location`` header and the body."""
     connection: http.client.HTTPConnection
-    if action.scheme.upper() == "HTTPS":
-        # The kubelet does not verify the certificate of a hook or probe either.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    if scheme == "HTTPS":
+        connection = http.client.HTTPSConnection(
+            host, port, timeout=timeout, context=_insecure_context()
+        )
     else:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    names = {name.lower() for name, _ in action.headers}
+    names = {name.lower() for name, _ in headers}
     try:
-        connection.putrequest(
-            "GET", action.path, skip_host="host" in names, skip_accept_encoding=True
-        )
+        connection.putrequest("GET", path, skip_host="host" in names, skip_accept_encoding=True)
         if "user-agent" not in names:
             connection.putheader("User-Agent", PROBE_USER_AGENT if probe else HOOK_USER_AGENT)
-        for name, value in action.headers:
+        for name, value in headers:
             connection.putheader(name, value)
         connection.endheaders()
         response = connection.getresponse()
         body = response.read()
-    except (OSError, http.client.HTTPException) as exc:
-        return Result(ok=False, duration=0.0, error=describe_error(exc))
     finally:
         connection.close()
-    ok = 200 <= response.status < 400 if probe else True  # noqa: PLR2004 - the probe's rule
-    return Result(ok=ok, duration=0.0, status=response.status, body=body)
+    return response.status, response.getheader("Location"), body
+
+
+def _insecure_context() -> ssl.SSLContext:
+    # The kubelet does not verify the certificate of a hook or probe either.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _answers_plain_http(host: str, port: int, timeout: float) -> bool:
+    """Whether the server answers a TLS hello with HTTP (Go: "server gave HTTP response").
+
+    The same test as Go's client: the first bytes back are ``HTTP/``, not a TLS record.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = _insecure_context().wrap_bio(incoming, outgoing)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    head = b""
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection((host, port), timeout=timeout) as sock,
+    ):
+        sock.sendall(outgoing.read())
+        while len(head) < 5:  # noqa: PLR2004 - the length of a TLS record header
+            chunk = sock.recv(5 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    return head.startswith(b"HTTP/")
 
 
 def _exec(action: Exec, env: Mapping[str, str], timeout: float, cancel: threading.Event) -> Result:

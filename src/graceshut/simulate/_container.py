@@ -1,10 +1,16 @@
-"""The app's processes, treated as a container: started, signalled, watched, killed."""
+"""The app's processes, treated as a container: started, signalled, watched, killed.
+
+Where the machine allows it the command runs as PID 1 of a PID namespace of its own
+(`graceshut.simulate._pid1`), so that signals reach it as they do in a container.
+"""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -13,13 +19,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from . import _pid1
+
 
 class Container:
     """A running app process, treated as a container.
 
-    SIGTERM goes to the main process only, SIGKILL to its whole process group (when it
-    has one of its own), as the runtime does with PID 1 and the rest. A thread waits
-    for the exit so that its moment is known to the millisecond.
+    The stop signal goes to the main process only, SIGKILL to its whole process group
+    (when it has one of its own), as the runtime does with PID 1 and the rest. A thread
+    waits for the exit so that its moment is known to the millisecond.
     """
 
     def __init__(
@@ -28,9 +36,12 @@ class Container:
         *,
         own_group: bool,
         on_exit: Callable[[int, float], object] | None = None,
+        pid1: int | None = None,
     ) -> None:
         self.process = process
         self.own_group = own_group
+        self.pid1 = pid1
+        """PID 1 of the container's PID namespace, as seen from here (None: no namespace)."""
         self.exit_status: int | None = None
         self.exited_at: float | None = None
         self._exited = threading.Event()
@@ -46,23 +57,45 @@ class Container:
         cwd: Path | None = None,
         output: IO[bytes] | int | None = None,
         on_exit: Callable[[int, float], object] | None = None,
+        pid_namespace: bool = False,
     ) -> Container:
-        """Start *command* in a process group of its own, as a container's processes are."""
-        process = subprocess.Popen(  # noqa: S603 - the user's own command
-            list(command),
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT if output is not None else None,
-            start_new_session=True,
-        )
-        return cls(process, own_group=True, on_exit=on_exit)
+        """Start *command* in a process group of its own, as a container's processes are.
+
+        With *pid_namespace*, as PID 1 of a new PID namespace (see `_pid1.available`).
+        """
+        argv, fds = list(command), tuple[int, ...]()
+        read = write = -1
+        if pid_namespace:
+            if shutil.which(argv[0], path=env.get("PATH")) is None:
+                # Popen would say so itself; the launcher can only exit 127.
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", argv[0])
+            read, write = os.pipe()
+            argv, fds = _pid1.launcher(argv, write), (write,)
+        try:
+            process = subprocess.Popen(  # noqa: S603 - the user's own command
+                argv,
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output is not None else None,
+                start_new_session=True,
+                pass_fds=fds,
+            )
+        finally:
+            if write >= 0:
+                os.close(write)
+        pid1 = None
+        if read >= 0:
+            with os.fdopen(read) as report:
+                line = report.readline().strip()  # empty: the launcher failed
+            pid1 = int(line) if line.isdigit() else None
+        return cls(process, own_group=True, on_exit=on_exit, pid1=pid1)
 
     @property
     def pid(self) -> int:
-        """The main process."""
-        return self.process.pid
+        """The main process: PID 1 of the namespace, else the command's process."""
+        return self.process.pid if self.pid1 is None else self.pid1
 
     def running(self) -> bool:
         """True until the main process has exited."""
@@ -72,10 +105,14 @@ class Container:
         """Send *signum* to the main process, as the runtime sends SIGTERM to PID 1."""
         if self.running():
             with contextlib.suppress(ProcessLookupError):  # exited in between
-                self.process.send_signal(signum)
+                os.kill(self.pid, signum)
 
     def kill(self) -> None:
         """SIGKILL everything in the container."""
+        if self.pid1 is not None and self.running():
+            # The kernel ends every process of the namespace with its PID 1.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid1, signal.SIGKILL)
         if self.own_group:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)

@@ -2,13 +2,17 @@
 
 The kubelet's ``killContainer``, step by step:
 
-1. the grace period starts, and the preStop hook runs (when there is one and the grace
-   period is not 0); the kubelet waits for it at most the grace period;
-2. SIGTERM goes to the container's main process (PID 1) when the hook returns, or when
-   the grace period ran out with the hook still running;
-3. the container runtime sends SIGKILL to everything in the container after
-   ``grace period - whole seconds the hook took``, and never sooner than 2 s after
-   SIGTERM: that floor is the extension an overrunning hook gets.
+1. the grace period (whole seconds; 0 is 1 to the kubelet, which "always supplies a
+   grace period of 1" unless the deletion is forced) starts; the liveness and startup
+   probes stop (readiness goes on), and the preStop hook runs, when there is one; the
+   kubelet waits for it at most the grace period;
+2. the stop signal (SIGTERM, or the image's ``STOPSIGNAL``) goes to the container's
+   main process (PID 1) when the hook returns, or when the grace period ran out with
+   the hook still running; PID 1 gets it only if it has a handler for it;
+3. the container runtime sends SIGKILL to everything in the container
+   ``grace period - whole seconds the hook took`` after the stop signal, and never
+   sooner than 2 s after it: that is the container's minimum time after the signal,
+   not an extension of the hook, which gets none.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Callable, Mapping
 from . import _actions
 from ._actions import Action, Target
 from ._container import Container
+from ._pid1 import SignalView, read_signal_view
 from ._timeline import Timeline
 
 #: The kubelet's ``minimumGracePeriodInSeconds``: SIGKILL never comes sooner after SIGTERM.
@@ -67,6 +72,8 @@ class Termination:
 
     deleted_at: float
     grace_period: float
+    """The grace period the kubelet used: whole seconds, at least 1."""
+    stop_signal: int = signal.SIGTERM
     hook: str | None = None
     hook_result: _actions.Result | None = None
     hook_overran: bool = False
@@ -74,6 +81,15 @@ class Termination:
     stop_timeout: float | None = None
     sigkill_at: float | None = None
     exit_status: int | None = None
+    pid1: SignalView | None = None
+    """How the main process stood towards the stop signal when it was sent."""
+    pid_namespace: bool = False
+    """Whether the main process was PID 1 of a PID namespace of its own."""
+
+
+def effective_grace_period(grace_period: float) -> int:
+    """The grace period the kubelet uses: 0 (a deletion not forced) is 1 s."""
+    return max(1, math.floor(grace_period))
 
 
 def terminate(
@@ -85,43 +101,60 @@ def terminate(
     env: Mapping[str, str],
     timeline: Timeline,
     on_deleted: Callable[[float], object] | None = None,
+    before_hook: Callable[[], object] | None = None,
+    stop_signal: int = signal.SIGTERM,
 ) -> Termination:
     """Play the kubelet's part from the pod's deletion to the container's end.
 
     *on_deleted* is called with the moment of deletion (the Service starts dropping the
-    pod from its endpoints then, at the same time as the hook starts).
+    pod from its endpoints then, at the same time as the hook starts); *before_hook*
+    when the kubelet stops the liveness and startup probes, just before the hook.
     """
     deleted = time.monotonic()
     timeline.origin = deleted
-    timeline.add("pod deleted", f"grace period {grace_period:g}s from now", at=deleted)
+    grace = effective_grace_period(grace_period)
+    what = f"grace period {grace}s from now"
+    if grace != grace_period:
+        what += f" (the kubelet makes {grace_period:g}s {grace}s: it never uses 0)"
+    timeline.add("pod deleted", what, at=deleted)
     if on_deleted is not None:
         on_deleted(deleted)
-    done = Termination(deleted_at=deleted, grace_period=grace_period)
+    done = Termination(
+        deleted_at=deleted,
+        grace_period=grace,
+        stop_signal=stop_signal,
+        pid_namespace=container.pid1 is not None,
+    )
+    if before_hook is not None:
+        before_hook()
     hook_seconds: float | None = None
     runner: _HookRunner | None = None
-    if hook is not None and grace_period > 0:
+    if hook is not None:
         done.hook = hook.describe(target)
         timeline.add("preStop hook starts", done.hook)
-        runner = _HookRunner(hook, target, env, timeout=grace_period)
-        if runner.finished.wait(grace_period):
+        runner = _HookRunner(hook, target, env, timeout=grace)
+        if runner.finished.wait(grace):
             result = runner.result
             assert result is not None  # noqa: S101 - set before finished
             done.hook_result, hook_seconds = result, result.duration
             what = "preStop hook returned" if result.ok else "preStop hook failed"
             timeline.add(what, f"{result.summary()} after {result.duration:.2f}s")
         else:
-            done.hook_overran, hook_seconds = True, grace_period
+            done.hook_overran, hook_seconds = True, grace
             timeline.add(
                 "preStop hook still running when the grace period ran out",
-                f"SIGTERM now; SIGKILL {MINIMUM_GRACE_PERIOD:g}s later (the extension)",
+                f"{signal_label(stop_signal)} now; SIGKILL {MINIMUM_GRACE_PERIOD:g}s later "
+                "(the container's minimum after the stop signal)",
             )
-    elif hook is not None:
-        timeline.add("preStop hook skipped", "the grace period is 0")
-    done.stop_timeout = stop_timeout(grace_period, hook_seconds)
+    done.stop_timeout = stop_timeout(grace, hook_seconds)
     if container.running():
-        container.send(signal.SIGTERM)
+        done.pid1 = read_signal_view(container.pid, stop_signal)
+        container.send(stop_signal)
         done.sigterm_at = time.monotonic()
-        timeline.add("SIGTERM", f"to PID {container.pid}; SIGKILL in {done.stop_timeout:g}s")
+        timeline.add(
+            signal_label(stop_signal),
+            f"to {_describe_main(container, done.pid1)}; SIGKILL in {done.stop_timeout:g}s",
+        )
         done.exit_status = container.wait(done.stop_timeout)
         if done.exit_status is None:
             container.kill()
@@ -129,7 +162,7 @@ def terminate(
             timeline.add("SIGKILL", "the grace period is over")
             done.exit_status = container.wait(30)
     else:
-        timeline.add("no SIGTERM", "the app had already exited")
+        timeline.add(f"no {signal_label(stop_signal)}", "the app had already exited")
         done.exit_status = container.exit_status
     if runner is not None:
         runner.cancel.set()  # an exec hook still running dies with the container
@@ -137,6 +170,18 @@ def terminate(
         if done.hook_result is None:
             done.hook_result = runner.result
     return done
+
+
+def signal_label(signum: int) -> str:
+    """``SIGTERM``, ``SIGQUIT``..."""
+    return signal.Signals(signum).name
+
+
+def _describe_main(container: Container, view: SignalView | None) -> str:
+    name = f" ({view.name})" if view is not None else ""
+    if container.pid1 is not None:
+        return f"PID 1{name} of the container (PID {container.pid} here)"
+    return f"PID {container.pid}{name}"
 
 
 class _HookRunner:
@@ -172,6 +217,8 @@ class Probe:
 class ProbeWatcher:
     """Polls a probe often and puts each change of its answer on the timeline.
 
+    ``changes`` keeps every change (moment, passing), for the Service's view of the pod.
+
     The kubelet probes every ``periodSeconds``; polling faster only makes the moment of
     the change precise, it does not change what the app is asked.
     """
@@ -188,6 +235,7 @@ class ProbeWatcher:
     ) -> None:
         self.name = name
         self.failures: list[tuple[float, str]] = []
+        self.changes: list[tuple[float, bool]] = []
         self._probe, self._target, self._env = probe, target, env
         self._timeline = timeline
         self._interval = interval
@@ -198,10 +246,20 @@ class ProbeWatcher:
         """Start polling."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop polling."""
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop polling (without *wait*, a probe under way ends unseen)."""
         self._stop.set()
-        self._thread.join(self._probe.timeout + 1)
+        if wait:
+            self._thread.join(self._probe.timeout + 1)
+
+    def passing_at(self, at: float) -> bool:
+        """Whether the probe passed at *at* (it passed when the run got ready)."""
+        passing = True
+        for moment, state in list(self.changes):
+            if moment > at:
+                break
+            passing = state
+        return passing
 
     def _run(self) -> None:
         passing = True
@@ -211,6 +269,7 @@ class ProbeWatcher:
                 return
             if result.ok != passing:
                 passing = result.ok
+                self.changes.append((time.monotonic(), passing))
                 if passing:
                     self._timeline.add(f"{self.name} probe passes again", result.summary())
                 else:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._actions import describe_error
+from ._service import ELSEWHERE, NO_ENDPOINT, POD
 
 USER_AGENT = "graceshut-simulate"
 _SAMPLES = 100
@@ -72,6 +73,13 @@ class LoadStats:
         self.statuses: collections.Counter[int] = collections.Counter()
         self.samples: list[Failure] = []
         self.latencies: list[float] = []
+        self.series: dict[int, collections.Counter[str]] = {}
+        """Outcomes per tenth of a second (`time.monotonic` * 10): the timeline picture's."""
+
+    def tick(self, outcome: str) -> None:
+        """Count one outcome (ok, refused, failed, rerouted) in the current tenth of a second."""
+        with self._lock:
+            self.series.setdefault(int(time.monotonic() * 10), collections.Counter())[outcome] += 1
 
     @property
     def failed(self) -> int:
@@ -92,6 +100,8 @@ class LoadStats:
             if status < 500:  # noqa: PLR2004
                 self.ok += 1
                 self.latencies.append(latency)
+        if status < 500:  # noqa: PLR2004
+            self.tick("ok")
 
     def fail(self, kind: str, detail: str, path: str) -> None:
         """Count a failed request, keeping the first few as samples."""
@@ -99,6 +109,7 @@ class LoadStats:
             self.failures[kind] += 1
             if len(self.samples) < _SAMPLES:
                 self.samples.append(Failure(time.monotonic(), kind, detail, path))
+        self.tick(REFUSED if kind == REFUSED else "failed")
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of the counters."""
@@ -123,15 +134,16 @@ class LoadGenerator:
 
     Args:
         spec: Where and how to send.
-        may_connect: Asked before each new connection; False means the Service no
-            longer routes new connections to this pod: the request is counted as
-            ``rerouted`` (answered by another pod) and not sent.
+        route: Asked before each new connection, where the Service sends it
+            (`graceshut.simulate._service`): to this pod; elsewhere, counted as
+            ``rerouted`` (answered by another pod) and not sent; or nowhere, a refused
+            request (no endpoint).
     """
 
-    def __init__(self, spec: LoadSpec, *, may_connect: Callable[[], bool] | None = None) -> None:
+    def __init__(self, spec: LoadSpec, *, route: Callable[[], str] | None = None) -> None:
         self.spec = spec
         self.stats = LoadStats()
-        self._may_connect = may_connect or (lambda: True)
+        self._route = route or (lambda: POD)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -172,8 +184,7 @@ class LoadGenerator:
                     connection.close()
                     connection = None
                 if connection is None:
-                    if not self._may_connect():
-                        self.stats.add(rerouted=1)
+                    if not self._connects(path):
                         if not interval and self._stop.wait(0.01):  # no spinning
                             break
                         continue
@@ -187,6 +198,17 @@ class LoadGenerator:
         finally:
             if connection is not None:
                 connection.close()
+
+    def _connects(self, path: str) -> bool:
+        """Whether the Service sends a new connection to this pod; count it if not."""
+        where = self._route()
+        if where == ELSEWHERE:
+            self.stats.add(rerouted=1)
+            self.stats.tick("rerouted")
+        elif where != POD:
+            self.stats.add(sent=1)
+            self.stats.fail(REFUSED, NO_ENDPOINT, path)
+        return where == POD
 
     def _request(self, connection: http.client.HTTPConnection, path: str) -> bool:
         """Send one request; True when the connection can be used again."""

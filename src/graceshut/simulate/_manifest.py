@@ -3,8 +3,10 @@
 A manifest is a YAML file of one or more documents (PyYAML, the ``graceshut[simulate]``
 extra) or JSON (``kubectl get deployment app -o json``: no extra needed). Any document
 with a pod template counts (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
-CronJob, PodTemplate, or a List of them); the others (Service, PodDisruptionBudget...)
-are skipped.
+CronJob, PodTemplate, or a List of them); a Service whose selector matches the pod's
+labels gives ``publishNotReadyAddresses``; the others (PodDisruptionBudget...) are
+skipped. Numbers Kubernetes keeps in whole seconds (``terminationGracePeriodSeconds``,
+the ``sleep`` action) must be whole here too: the API server refuses ``2.5``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from ._actions import Action, Exec, HttpGet, Sleep, TcpSocket
 from ._kubelet import Probe
 
-DEFAULT_GRACE_PERIOD = 30.0
+DEFAULT_GRACE_PERIOD = 30
 
 
 class ManifestError(ValueError):
@@ -43,6 +45,15 @@ class ContainerSpec:
     ports: tuple[int, ...]
     port_names: dict[str, int]
     command: tuple[str, ...]
+    startup: Probe | None = None
+    replicas: int | None = None
+    """The workload's ``replicas`` (Kubernetes' default, 1, when absent); None: not known."""
+    publish_not_ready: bool = False
+    """A Service in the manifest selecting the pod has ``publishNotReadyAddresses``."""
+    stop_signal: str | None = None
+    """``lifecycle.stopSignal`` (Kubernetes 1.33+), else the image's ``STOPSIGNAL``."""
+    volumes: tuple[tuple[str, str, str], ...] = ()
+    """The container's ``volumeMounts``: (volume name, its kind, mountPath)."""
 
 
 def read_manifest(path: Path, container: str | None) -> ContainerSpec:
@@ -52,7 +63,8 @@ def read_manifest(path: Path, container: str | None) -> ContainerSpec:
         ManifestError: Unreadable, no workload, no such container, or an ambiguous choice.
     """
     documents = _documents(path)
-    pods = [(label, spec) for doc in documents for label, spec in _pod_specs(doc)]
+    workloads = [found for doc in documents for found in _pod_specs(doc)]
+    pods = [(label, spec) for label, spec, _, _ in workloads]
     if not pods:
         raise ManifestError(
             f"{path}: no Pod or workload (Deployment, StatefulSet, DaemonSet, Job...) found"
@@ -81,7 +93,32 @@ def read_manifest(path: Path, container: str | None) -> ContainerSpec:
     label, pod, spec = found[0]
     if not isinstance(spec, dict):
         raise ManifestError(f"{path}: {label}: a container is not a mapping")
-    return _container(f"{path}: {label}, container {spec.get('name')}", pod, spec)
+    replicas, labels = next((r, lb) for w, _, r, lb in workloads if w == label)
+    container_spec = _container(f"{path}: {label}, container {spec.get('name')}", pod, spec)
+    publish = any(
+        _selects(service, labels) and (service.get("spec") or {}).get("publishNotReadyAddresses")
+        for service in _services(documents)
+    )
+    return dataclasses.replace(container_spec, replicas=replicas, publish_not_ready=publish)
+
+
+def _services(documents: list[Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for doc in documents:
+        if not isinstance(doc, dict):
+            continue
+        if doc.get("kind") == "List" or (doc.get("kind") is None and "items" in doc):
+            found += _services(list(doc.get("items") or ()))
+        elif doc.get("kind") == "Service":
+            found.append(doc)
+    return found
+
+
+def _selects(service: dict[str, Any], labels: dict[str, Any]) -> bool:
+    selector = (service.get("spec") or {}).get("selector")
+    if not isinstance(selector, dict) or not selector:
+        return False  # a Service without a selector has its endpoints made by hand
+    return all(labels.get(key) == value for key, value in selector.items())
 
 
 def _documents(path: Path) -> list[Any]:
@@ -111,7 +148,8 @@ def _documents(path: Path) -> list[Any]:
 _TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController"}
 
 
-def _pod_specs(doc: Any) -> list[tuple[str, dict[str, Any]]]:
+def _pod_specs(doc: Any) -> list[tuple[str, dict[str, Any], int | None, dict[str, Any]]]:
+    """(label, pod spec, replicas, pod labels) for each pod template in *doc*."""
     if not isinstance(doc, dict):
         return []
     kind = doc.get("kind")
@@ -134,12 +172,28 @@ def _pod_specs(doc: Any) -> list[tuple[str, dict[str, Any]]]:
         node = node.get(key) if isinstance(node, dict) else None
     if not isinstance(node, dict):
         raise ManifestError(f"{label}: no {'.'.join(path)}")
-    return [(label, node)]
+    return [(label, node, *_replicas_and_labels(doc, kind, path, label))]
+
+
+def _replicas_and_labels(
+    doc: dict[str, Any], kind: str, path: tuple[str, ...], label: str
+) -> tuple[int | None, dict[str, Any]]:
+    template: Any = doc
+    for key in (*path[:-1], "metadata") if kind != "Pod" else ("metadata",):
+        template = template.get(key) if isinstance(template, dict) else None
+    labels = template.get("labels") if isinstance(template, dict) else None
+    replicas: int | None = None  # a DaemonSet's or a Job's: not known from the manifest
+    if kind == "Pod":
+        replicas = 1
+    elif kind in _TEMPLATE_KINDS - {"DaemonSet"}:
+        value = (doc.get("spec") or {}).get("replicas", 1)  # Kubernetes' default
+        replicas = int(_whole(value, f"{label}: spec.replicas"))
+    return replicas, labels if isinstance(labels, dict) else {}
 
 
 def _container(source: str, pod: dict[str, Any], spec: dict[str, Any]) -> ContainerSpec:
     grace = pod.get("terminationGracePeriodSeconds", DEFAULT_GRACE_PERIOD)
-    grace = _number(grace, f"{source}: terminationGracePeriodSeconds")
+    grace = _whole(grace, f"{source}: terminationGracePeriodSeconds")
     ports: list[int] = []
     names: dict[str, int] = {}
     for entry in _list(spec.get("ports"), f"{source}: ports"):
@@ -164,6 +218,17 @@ def _container(source: str, pod: dict[str, Any], spec: dict[str, Any]) -> Contai
     ]
     lifecycle = spec.get("lifecycle") or {}
     prestop = lifecycle.get("preStop") if isinstance(lifecycle, dict) else None
+    stop_signal = lifecycle.get("stopSignal") if isinstance(lifecycle, dict) else None
+    kinds = {
+        str(v.get("name")): next((k for k in v if k != "name"), "emptyDir")
+        for v in _list(pod.get("volumes"), f"{source}: volumes")
+        if isinstance(v, dict)
+    }
+    volumes = tuple(
+        (name, kinds.get(name, "unknown"), str(_get(m, "mountPath", f"{source}: volumeMounts")))
+        for m in _list(spec.get("volumeMounts"), f"{source}: volumeMounts")
+        for name in [str(_get(m, "name", f"{source}: volumeMounts"))]
+    )
     command = [str(c) for c in _list(spec.get("command"), f"{source}: command")]
     command += [str(a) for a in _list(spec.get("args"), f"{source}: args")]
     return ContainerSpec(
@@ -172,6 +237,9 @@ def _container(source: str, pod: dict[str, Any], spec: dict[str, Any]) -> Contai
         prestop=_action(prestop, f"{source}: lifecycle.preStop", hook=True) if prestop else None,
         readiness=_probe(spec.get("readinessProbe"), f"{source}: readinessProbe"),
         liveness=_probe(spec.get("livenessProbe"), f"{source}: livenessProbe"),
+        startup=_probe(spec.get("startupProbe"), f"{source}: startupProbe"),
+        stop_signal=str(stop_signal) if stop_signal else None,
+        volumes=volumes,
         env=env,
         env_from_elsewhere=tuple(elsewhere),
         env_sources=tuple(sources),
@@ -213,12 +281,14 @@ def _action(spec: Any, where: str, *, hook: bool) -> Action:
             raise ManifestError(f"{where}.exec.command is empty")
         return Exec(tuple(command))
     if hook and isinstance(spec.get("sleep"), dict):
-        return Sleep(_number(_get(spec["sleep"], "seconds", f"{where}.sleep"), f"{where}.sleep"))
-    if not hook and isinstance(spec.get("tcpSocket"), dict):
+        seconds = _get(spec["sleep"], "seconds", f"{where}.sleep")
+        return Sleep(_whole(seconds, f"{where}.sleep.seconds"))
+    if isinstance(spec.get("tcpSocket"), dict):
+        # As a hook, the API accepts it and the kubelet fails it: played as it fails.
         get = spec["tcpSocket"]
         port = _port(_get(get, "port", f"{where}.tcpSocket"), f"{where}.tcpSocket.port")
         return TcpSocket(port=port, host=str(get["host"]) if get.get("host") else None)
-    kinds = "httpGet, exec or sleep" if hook else "httpGet, exec or tcpSocket"
+    kinds = "httpGet, exec, sleep or tcpSocket" if hook else "httpGet, exec or tcpSocket"
     given = ", ".join(sorted(str(k) for k in spec)) or "nothing"
     raise ManifestError(f"{where}: graceshut simulate plays {kinds}; the manifest has {given}")
 
@@ -233,6 +303,16 @@ def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ManifestError(f"{where}: {value!r} is not a number of 0 or more")
     return float(value)
+
+
+def _whole(value: Any, where: str) -> float:
+    number = _number(value, where)
+    if not isinstance(value, int):
+        raise ManifestError(
+            f"{where}: {value!r} is not a whole number of seconds (Kubernetes keeps it "
+            "as an integer: the API server refuses a fraction)"
+        )
+    return number
 
 
 def _get(mapping: Any, key: str, where: str) -> Any:

@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
+import tempfile
+from pathlib import Path
 
+from . import _pid1
 from ._actions import Action, Exec, HttpGet, Sleep, Target, TcpSocket
 from ._kubelet import Probe
 from ._load import LoadSpec
@@ -17,7 +21,9 @@ from ._manifest import ContainerSpec, ManifestError, read_manifest
 from ._run import Plan, child_path, pod_ip
 
 DEFAULT_PORT = 8000
-DEFAULT_GRACE_PERIOD = 30.0
+DEFAULT_GRACE_PERIOD = 30
+DEFAULT_REPLICAS = 2
+"""Without a manifest: another pod takes the new connections once this one is deleted."""
 
 
 class UsageError(ValueError):
@@ -36,21 +42,14 @@ def build_plan(args: argparse.Namespace) -> Plan:
     if args.prestop_header and args.prestop_http is None:
         raise UsageError("--prestop-header needs --prestop-http")
     spec = read_manifest(args.manifest, args.container) if args.manifest is not None else None
-    command = tuple(args.app_command[1:] if args.app_command[:1] == ["--"] else args.app_command)
-    if not command and spec is not None:
-        command = spec.command
-    if not command:
-        raise UsageError(
-            "the command that starts the app is missing: graceshut simulate "
-            "[options] -- COMMAND... (or a manifest whose container has a command)"
-        )
+    command = _command(args, spec)
     warnings: list[str] = []
     host = args.pod_ip or pod_ip()
     if host is None:
         host = "127.0.0.1"
         warnings.append(
-            "no network address found: the kubelet's part is played on 127.0.0.1, "
-            "where graceshut's shutdown route accepts calls without a token"
+            "no network address found: the kubelet's part is played on 127.0.0.1 "
+            "(an app bound to loopback only is not caught)"
         )
     container_port = _main_port(spec) if spec is not None else None
     port = args.port or container_port or DEFAULT_PORT
@@ -62,6 +61,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     if grace is None:
         grace = spec.grace_period if spec is not None else DEFAULT_GRACE_PERIOD
     prestop = _prestop(args, spec, hook_port)
+    _check_sleep(prestop, grace, args)
     readiness = _readiness(args, spec, hook_port, warnings)
     liveness = spec.liveness if spec is not None else None
     for action in (prestop, readiness.action, liveness.action if liveness else None):
@@ -71,6 +71,15 @@ def build_plan(args: argparse.Namespace) -> Plan:
             except ValueError as exc:
                 raise ManifestError(f"{spec.source if spec else 'options'}: {exc}") from None
     _check_grace_setting(env, grace, warnings)
+    pid_namespace, pid1_note = _pid_namespace(args.pid_namespace)
+    stop_signal = _stop_signal(args.stop_signal or (spec.stop_signal if spec else None))
+    replicas = args.replicas or (spec.replicas if spec is not None else None) or DEFAULT_REPLICAS
+    volumes: tuple[tuple[str, str], ...] = ()
+    scratch = None
+    if spec is not None and spec.volumes:  # last: nothing may fail once it exists
+        scratch = Path(tempfile.mkdtemp(prefix="graceshut-simulate-"))
+        volumes = _map_volumes(spec, scratch, env, warnings)
+        command = tuple(_remap(part, volumes) for part in command)
     load = LoadSpec(
         host=host,
         port=port,
@@ -89,6 +98,14 @@ def build_plan(args: argparse.Namespace) -> Plan:
         prestop=prestop,
         readiness=readiness,
         liveness=liveness,
+        startup=spec.startup if spec is not None else None,
+        stop_signal=stop_signal,
+        pid_namespace=pid_namespace,
+        pid1_note=pid1_note,
+        replicas=replicas,
+        publish_not_ready=args.publish_not_ready_addresses or bool(spec and spec.publish_not_ready),
+        volumes=volumes,
+        scratch=scratch,
         warmup=args.warmup,
         endpoint_lag=args.endpoint_lag,
         ready_timeout=args.ready_timeout,
@@ -96,6 +113,18 @@ def build_plan(args: argparse.Namespace) -> Plan:
         source=spec.source if spec is not None else None,
         warnings=tuple(warnings),
     )
+
+
+def _command(args: argparse.Namespace, spec: ContainerSpec | None) -> tuple[str, ...]:
+    command = tuple(args.app_command[1:] if args.app_command[:1] == ["--"] else args.app_command)
+    if not command and spec is not None:
+        command = spec.command
+    if not command:
+        raise UsageError(
+            "the command that starts the app is missing: graceshut simulate "
+            "[options] -- COMMAND... (or a manifest whose container has a command)"
+        )
+    return command
 
 
 def _main_port(spec: ContainerSpec) -> int | None:
@@ -183,3 +212,72 @@ def _check_grace_setting(env: dict[str, str], grace: float, warnings: list[str])
             f"the app's GRACESHUT_GRACE_PERIOD={raw} is not the grace period ({grace:g}s): "
             "graceshut plans its deadline on its own value; set both from one place"
         )
+
+
+def _check_sleep(prestop: Action | None, grace: float, args: argparse.Namespace) -> None:
+    if isinstance(prestop, Sleep) and prestop.seconds > grace:
+        where = "--prestop-sleep" if args.prestop_sleep is not None else "the manifest's sleep"
+        raise UsageError(
+            f"{where}: {prestop.seconds:g}s is longer than the grace period ({grace:g}s): "
+            "the API server refuses a sleep action longer than terminationGracePeriodSeconds"
+        )
+
+
+def _pid_namespace(mode: str) -> tuple[bool, str | None]:
+    """Whether to run the app as PID 1 of its own PID namespace; else why not."""
+    if mode == "off":
+        return False, "turned off with --pid-namespace off"
+    why = _pid1.available()
+    if why is None:
+        return True, None
+    if mode == "on":
+        raise UsageError(f"--pid-namespace on: this machine allows no PID namespace: {why}")
+    return False, why
+
+
+def _stop_signal(name: str | None) -> int:
+    if name is None:
+        return signal.SIGTERM
+    text = name.strip().upper()
+    try:
+        return int(
+            signal.Signals(int(text))
+            if text.isdigit()
+            else signal.Signals[text if text.startswith("SIG") else f"SIG{text}"]
+        )
+    except (KeyError, ValueError):
+        raise UsageError(
+            f"stop signal {name!r} is not a signal name (SIGTERM, SIGQUIT...)"
+        ) from None
+
+
+def _map_volumes(
+    spec: ContainerSpec, scratch: Path, env: dict[str, str], warnings: list[str]
+) -> tuple[tuple[str, str], ...]:
+    """A fresh directory for each of the container's mounts, as an emptyDir starts empty.
+
+    The values of the environment (and the command) that name a path under a mount
+    are rewritten to the directory that stands for it.
+    """
+    volumes: list[tuple[str, str]] = []
+    for index, (name, kind, mount) in enumerate(spec.volumes):
+        local = scratch / f"{index}-{name}"
+        local.mkdir()
+        volumes.append((mount, str(local)))
+        if kind != "emptyDir":
+            warnings.append(
+                f"volume {name} ({kind}) is mounted at {mount}: an empty directory stands "
+                "for it here"
+            )
+    mapped = tuple(volumes)
+    for key, value in env.items():
+        env[key] = _remap(value, mapped)
+    return mapped
+
+
+def _remap(value: str, volumes: tuple[tuple[str, str], ...]) -> str:
+    for mount, local in volumes:
+        base = mount.rstrip("/") or "/"
+        if value == base or value.startswith(base.rstrip("/") + "/"):
+            return local + value[len(base) :]
+    return value

@@ -11,7 +11,8 @@ import json
 import shlex
 from typing import Any
 
-from ._kubelet import describe_exit, signal_name
+from . import _explain
+from ._kubelet import Termination, describe_exit, signal_label, signal_name
 from ._load import KINDS, STATUS, LoadStats
 from ._run import Outcome, Plan
 
@@ -38,8 +39,11 @@ def problems(outcome: Outcome) -> list[str]:
         if done.sigkill_at is not None:
             found.append(
                 f"SIGKILL was needed: the app was still running {done.stop_timeout:g}s "
-                "after SIGTERM"
+                f"after {signal_label(done.stop_signal)}"
             )
+            cause = _explain.pid1_problem(done)
+            if cause is not None:
+                found.append(cause)
     if outcome.error is None and outcome.exit_status is not None and outcome.exit_status != 0:
         status = outcome.exit_status
         verb = "was" if status < 0 else "exited with"
@@ -68,21 +72,15 @@ def warnings(outcome: Outcome) -> list[str]:
             f"the preStop hook got HTTP {result.status} (the kubelet ignores the status, "
             f"but the app did not take it as its cue to shut down): {body}"
         )
-    origin = outcome.timeline.origin
-    lag = outcome.plan.endpoint_lag
-    early = [f for f in outcome.samples if origin is not None and 0 <= f.at - origin < lag]
-    if early:
-        found.append(
-            f"{len(early)} requests failed before the Service stopped sending new connections "
-            f"({lag:g}s after the deletion): the app stopped taking them too early. "
-            "graceshut keeps serving through GRACESHUT_PROPAGATION_DELAY: make it longer "
-            "than this lag"
-        )
-    for at, what in outcome.liveness_failures:
-        # Before SIGTERM the app is expected to answer it; after, the server may close.
-        sigterm = done.sigterm_at if done is not None else None
-        if origin is not None and origin <= at and (sigterm is None or at < sigterm):
-            found.append(f"the liveness probe failed during the preStop hook: {what}")
+    found += _explain.hook_warnings(done)
+    found += _explain.service_warnings(outcome)
+    found += _explain.pid1_warnings(outcome)
+    # The kubelet stops the liveness probe before the hook: only earlier failures count.
+    found += [
+        f"the liveness probe failed before the deletion: {what} (the kubelet restarts a "
+        "container whose liveness probe keeps failing)"
+        for _, what in outcome.liveness_failures
+    ]
     return found
 
 
@@ -113,6 +111,12 @@ def settings(plan: Plan) -> dict[str, Any]:
         "prestop": plan.prestop.describe(target) if plan.prestop is not None else None,
         "readiness": plan.readiness.action.describe(target),
         "liveness": plan.liveness.action.describe(target) if plan.liveness else None,
+        "startup": plan.startup.action.describe(target) if plan.startup else None,
+        "stop_signal": signal_label(plan.stop_signal),
+        "pid1": "PID namespace" if plan.pid_namespace else f"not modelled: {plan.pid1_note}",
+        "replicas": plan.replicas,
+        "publish_not_ready_addresses": plan.publish_not_ready,
+        "volumes": dict(plan.volumes),
         "endpoint_lag": plan.endpoint_lag,
         "warmup": plan.warmup,
         "load": {
@@ -145,6 +149,8 @@ def to_dict(outcome: Outcome) -> dict[str, Any]:
             "status": result.status if result else None,
             "exit_status": result.exit_status if result else None,
             "error": result.error if result else None,
+            "redirects": list(result.redirects) if result else [],
+            "fell_back_to_http": bool(result and result.fell_back_to_http),
         }
     requests = dict(outcome.requests or LoadStats().snapshot())
     requests["failure_samples"] = [
@@ -153,23 +159,80 @@ def to_dict(outcome: Outcome) -> dict[str, Any]:
     requests["first_failure"] = t(outcome.samples[0].at) if outcome.samples else None
     requests["last_failure"] = t(outcome.samples[-1].at) if outcome.samples else None
     status = outcome.exit_status
+    endpoints = outcome.endpoints
+    report = app_report(outcome)
     return {
         "schema": SCHEMA,
         "clean": not found,
+        "error": outcome.error,
         "problems": found,
         "warnings": warnings(outcome),
         "settings": settings(outcome.plan),
         "timeline": [{"t": t(e.at), "event": e.what, "detail": e.detail} for e in timeline.events],
         "requests": requests,
         "prestop": prestop,
+        "grace_period": done.grace_period if done else None,
+        "stop_signal": signal_label(done.stop_signal) if done else None,
         "sigterm_at": t(done.sigterm_at) if done else None,
         "sigkill_after": done.stop_timeout if done else None,
         "sigkill": bool(done and done.sigkill_at is not None),
         "sigkill_at": t(done.sigkill_at) if done else None,
         "exit": _exit(status),
-        "app_report": app_report(outcome),
+        "pid1": _pid1(done),
+        "service": {
+            "replicas": outcome.plan.replicas,
+            "publish_not_ready_addresses": outcome.plan.publish_not_ready,
+            "endpoint_update_at": t(endpoints.removed_at) if endpoints else None,
+            "new_connections_after_update": endpoints.kept if endpoints else 0,
+            "rejected_no_endpoint": endpoints.rejected if endpoints else 0,
+        },
+        "series": _series(outcome),
+        "app_phases": _phases(outcome, report),
+        "app_report": report,
         "app_output_tail": outcome.app_output,
     }
+
+
+def _pid1(done: Termination | None) -> dict[str, Any] | None:
+    view = done.pid1 if done is not None else None
+    if done is None or view is None:
+        return None
+    return {
+        "namespace": done.pid_namespace,
+        "program": view.name,
+        "shell": view.is_shell,
+        "handles_stop_signal": view.handles,
+        "children": len(view.children),
+    }
+
+
+def _series(outcome: Outcome) -> list[dict[str, Any]]:
+    """Outcomes per tenth of a second, ``t`` from the deletion (the picture's bars)."""
+    load = outcome.load_series
+    timeline = outcome.timeline
+    return [
+        {"t": round(timeline.relative(tick / 10), 1), **dict(counts)}
+        for tick, counts in sorted(load.items())
+    ]
+
+
+def _phases(outcome: Outcome, report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The app's own phases (from its shutdown report), ``t`` from the deletion."""
+    if report is None or outcome.deleted_wall is None:
+        return []
+    started = report.get("started_at")
+    if not isinstance(started, (int, float)):
+        return []
+    offset = started - outcome.deleted_wall
+    return [
+        {
+            "name": phase.get("name"),
+            "t": round(offset + float(phase.get("started", 0)), 3),
+            "duration": round(float(phase.get("duration", 0)), 3),
+        }
+        for phase in report.get("phases", [])
+        if isinstance(phase, dict)
+    ]
 
 
 def _exit(status: int | None) -> dict[str, Any]:
@@ -217,13 +280,22 @@ def _settings_text(settings: dict[str, Any]) -> list[str]:
         f"  pod {settings['pod']}, grace period {settings['grace_period']:g}s, new connections "
         f"until {settings['endpoint_lag']:g}s after the deletion"
     )
+    replicas = settings["replicas"]
+    service = f"  Service: {replicas} replica{'' if replicas == 1 else 's'}"
+    if settings["publish_not_ready_addresses"]:
+        service += ", publishNotReadyAddresses"
     lines += [
         pod,
+        service,
+        f"  PID 1: {settings['pid1']}; stop signal {settings['stop_signal']}",
         f"  preStop: {settings['prestop'] or 'none'}",
         f"  readiness: {settings['readiness']}",
     ]
-    if settings["liveness"]:
-        lines.append(f"  liveness: {settings['liveness']}")
+    for probe in ("liveness", "startup"):
+        if settings[probe]:
+            lines.append(f"  {probe}: {settings[probe]}")
+    for mount, local in settings["volumes"].items():
+        lines.append(f"  volume {mount}: {local}")
     lines.append(
         f"  load: {rate} from {load['concurrency']} {clients} on {', '.join(load['paths'])}, "
         f"{settings['warmup']:g}s before the deletion and until the end"

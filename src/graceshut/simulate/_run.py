@@ -8,6 +8,7 @@ import ipaddress
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from ._actions import Action, Exec, HttpGet, Target, TcpSocket
 from ._container import Container, Output
 from ._kubelet import Probe, ProbeWatcher, Termination, describe_exit, terminate
 from ._load import Failure, LoadGenerator, LoadSpec
+from ._service import Endpoints
 from ._timeline import Timeline
 
 
@@ -36,6 +38,19 @@ class Plan:
     prestop: Action | None
     readiness: Probe
     liveness: Probe | None = None
+    startup: Probe | None = None
+    stop_signal: int = signal.SIGTERM
+    """SIGTERM, or the image's ``STOPSIGNAL`` / the container's ``lifecycle.stopSignal``."""
+    pid_namespace: bool = False
+    """Run the app as PID 1 of a PID namespace of its own."""
+    pid1_note: str | None = None
+    """Why PID 1 is not modelled, when it is not."""
+    replicas: int = 2
+    publish_not_ready: bool = False
+    volumes: tuple[tuple[str, str], ...] = ()
+    """The manifest's mount paths and the local directories that stand for them."""
+    scratch: Path | None = None
+    """The temporary directory that holds those, removed after the run."""
     warmup: float = 2.0
     endpoint_lag: float = 2.0
     ready_timeout: float = 60.0
@@ -58,30 +73,11 @@ class Outcome:
     error: str | None = None
     liveness_failures: list[tuple[float, str]] = dataclasses.field(default_factory=list)
     app_output: list[str] = dataclasses.field(default_factory=list)
-
-
-class Endpoints:
-    """The Service's view of the pod: new connections stop *lag* seconds after deletion.
-
-    Connections already open keep going to the pod, as through kube-proxy's conntrack
-    entries, until one side closes them.
-    """
-
-    def __init__(self, lag: float, timeline: Timeline) -> None:
-        self.lag = lag
-        self.removed_at: float | None = None
-        self._timeline = timeline
-
-    def deleted(self, at: float) -> None:
-        """The pod was deleted at *at*: schedule its removal from the endpoints."""
-        self.removed_at = at + self.lag
-        self._timeline.add(
-            "endpoints updated", "new connections go to other pods", at=self.removed_at
-        )
-
-    def may_connect(self) -> bool:
-        """Whether a new connection is still routed to this pod."""
-        return self.removed_at is None or time.monotonic() < self.removed_at
+    endpoints: Endpoints | None = None
+    load_series: dict[int, Any] = dataclasses.field(default_factory=dict)
+    """`LoadStats.series`: outcomes per tenth of a second."""
+    deleted_wall: float | None = None
+    """`time.time` at the deletion, to place the app's own phases on the timeline."""
 
 
 class Progress:
@@ -149,11 +145,19 @@ class _Run:
             timeline.add("app exited", describe_exit(status), at=at)
 
         self.container = Container.start(
-            plan.command, plan.env, output=subprocess.PIPE, on_exit=exited
+            plan.command,
+            plan.env,
+            output=subprocess.PIPE,
+            on_exit=exited,
+            pid_namespace=plan.pid_namespace,
         )
         assert self.container.process.stdout is not None  # noqa: S101 - asked for a pipe
         self.output = Output(self.container.process.stdout, plan.app_log)
-        timeline.add("app started", f"PID {self.container.pid}: {shlex.join(plan.command)}")
+        pid = self.container.pid
+        where = (
+            f"PID 1 of its PID namespace (PID {pid} here)" if self.container.pid1 else f"PID {pid}"
+        )
+        timeline.add("app started", f"{where}: {shlex.join(plan.command)}")
         self.load: LoadGenerator | None = None
         self.watchers: list[ProbeWatcher] = []
 
@@ -163,22 +167,41 @@ class _Run:
         outcome.error = _wait_ready(plan, container, timeline)
         if outcome.error is not None:
             return
-        endpoints = Endpoints(plan.endpoint_lag, timeline)
-        self.load = LoadGenerator(plan.load, may_connect=endpoints.may_connect)
+        readiness = ProbeWatcher(
+            "readiness",
+            plan.readiness,
+            plan.target,
+            plan.env,
+            timeline,
+            interval=_interval(plan.readiness),
+        )
+        endpoints = Endpoints(
+            plan.endpoint_lag,
+            timeline,
+            replicas=plan.replicas,
+            publish_not_ready=plan.publish_not_ready,
+            serving=readiness.passing_at,
+        )
+        outcome.endpoints = endpoints
+        self.load = LoadGenerator(plan.load, route=endpoints.route)
         self.load.start()
         if self.progress is not None:
             self.progress.load = self.load
         timeline.add("load starts", _describe_load(plan.load))
-        probes = [("readiness", plan.readiness), ("liveness", plan.liveness)]
-        for name, probe in probes:
-            if probe is not None:
-                # An exec probe starts a process each time: not ten times a second.
-                interval = 0.5 if isinstance(probe.action, Exec) else 0.1
-                watcher = ProbeWatcher(
-                    name, probe, plan.target, plan.env, timeline, interval=interval
-                )
-                self.watchers.append(watcher)
-                watcher.start()
+        self.watchers.append(readiness)
+        # The kubelet runs no startup probe once it passed (readiness waited for it here).
+        if plan.liveness is not None:
+            watcher = ProbeWatcher(
+                "liveness",
+                plan.liveness,
+                plan.target,
+                plan.env,
+                timeline,
+                interval=_interval(plan.liveness),
+            )
+            self.watchers.append(watcher)
+        for watcher in self.watchers:
+            watcher.start()
         self._stage("load, before the termination")
         if container.wait(plan.warmup) is not None:
             outcome.error = "the app exited under load, before the termination"
@@ -191,7 +214,9 @@ class _Run:
             target=plan.target,
             env=plan.env,
             timeline=timeline,
-            on_deleted=endpoints.deleted,
+            on_deleted=self._deleted,
+            before_hook=self._stop_liveness,
+            stop_signal=plan.stop_signal,
         )
         outcome.exit_status = outcome.termination.exit_status
         # Until the Service has dropped the pod, new connections still come: count them.
@@ -212,14 +237,33 @@ class _Run:
             self.load.stop()
             outcome.requests = self.load.stats.snapshot()
             outcome.samples = list(self.load.stats.samples)
+            outcome.load_series = dict(self.load.stats.series)
         outcome.liveness_failures = [
             f for w in self.watchers if w.name == "liveness" for f in w.failures
         ]
         outcome.app_output = self.output.join(2)
 
+    def _deleted(self, at: float) -> None:
+        self.outcome.deleted_wall = time.time() - (time.monotonic() - at)
+        if self.outcome.endpoints is not None:
+            self.outcome.endpoints.deleted(at)
+
+    def _stop_liveness(self) -> None:
+        """The kubelet stops the liveness and startup probes before it runs the hook."""
+        stopped = [w for w in self.watchers if w.name == "liveness"]
+        for watcher in stopped:
+            watcher.stop(wait=False)
+        if stopped:
+            self.timeline.add("liveness probe stopped", "readiness goes on")
+
     def _stage(self, stage: str) -> None:
         if self.progress is not None:
             self.progress.stage = stage
+
+
+def _interval(probe: Probe) -> float:
+    # An exec probe starts a process each time: not ten times a second.
+    return 0.5 if isinstance(probe.action, Exec) else 0.1
 
 
 def _describe_load(spec: LoadSpec) -> str:
