@@ -22,6 +22,7 @@ import graceshut
 import graceshut.starlette
 from graceshut import ConfigError, Coordinator
 from graceshut._signals import SignalChain
+from graceshut.asgi import GracefulShutdownMiddleware
 
 pytestmark = pytest.mark.anyio
 
@@ -312,3 +313,38 @@ def test_draining_is_readable_from_another_thread() -> None:
     thread.start()
     thread.join()
     assert seen == [False]
+
+
+async def test_only_this_middlewares_requests_are_ended_not_its_routes_or_the_lifespan() -> None:
+    """At the deadline a route waiting for the report and another app's request live on."""
+    coordinator = fast(stream_grace=0.1)
+    other = fast()
+
+    async def poll(scope: Any, receive: Any, send: Any) -> None:
+        await anyio.sleep(3600)
+
+    async def wait_for_report(scope: Any, receive: Any, send: Any) -> None:
+        report = await coordinator.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": ",".join(report.abandoned).encode()})
+
+    waiter = GracefulShutdownMiddleware(poll, coordinator, routes={"/report": wait_for_report})
+    elsewhere = GracefulShutdownMiddleware(poll, other)
+    coordinator.attach()
+    other.attach()
+    polled: list[Message] = []
+    reported: list[Message] = []
+    unrelated: list[Message] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, waiter, "/poll", polled)
+        tg.start_soon(call, waiter, "/report", reported)
+        tg.start_soon(call, elsewhere, "/poll", unrelated)
+        await anyio.sleep(0.1)
+        report = await coordinator.shutdown()
+        await anyio.sleep(0.05)
+        assert unrelated == []  # still waiting: not ours to end
+        tg.cancel_scope.cancel()
+    assert report.abandoned == ("GET /poll",)
+    assert reported[0]["status"] == 200
+    assert reported[1]["body"] == b"GET /poll"
+    assert polled[0]["status"] == 503

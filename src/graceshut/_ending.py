@@ -62,8 +62,8 @@ async def drain(state: InFlight, *, streams_at: float, end: float) -> list[str]:
     Returns:
         The labels of what was ended, in the order it was ended.
     """
-    start = time.monotonic()
-    cut_at = end - min(UNWIND, (end - start) / 5)
+    span = max(0.0, end - time.monotonic())
+    cut_at = end - min(UNWIND, span / 5)
     ended: list[str] = []
     if streams_at < cut_at:
         await _wait_idle(state, streams_at)
