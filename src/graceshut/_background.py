@@ -31,10 +31,7 @@ def spawn(
     # Counted from now, not from when the task first runs: a shutdown that begins in
     # between must already wait for it.
     in_flight = coordinator.in_flight
-    in_flight.enter()
-    in_flight.named[label] += 1
-    ended_by_drain = anyio.CancelScope()
-    in_flight.jobs[ended_by_drain] = label
+    ended_by_drain = in_flight.start_job(label)
 
     async def job() -> None:
         try:
@@ -51,10 +48,6 @@ def spawn(
                     extra={"job": label},
                 )
         finally:
-            in_flight.jobs.pop(ended_by_drain, None)
-            in_flight.named[label] -= 1
-            if not in_flight.named[label]:
-                del in_flight.named[label]
-            in_flight.exit()
+            in_flight.end_job(ended_by_drain)
 
     loop.spawn(job)

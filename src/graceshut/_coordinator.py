@@ -300,20 +300,12 @@ class Coordinator:
             async with coordinator.track("nightly-export"):
                 await export()
         """
-        in_flight = self.in_flight
-        in_flight.enter()
-        in_flight.named[name] += 1
-        scope = anyio.CancelScope()
-        in_flight.jobs[scope] = name
+        scope = self.in_flight.start_job(name)
         try:
             with scope:
                 yield
         finally:
-            in_flight.jobs.pop(scope, None)
-            in_flight.named[name] -= 1
-            if not in_flight.named[name]:
-                del in_flight.named[name]
-            in_flight.exit()
+            self.in_flight.end_job(scope)
 
     async def wait_for_drain(self) -> None:
         """Return when the drain step begins: time for consumers, loops and streams to stop.
@@ -352,19 +344,11 @@ class Coordinator:
         name: str | None = None,
         timeout: float | None = None,
     ) -> None:
-        """Start *func(*args)* in the background; the drain waits for it to finish.
+        """Run *func(*args)* as fire-and-forget work that the drain waits for.
 
-        Fire-and-forget work started from a request (send an email, write an audit
-        record) that must not be lost in a shutdown. It runs as `track` does: counted in
-        flight, ended at the drain's deadline if still running. Call it from the event
-        loop's thread (a request handler).
-
-        Args:
-            func: An async callable.
-            args: Its positional arguments.
-            name: The name in logs and reports; the function's qualified name by default.
-            timeout: Seconds it may take before it is cancelled; None for no limit of its
-                own (the drain's deadline still applies).
+        From a request handler (on the loop's thread): counted in flight from this call
+        on, as under `track`; cancelled after *timeout* seconds (None: only the drain's
+        deadline), its failures logged. *name* shows in logs and the report.
         """
         from ._background import spawn  # noqa: PLC0415 - keeps this module small
 

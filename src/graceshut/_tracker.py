@@ -70,6 +70,25 @@ class InFlight:
         if not self.count and self.waker is not None:
             self.wake()
 
+    def start_job(self, name: str) -> anyio.CancelScope:
+        """Count a tracked job from now; enter the returned scope around its work.
+
+        The drain cancels the scope at its deadline (`graceshut._ending`).
+        """
+        self.enter()
+        self.named[name] += 1
+        scope = anyio.CancelScope()
+        self.jobs[scope] = name
+        return scope
+
+    def end_job(self, scope: anyio.CancelScope) -> None:
+        """Count the job of *scope* as ended."""
+        name = self.jobs.pop(scope)
+        self.named[name] -= 1
+        if not self.named[name]:
+            del self.named[name]
+        self.exit()
+
     def wake(self) -> None:
         """Wake whoever waits for nothing to be in flight (the drain)."""
         waker, self.waker = self.waker, None
