@@ -608,6 +608,7 @@ class Coordinator:
     async def _drain(self, run: Run, end: float) -> None:
         in_flight = self.in_flight
         in_flight.draining = True
+        in_flight.refresh()
         self.drain_started.set()
         self._phase = Phase.DRAIN
         for event in self._drain_waiters:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from asyncio import CancelledError, current_task
 from collections.abc import Awaitable, Callable, Mapping
 from types import MethodType
@@ -99,13 +100,10 @@ class GracefulShutdownMiddleware:
                 if current_task() not in state.cut:
                     raise
                 await self._answer_cut(send)
-            else:
-                if state.draining:
-                    await _complete(send)
             finally:
                 state.count -= 1
-                if not state.count and state.waker is not None:
-                    state.wake()
+                if state.watched:
+                    await self._settle(send)
             return
         await self._other(scope, receive, send)
 
@@ -158,6 +156,15 @@ class GracefulShutdownMiddleware:
                 await _complete(raw_send)
         finally:
             state.exit()
+
+    async def _settle(self, send: Send) -> None:
+        """After a request on the hot path ended while the drain watches the count."""
+        state = self._state
+        # Returned (no exception under way) in the drain, and not ended by graceshut.
+        if state.draining and sys.exc_info()[0] is None and current_task() not in state.cut:
+            await _complete(send)
+        if not state.count and state.waker is not None:
+            state.wake()
 
     async def _refuse(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 503, "headers": self._refusal_headers})

@@ -29,6 +29,7 @@ class InFlight:
         "refused",
         "shutting_down",
         "waker",
+        "watched",
     )
 
     def __init__(self) -> None:
@@ -50,6 +51,9 @@ class InFlight:
         self.fast = True
         """Neither of the above: the middleware takes its shortest path."""
         self.waker: anyio.Event | None = None
+        self.watched = False
+        """Someone waits for the count (the drain, `wait_idle`): the end of a request
+        takes a slower path that wakes them."""
         #: What graceshut ended on purpose (asyncio tasks, trio cancel scopes): their
         #: cancellation is answered, not propagated.
         self.cut: set[Any] = set()
@@ -59,6 +63,7 @@ class InFlight:
     def refresh(self) -> None:
         """Recompute `fast` after a flag changed (never on the request path)."""
         self.fast = not (self.shutting_down or self.on_trio)
+        self.watched = self.draining or self.waker is not None
 
     def enter(self) -> None:
         """Count one more piece of work."""
@@ -92,6 +97,7 @@ class InFlight:
     def wake(self) -> None:
         """Wake whoever waits for nothing to be in flight (the drain)."""
         waker, self.waker = self.waker, None
+        self.watched = self.draining
         if waker is not None:
             waker.set()
 
@@ -100,4 +106,5 @@ class InFlight:
         while self.count:
             if self.waker is None:
                 self.waker = anyio.Event()
+                self.watched = True
             await self.waker.wait()
