@@ -350,3 +350,26 @@ async def test_only_this_middlewares_requests_are_ended_not_its_routes_or_the_li
     assert reported[0]["status"] == 200
     assert reported[1]["body"] == b"GET /poll"
     assert polled[0]["status"] == 503
+
+
+async def test_a_request_served_before_the_coordinator_was_attached_drains() -> None:
+    """A request already running when the loop is attached still ends the drain when done."""
+    coordinator = fast(propagation_delay=0.0)
+    release = anyio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    app = GracefulShutdownMiddleware(slow, coordinator)
+    messages: list[Message] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, app, "/slow", messages)
+        await anyio.sleep(0.05)
+        tg.start_soon(coordinator.shutdown)
+        await coordinator.wait_for_drain()
+        release.set()
+    assert completed(messages)
+    assert coordinator.report is not None
+    assert coordinator.report.ok

@@ -161,7 +161,7 @@ class GracefulShutdownMiddleware:
         """After a request on the hot path ended while the drain watches the count."""
         state = self._state
         # Returned (no exception under way) in the drain, and not ended by graceshut.
-        if state.draining and sys.exc_info()[0] is None and current_task() not in state.cut:
+        if state.draining and sys.exc_info()[0] is None and not _was_cut(state):
             await _complete(send)
         if not state.count and state.waker is not None:
             state.wake()
@@ -201,6 +201,16 @@ class GracefulShutdownMiddleware:
         async with anyio.create_task_group() as tg:
             for session in list(self._websockets):
                 tg.start_soon(session.going_away)
+
+
+def _was_cut(state: InFlight) -> bool:
+    """Whether graceshut ended the asyncio task running now."""
+    if not state.cut:
+        return False
+    try:
+        return current_task() in state.cut
+    except RuntimeError:  # on trio, served before the coordinator was attached
+        return False
 
 
 async def _complete(send: Send) -> None:
