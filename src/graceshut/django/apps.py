@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
+__all__ = ["GraceshutConfig"]
+
 
 class GraceshutConfig(AppConfig):  # type: ignore[misc]  # Django has no type hints
     """``INSTALLED_APPS = [..., "graceshut.django"]``."""
