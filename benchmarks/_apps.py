@@ -38,6 +38,15 @@ def with_graceshut() -> Starlette:
     return app
 
 
+def with_counter() -> Starlette:
+    """The same app with the hand-written pure-ASGI in-flight counter: the floor."""
+    from _asgi import PureCounter  # noqa: PLC0415 - keeps this module light
+
+    app = bare()
+    app.add_middleware(PureCounter)
+    return app
+
+
 def with_base_http_counter() -> Starlette:
     """The same app with the counter most users write today (BaseHTTPMiddleware)."""
     from _asgi import CountingMiddleware  # noqa: PLC0415 - keeps this module light

@@ -78,6 +78,16 @@ async def discard(message: Message) -> None:
     """A server's send that costs nothing."""
 
 
+class PassThrough:
+    """The floor: a pure-ASGI middleware that only calls the app."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 class PureCounter:
     """The counter a careful user writes by hand: pure ASGI, no drain, no shedding."""
 
@@ -136,6 +146,7 @@ def graceshut_middleware(
 def wrappers(app: App) -> dict[str, tuple[App, str]]:
     """Every wrapper measured in-process, by table label: (wrapped app, note)."""
     found: dict[str, tuple[App, str]] = {
+        "pass-through middleware": (PassThrough(app), "the floor: calls the app, nothing else"),
         "pure-ASGI counter (by hand)": (PureCounter(app), "counts only: no drain, no shedding"),
         "BaseHTTPMiddleware counter": (CountingMiddleware(app), "the common way today"),
     }

@@ -1,8 +1,14 @@
 """Added cost per request of graceshut's middleware, in-process (raw ASGI calls, no network).
 
-Baselines in the same run, rounds interleaved: the bare app, a hand-written pure-ASGI
-counter, Starlette's BaseHTTPMiddleware counter, and the PyPI peers that have a
-middleware. Reports the median of several rounds.
+Baselines in the same run, rounds interleaved: the bare app, a pass-through middleware
+(the floor for any middleware), a hand-written pure-ASGI counter (the floor for any
+counting middleware), Starlette's BaseHTTPMiddleware counter, and the PyPI peers that
+have a middleware. Reports the median of several rounds.
+
+The goals are set against those floors: graceshut counts, sheds and can end every
+request it serves, so it is held to at most 0.45 us added while serving (the counter
+adds about 0.25 us), and 1 us while shutting down, when every response is rebuilt with
+``Connection: close``.
 
     python benchmarks/run.py middleware [--quick]
 """
@@ -17,7 +23,8 @@ import time
 import _asgi
 from _harness import Config, Line, Measure, median, ratio
 
-GOAL_US = 1.0
+GOAL_US = 0.45
+GOAL_SHUTTING_DOWN_US = 1.0
 
 
 async def per_request(app: _asgi.App, requests: int) -> float:
@@ -55,7 +62,8 @@ async def _measure(config: Config) -> Measure:
     rounds = config.pick(9, 3)
     bare = _asgi.bare_app
     shutting_down = _asgi.new_coordinator()
-    shutting_down._shutting_down = True  # noqa: SLF001 - the propagation delay's state
+    shutting_down.in_flight.shutting_down = True  # the propagation delay's state
+    shutting_down.in_flight.refresh()
     apps: dict[str, _asgi.App] = {
         "bare app": bare,
         "graceshut": _asgi.graceshut_middleware(bare),
@@ -80,8 +88,8 @@ async def _measure(config: Config) -> Measure:
         title="middleware: added per request (in-process)",
         unit="us",
         graceshut=graceshut * 1e6,
-        goal=f"<= {GOAL_US:g} us added",
-        met=graceshut * 1e6 <= GOAL_US,
+        goal=f"<= {GOAL_US:g} us added; <= {GOAL_SHUTTING_DOWN_US:g} us shutting down",
+        met=graceshut * 1e6 <= GOAL_US and closing * 1e6 <= GOAL_SHUTTING_DOWN_US,
         lines=lines,
         detail=(
             f"bare app {base * 1e6:.3f} us/request, graceshut {(base + graceshut) * 1e6:.3f} "

@@ -34,7 +34,7 @@ from memory import held_open
 from middleware_overhead import interleaved
 
 import graceshut
-from graceshut.asgi import _with_connection_close
+from graceshut._middleware import _with_connection_close
 
 
 class _Base:
@@ -63,7 +63,7 @@ class Copy(_Base):
                 await route(scope, receive, send)
                 return
             coordinator = self.coordinator
-            if coordinator._draining:  # noqa: SLF001
+            if coordinator.draining:
                 await self._refuse(send)
                 return
             in_flight = coordinator.in_flight
@@ -94,7 +94,7 @@ class PlainSend(_Base):
                 await route(scope, receive, send)
                 return
             coordinator = self.coordinator
-            if coordinator._draining:  # noqa: SLF001
+            if coordinator.draining:
                 await self._refuse(send)
                 return
             in_flight = coordinator.in_flight
@@ -121,7 +121,7 @@ class InlineExit(_Base):
                 await route(scope, receive, send)
                 return
             coordinator = self.coordinator
-            if coordinator._draining:  # noqa: SLF001
+            if coordinator.draining:
                 await self._refuse(send)
                 return
             in_flight = coordinator.in_flight
@@ -136,8 +136,8 @@ class InlineExit(_Base):
                 await self.app(scope, receive, send_closing)
             finally:
                 in_flight.count -= 1
-                if not in_flight.count and in_flight._idle is not None:  # noqa: SLF001
-                    in_flight._idle.set()  # noqa: SLF001
+                if not in_flight.count and in_flight.waker is not None:
+                    in_flight.wake()
 
 
 class PlainSendInlineExit(_Base):
@@ -150,7 +150,7 @@ class PlainSendInlineExit(_Base):
                 await route(scope, receive, send)
                 return
             coordinator = self.coordinator
-            if coordinator._draining:  # noqa: SLF001
+            if coordinator.draining:
                 await self._refuse(send)
                 return
             in_flight = coordinator.in_flight
@@ -165,8 +165,8 @@ class PlainSendInlineExit(_Base):
                 await self.app(scope, receive, send_closing)  # type: ignore[arg-type]
             finally:
                 in_flight.count -= 1
-                if not in_flight.count and in_flight._idle is not None:  # noqa: SLF001
-                    in_flight._idle.set()  # noqa: SLF001
+                if not in_flight.count and in_flight.waker is not None:
+                    in_flight.wake()
 
 
 class SlotsSender:
@@ -194,7 +194,7 @@ class SlotsObject(_Base):
                 await route(scope, receive, send)
                 return
             coordinator = self.coordinator
-            if coordinator._draining:  # noqa: SLF001
+            if coordinator.draining:
                 await self._refuse(send)
                 return
             in_flight = coordinator.in_flight
@@ -203,8 +203,8 @@ class SlotsObject(_Base):
                 await self.app(scope, receive, SlotsSender(coordinator, send))  # type: ignore[arg-type]
             finally:
                 in_flight.count -= 1
-                if not in_flight.count and in_flight._idle is not None:  # noqa: SLF001
-                    in_flight._idle.set()  # noqa: SLF001
+                if not in_flight.count and in_flight.waker is not None:
+                    in_flight.wake()
 
 
 def _send_closing(
@@ -228,7 +228,7 @@ class PartialSend(_Base):
                 await route(scope, receive, send)
                 return
             coordinator = self.coordinator
-            if coordinator._draining:  # noqa: SLF001
+            if coordinator.draining:
                 await self._refuse(send)
                 return
             in_flight = coordinator.in_flight
@@ -237,8 +237,8 @@ class PartialSend(_Base):
                 await self.app(scope, receive, partial(_send_closing, coordinator, send))  # type: ignore[arg-type]
             finally:
                 in_flight.count -= 1
-                if not in_flight.count and in_flight._idle is not None:  # noqa: SLF001
-                    in_flight._idle.set()  # noqa: SLF001
+                if not in_flight.count and in_flight.waker is not None:
+                    in_flight.wake()
 
 
 class NoRoutes(_Base):
@@ -247,7 +247,7 @@ class NoRoutes(_Base):
     async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
         if scope["type"] == "http":
             coordinator = self.coordinator
-            if coordinator._draining:  # noqa: SLF001
+            if coordinator.draining:
                 await self._refuse(send)
                 return
             in_flight = coordinator.in_flight
@@ -278,7 +278,7 @@ class NoWrapper(_Base):
                 await route(scope, receive, send)
                 return
             coordinator = self.coordinator
-            if coordinator._draining:  # noqa: SLF001
+            if coordinator.draining:
                 await self._refuse(send)
                 return
             in_flight = coordinator.in_flight
@@ -299,7 +299,7 @@ class NoCounter(_Base):
                 await route(scope, receive, send)
                 return
             coordinator = self.coordinator
-            if coordinator._draining:  # noqa: SLF001
+            if coordinator.draining:
                 await self._refuse(send)
                 return
 

@@ -20,6 +20,7 @@ class Run:
         self.handlers: list[HandlerResult] = []
         self.phases: list[PhaseResult] = []
         self.abandoned = 0
+        self.ended: list[str] = []
 
     def remaining(self) -> float:
         """Seconds until the deadline of the whole sequence."""

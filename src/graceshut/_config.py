@@ -10,10 +10,12 @@ from collections.abc import Mapping
 DEFAULT_GRACE_PERIOD = 30.0
 DEFAULT_SAFETY_MARGIN = 1.0
 DEFAULT_PROPAGATION_DELAY = 5.0
+DEFAULT_STREAM_GRACE = 5.0
 
 ENV_GRACE_PERIOD = "GRACESHUT_GRACE_PERIOD"
 ENV_SAFETY_MARGIN = "GRACESHUT_SAFETY_MARGIN"
 ENV_PROPAGATION_DELAY = "GRACESHUT_PROPAGATION_DELAY"
+ENV_STREAM_GRACE = "GRACESHUT_STREAM_GRACE"
 ENV_TOKEN = "GRACESHUT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
@@ -54,6 +56,8 @@ class Settings:
     grace_period: float
     safety_margin: float
     propagation_delay: float
+    stream_grace: float = DEFAULT_STREAM_GRACE
+    """Seconds a response still streaming when the drain begins gets before it is ended."""
 
     @property
     def budget(self) -> float:
@@ -66,6 +70,7 @@ def resolve_settings(
     safety_margin: Seconds,
     propagation_delay: Seconds,
     environ: Mapping[str, str] | None = None,
+    stream_grace: Seconds = None,
 ) -> Settings:
     """Merge arguments, environment and defaults, and reject what cannot work."""
     env = os.environ if environ is None else environ
@@ -78,6 +83,7 @@ def resolve_settings(
         DEFAULT_PROPAGATION_DELAY,
         env,
     )
+    stream = _seconds("stream_grace", stream_grace, ENV_STREAM_GRACE, DEFAULT_STREAM_GRACE, env)
     if grace.value <= 0:
         raise ConfigError(f"{grace.source}={grace.raw!r} must be greater than 0 seconds")
     if margin.value >= grace.value:
@@ -85,7 +91,7 @@ def resolve_settings(
             f"{margin.source}={margin.raw!r} must be smaller than "
             f"{grace.source}={grace.raw!r}: nothing would be left for the shutdown"
         )
-    return Settings(grace.value, margin.value, delay.value)
+    return Settings(grace.value, margin.value, delay.value, stream.value)
 
 
 def resolve_token(token: str | None, environ: Mapping[str, str] | None = None) -> str | None:

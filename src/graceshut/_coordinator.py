@@ -14,6 +14,7 @@ import anyio
 from ._budget import Run, elastic_end, reserved_after, step_end
 from ._concurrent import still_running
 from ._config import Seconds, Settings, resolve_settings
+from ._ending import drain
 from ._handlers import Handler, HandlerFunc, make_handler, run_handlers
 from ._loop import LoopHandle
 from ._phases import PHASES, Phase
@@ -50,6 +51,9 @@ class Coordinator:
         propagation_delay: Seconds the app keeps serving after readiness fails, while
             routers learn that the pod is going. ``None`` reads
             ``GRACESHUT_PROPAGATION_DELAY``, else 5.
+        stream_grace: Seconds a response still streaming when the drain begins gets to
+            end by itself (it learns of the drain from `draining` or `drain_started`)
+            before graceshut ends it. ``None`` reads ``GRACESHUT_STREAM_GRACE``, else 5.
         environ: Where to read the variables (default `os.environ`); for tests.
 
     Each setting may also be `graceshut.env_default(value)`: your default, which the
@@ -73,20 +77,22 @@ class Coordinator:
         safety_margin: Seconds = None,
         propagation_delay: Seconds = None,
         *,
+        stream_grace: Seconds = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
-            grace_period, safety_margin, propagation_delay, environ
+            grace_period, safety_margin, propagation_delay, environ, stream_grace
         )
+        #: The hot state: flags and in-flight count, read by the middleware per request.
         self.in_flight = InFlight()
         self._handlers: dict[str, Handler] = {}
         self._needs = dict.fromkeys(PHASES, 0.0)
         self._report_listeners: list[ReportListener] = []
         self._drain_hooks: list[DrainHook] = []
         self._loop: LoopHandle | None = None
-        # Read on every request by the middleware: plain attributes, no properties.
-        self._shutting_down = False
-        self._draining = False
+        self.drain_started = threading.Event()
+        """Set when the drain begins: for sync code (a generator in a worker thread) that
+        waits with a timeout, ``coordinator.drain_started.wait(1.0)``."""
         self._phase: Phase | None = None
         self._reason: str | None = None
         self._started_monotonic = 0.0
@@ -226,10 +232,9 @@ class Coordinator:
 
     def _reset_for_testing(self) -> None:
         """Forget the run (not the handlers): `graceshut.testing` serves an app again."""
-        self.in_flight = InFlight()
+        self.in_flight.reset()
+        self.drain_started.clear()
         self._loop = None
-        self._shutting_down = False
-        self._draining = False
         self._phase = None
         self._reason = None
         self._report = None
@@ -253,12 +258,18 @@ class Coordinator:
     @property
     def shutting_down(self) -> bool:
         """True from the first trigger on: readiness fails from this moment."""
-        return self._shutting_down
+        return self.in_flight.shutting_down
 
     @property
     def draining(self) -> bool:
-        """True from the start of the drain step on: new requests are refused."""
-        return self._draining
+        """True from the start of the drain step on: new requests are refused.
+
+        Streams and long-polls check it to end early (from async or sync code, any
+        thread); `wait_for_drain` and `drain_started` wait for it.
+        """
+        return self.in_flight.draining
+
+    _shutting_down = shutting_down  # the spelling used inside this module
 
     @property
     def phase(self) -> Phase | None:
@@ -281,6 +292,9 @@ class Coordinator:
     async def track(self, name: str) -> AsyncIterator[None]:
         """Hold the drain step open while a piece of non-request work runs.
 
+        At the end of the drain's share of the deadline the block is cancelled (its code
+        unwinds, as under `anyio.move_on_after`) and the job is reported as abandoned.
+
         Example::
 
             async with coordinator.track("nightly-export"):
@@ -289,29 +303,74 @@ class Coordinator:
         in_flight = self.in_flight
         in_flight.enter()
         in_flight.named[name] += 1
+        scope = anyio.CancelScope()
+        in_flight.jobs[scope] = name
         try:
-            yield
+            with scope:
+                yield
         finally:
+            in_flight.jobs.pop(scope, None)
             in_flight.named[name] -= 1
             if not in_flight.named[name]:
                 del in_flight.named[name]
             in_flight.exit()
 
     async def wait_for_drain(self) -> None:
-        """Return when the drain step begins: time for consumers and loops to stop."""
-        if self._draining:
+        """Return when the drain step begins: time for consumers, loops and streams to stop.
+
+        A long-poll races it against its own wait and answers early, so that its
+        client polls again at once, elsewhere ("Streaming and long-lived requests" in
+        the docs has the example).
+        """
+        if self.in_flight.draining:
             return
         event = anyio.Event()
         self._drain_waiters.append(event)
         await event.wait()
 
-    def _add_drain_hook(self, hook: DrainHook) -> None:
-        """Run *hook* when the drain begins (the middleware closes WebSockets with it)."""
+    def on_drain(self, hook: DrainHook) -> Callable[[], None]:
+        """Run the async *hook* when the drain begins, alongside the drain handlers.
+
+        Hooks are the drain's own machinery (the middleware closes WebSockets with one):
+        no timeout of their own, cut off at the end of the drain, not in the report.
+
+        Returns:
+            A callable that unsubscribes the hook (idempotent).
+        """
         self._drain_hooks.append(hook)
 
-    def _remove_drain_hook(self, hook: DrainHook) -> None:
-        with contextlib.suppress(ValueError):
-            self._drain_hooks.remove(hook)
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._drain_hooks.remove(hook)
+
+        return unsubscribe
+
+    def spawn(
+        self,
+        func: Callable[..., Awaitable[object]],
+        *args: object,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Start *func(*args)* in the background; the drain waits for it to finish.
+
+        Fire-and-forget work started from a request (send an email, write an audit
+        record) that must not be lost in a shutdown. It runs as `track` does: counted in
+        flight, ended at the drain's deadline if still running. Call it from the event
+        loop's thread (a request handler).
+
+        Args:
+            func: An async callable.
+            args: Its positional arguments.
+            name: The name in logs and reports; the function's qualified name by default.
+            timeout: Seconds it may take before it is cancelled; None for no limit of its
+                own (the drain's deadline still applies).
+        """
+        from ._background import spawn  # noqa: PLC0415 - keeps this module small
+
+        self.attach()
+        assert self._loop is not None  # noqa: S101 - attach() ran
+        spawn(self, self._loop, func, args, name=name, timeout=timeout)
 
     # -- triggers -------------------------------------------------------------------
 
@@ -322,6 +381,8 @@ class Coordinator:
         """
         if self._loop is None:
             self._loop = LoopHandle()
+            self.in_flight.on_trio = self._loop.is_trio
+            self.in_flight.refresh()
 
     def trigger(self, reason: str, *, pod_wide: bool = False) -> None:
         """Start the sequence in the background if it has not started; never blocks.
@@ -494,8 +555,10 @@ class Coordinator:
         self._started_monotonic = time.monotonic() - max(0.0, now - started_at)
         self._started_at = started_at
         self._reason = reason
-        self._in_flight_at_start = self.in_flight.count
-        self._shutting_down = True
+        in_flight = self.in_flight
+        self._in_flight_at_start = in_flight.count
+        in_flight.shutting_down = True
+        in_flight.refresh()
         return True
 
     @staticmethod
@@ -559,11 +622,14 @@ class Coordinator:
             await self._run_phase(run, phase, end)
 
     async def _drain(self, run: Run, end: float) -> None:
-        self._draining = True
+        in_flight = self.in_flight
+        in_flight.draining = True
+        self.drain_started.set()
         self._phase = Phase.DRAIN
         for event in self._drain_waiters:
             event.set()
         self._drain_waiters.clear()
+        streams_at = time.monotonic() + self.settings.stream_grace
         with run.step(Phase.DRAIN.value):
             logger.info(
                 "draining %d in-flight requests and jobs",
@@ -578,16 +644,21 @@ class Coordinator:
                 for hook in self._drain_hooks:
                     tg.start_soon(_run_hook, hook, end)
                 tg.start_soon(self._run_handlers, run, Phase.DRAIN, end)
-                with anyio.move_on_after(max(0.0, end - time.monotonic())):
-                    await self.in_flight.wait_idle()
-            run.abandoned = self.in_flight.count
+                ended = await drain(in_flight, streams_at=streams_at, end=end)
+            run.ended = ended
+            run.abandoned = max(len(ended), in_flight.count)
         fields = {"phase": "drain", "duration": run.phases[-1].duration}
         if run.abandoned:
             logger.warning(
-                "drain ran out of time with %d requests or jobs still running: %s",
+                "drain ended %d requests, streams or jobs still running: %s",
                 run.abandoned,
-                dict(self.in_flight.named) or "requests",
-                extra={**fields, "in_flight": run.abandoned, "remaining": run.remaining()},
+                ", ".join(run.ended) or dict(in_flight.named) or "requests",
+                extra={
+                    **fields,
+                    "in_flight": run.abandoned,
+                    "abandoned": run.ended,
+                    "remaining": run.remaining(),
+                },
             )
         else:
             logger.info(
@@ -646,6 +717,7 @@ class Coordinator:
             duration=time.monotonic() - run.start,
             in_flight_at_start=self._in_flight_at_start,
             in_flight_abandoned=run.abandoned,
+            abandoned=tuple(run.ended),
             handlers=tuple(sorted(run.handlers, key=lambda h: PHASES.index(h.phase))),
             phases=tuple(run.phases),
         )

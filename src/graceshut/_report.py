@@ -129,6 +129,9 @@ class ShutdownReport:
         duration: Seconds from the first trigger to the end of the ``report`` phase.
         in_flight_at_start: Requests and tracked work running at the first trigger.
         in_flight_abandoned: Work still running when the drain ran out of time.
+        abandoned: What graceshut ended: ``GET /path`` (no query string) for requests,
+            ``WEBSOCKET /path``, a tracked job's name; streams cut after ``stream_grace``
+            included.
         handlers: One record per handler, in phase order.
         phases: When each step ran, in order.
         pid: The process that ran the sequence.
@@ -141,6 +144,7 @@ class ShutdownReport:
     in_flight_abandoned: int
     handlers: tuple[HandlerResult, ...]
     phases: tuple[PhaseResult, ...] = ()
+    abandoned: tuple[str, ...] = ()
     pid: int = dataclasses.field(default_factory=os.getpid)
 
     @property
@@ -176,6 +180,7 @@ class ShutdownReport:
             "duration": round(self.duration, 6),
             "in_flight_at_start": self.in_flight_at_start,
             "in_flight_abandoned": self.in_flight_abandoned,
+            "abandoned": list(self.abandoned),
             "pid": self.pid,
             "handlers": [h.to_dict() for h in self.handlers],
             "phases": [p.to_dict() for p in self.phases],

@@ -51,7 +51,18 @@ class SignalChain:
         self._interrupts = SecondInterrupt()
         self._installed = False
         coordinator.on_report(self._hand_on_pending)
-        coordinator._add_drain_hook(self._hand_on_at_drain)  # noqa: SLF001 - same package
+        self._unsubscribe = coordinator.on_drain(self._hand_on_at_drain)
+
+    @property
+    def should_exit(self) -> bool:
+        """True once the drain has begun.
+
+        Libraries that watch a uvicorn-style server look for this attribute on the
+        object behind the SIGTERM handler (sse-starlette's ``signal.getsignal(SIGTERM)
+        .__self__.should_exit``): ours stands in front of the server's, so it answers
+        for it, and their streams end when the drain begins.
+        """
+        return self._coordinator.draining
 
     def install(self) -> bool:
         """Install the handlers; False (and a log line) when not on the main thread."""
@@ -80,7 +91,7 @@ class SignalChain:
     def uninstall(self) -> None:
         """Put back the handlers we replaced, where ours are still in place."""
         self._coordinator._remove_report_listener(self._hand_on_pending)  # noqa: SLF001
-        self._coordinator._remove_drain_hook(self._hand_on_at_drain)  # noqa: SLF001
+        self._unsubscribe()
         if not self._installed:
             return
         for signum, previous in self._previous.items():

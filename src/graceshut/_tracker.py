@@ -1,28 +1,64 @@
-"""Counting in-flight work, and waking the drain the moment the last piece ends."""
+"""The state every request reads, and waking the drain the moment the last piece ends."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import anyio
 
 
 class InFlight:
-    """A counter of running requests and jobs, with an O(1) enter and exit.
+    """The hot state of one coordinator: its flags and its count of running work.
 
-    The middleware bumps `count` directly on the event loop thread; no lock is needed
-    because every change happens on that one thread. `wait_idle` parks on an event that
-    the exit of the last piece of work sets, so the drain ends without polling.
+    The middleware reads and bumps these slots directly on the event loop thread, once
+    per request: one slotted object read through one attribute, no properties and no
+    calls on the way. No lock is needed because every change happens on that one
+    thread. `wait_idle` parks on an event that the end of the last piece of work sets,
+    so the drain ends without polling.
     """
 
-    __slots__ = ("_idle", "count", "named", "refused")
+    __slots__ = (
+        "count",
+        "cut",
+        "draining",
+        "fast",
+        "jobs",
+        "named",
+        "on_trio",
+        "refused",
+        "shutting_down",
+        "waker",
+    )
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything, in place: the middleware keeps a reference to this object."""
         self.count = 0
+        """Requests, WebSockets and tracked jobs running now."""
         self.refused = 0
         """Requests and WebSocket handshakes refused during the drain."""
         self.named: Counter[str] = Counter()
-        self._idle: anyio.Event | None = None
+        self.shutting_down = False
+        """True from the first trigger on."""
+        self.draining = False
+        """True from the start of the drain step on."""
+        self.on_trio = False
+        """Serving on trio: each request gets a cancel scope, so that it can be ended."""
+        self.fast = True
+        """Neither of the above: the middleware takes its shortest path."""
+        self.waker: anyio.Event | None = None
+        #: What graceshut ended on purpose (asyncio tasks, trio cancel scopes): their
+        #: cancellation is answered, not propagated.
+        self.cut: set[Any] = set()
+        #: Cancel scopes of tracked jobs, by scope: ended at the drain's deadline.
+        self.jobs: dict[anyio.CancelScope, str] = {}
+
+    def refresh(self) -> None:
+        """Recompute `fast` after a flag changed (never on the request path)."""
+        self.fast = not (self.shutting_down or self.on_trio)
 
     def enter(self) -> None:
         """Count one more piece of work."""
@@ -31,13 +67,18 @@ class InFlight:
     def exit(self) -> None:
         """Count one piece of work as ended; wake the waiters if it was the last."""
         self.count -= 1
-        if self.count == 0 and self._idle is not None:
-            self._idle.set()
-            self._idle = None
+        if not self.count and self.waker is not None:
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake whoever waits for nothing to be in flight (the drain)."""
+        waker, self.waker = self.waker, None
+        if waker is not None:
+            waker.set()
 
     async def wait_idle(self) -> None:
         """Return once nothing is in flight (any number of waiters)."""
         while self.count:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
+            if self.waker is None:
+                self.waker = anyio.Event()
+            await self.waker.wait()

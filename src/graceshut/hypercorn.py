@@ -110,6 +110,11 @@ class _OwnSignals:
         self._interrupts = SecondInterrupt()
         self._previous: dict[int, Any] = {}
 
+    @property
+    def should_exit(self) -> bool:
+        """True once the drain has begun: what sse-starlette reads (see `SignalChain`)."""
+        return self._coordinator.draining
+
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return

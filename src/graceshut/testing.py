@@ -58,7 +58,7 @@ def fast_settings(
     """
     saved = coordinator.settings
     coordinator.settings = resolve_settings(
-        grace_period, safety_margin, propagation_delay, environ={}
+        grace_period, safety_margin, propagation_delay, environ={}, stream_grace=saved.stream_grace
     )
     try:
         yield coordinator.settings
