@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 
+from ._background import spawn as spawn_tracked
 from ._config import Seconds, Settings, resolve_settings
 from ._handlers import Handler, HandlerFunc, make_handler
 from ._loop import LoopHandle
@@ -24,6 +25,7 @@ from ._registry import DrainHook, Registry, ReportListener, Unsubscribe
 from ._report import ShutdownReport
 from ._run_state import RunState
 from ._sequence import Sequence
+from ._signals import SignalChain
 from ._tracker import InFlight
 
 if TYPE_CHECKING:
@@ -315,9 +317,7 @@ class Coordinator:
             timeout: Seconds it may take before it is cancelled; None for no limit of its
                 own (the drain's deadline still applies).
         """
-        from ._background import spawn  # noqa: PLC0415 - keeps this module small
-
-        spawn(self, self._attached(), func, args, name=name, timeout=timeout)
+        spawn_tracked(self, self._attached(), func, args, name=name, timeout=timeout)
 
     # -- triggers -------------------------------------------------------------------
 
@@ -405,8 +405,6 @@ class Coordinator:
         ones already there (the server's own), and restored on exit. Framework-agnostic:
         `graceshut.starlette.install` uses it for the ASGI lifespan.
         """
-        from ._signals import SignalChain  # noqa: PLC0415 - avoids an import cycle
-
         loop = self._attached()
         chain = SignalChain(self) if signals else None
         state = self._state
