@@ -1,26 +1,32 @@
-"""The shutdown sequence: one run, five phases, one deadline."""
+"""The coordinator: registration, triggers and the lifespan around one shutdown run.
+
+The parts are modules of their own: `_registry` keeps the handlers, `_run_state` what
+one run changes, `_membership` the pod's other workers, `_sequence` runs the steps,
+`_budget` times them and `_signals` chains SIGTERM and SIGINT.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 
-from ._budget import Run, elastic_end, reserved_after, step_end
-from ._concurrent import still_running
+from ._background import spawn as spawn_tracked
 from ._config import Seconds, Settings, resolve_settings
-from ._ending import drain
-from ._handlers import Handler, HandlerFunc, make_handler, run_handlers
+from ._handlers import Handler, HandlerFunc, make_handler
 from ._loop import LoopHandle
-from ._phases import PHASES, Phase
-from ._report import HandlerResult, Outcome, ShutdownReport
+from ._membership import PodMembership
+from ._phases import Phase
+from ._registry import DrainHook, Registry, ReportListener, Unsubscribe
+from ._report import ShutdownReport
+from ._run_state import RunState
+from ._sequence import Sequence
+from ._signals import SignalChain
 from ._tracker import InFlight
-from ._workers import WorkerGroup
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -28,12 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("graceshut")
 
 F = TypeVar("F", bound=HandlerFunc)
-ReportListener = Callable[[ShutdownReport], object]
-DrainHook = Callable[[], Awaitable[None]]
-
-#: Triggers that arrive after the server has stopped serving: keeping on serving
-#: for the propagation delay would only make the shutdown slower.
-_SERVER_ALREADY_STOPPED = frozenset({"lifespan"})
 
 
 class Coordinator:
@@ -85,25 +85,11 @@ class Coordinator:
         )
         #: The hot state: flags and in-flight count, read by the middleware per request.
         self.in_flight = InFlight()
-        self._handlers: dict[str, Handler] = {}
-        self._needs = dict.fromkeys(PHASES, 0.0)
-        self._report_listeners: list[ReportListener] = []
-        self._drain_hooks: list[DrainHook] = []
-        self._loop: LoopHandle | None = None
         self.drain_started = threading.Event()
         """Set when the drain begins: for sync code (a generator in a worker thread) that
         waits with a timeout, ``coordinator.drain_started.wait(1.0)``."""
-        self._phase: Phase | None = None
-        self._reason: str | None = None
-        self._started_monotonic = 0.0
-        self._started_at = 0.0
-        self._in_flight_at_start = 0
-        self._report: ShutdownReport | None = None
-        self._waiters: list[anyio.Event] = []
-        self._drain_waiters: list[anyio.Event] = []
-        self._group: WorkerGroup | None = None
-        self._leader = True
-        self._start_lock = threading.Lock()
+        self._registry = Registry()
+        self._state = RunState()
 
     # -- registration -------------------------------------------------------------
 
@@ -192,34 +178,11 @@ class Coordinator:
         handler = make_handler(
             func, phase, timeout, name, once_per_pod=once_per_pod, fallback=fallback
         )
-        if self._shutting_down:
+        if self.shutting_down:
             raise RuntimeError(
                 f"cannot register handler {handler.name!r}: shutdown has already started"
             )
-        if handler.name in self._handlers:
-            raise ValueError(
-                f"a shutdown handler named {handler.name!r} is already registered: "
-                "pass name= to tell them apart"
-            )
-        budget = self.settings.budget
-        if handler.timeout > budget:
-            raise ValueError(
-                f"handler {handler.name!r} has timeout={handler.timeout:g}s, longer than the "
-                f"whole shutdown budget of {budget:g}s (grace_period "
-                f"{self.settings.grace_period:g} - safety_margin {self.settings.safety_margin:g})"
-            )
-        self._handlers[handler.name] = handler
-        self._needs[handler.phase] = max(self._needs[handler.phase], handler.timeout)
-        needed = sum(self._needs.values())
-        if needed > budget:
-            logger.warning(
-                "handler timeouts add up to %.1fs across phases, more than the %.1fs budget: "
-                "if they all run long, each phase (and the propagation delay) gets a share in "
-                "proportion to what it asks for, and in-flight requests get no extra time",
-                needed,
-                budget,
-                extra={"handler": handler.name, "phase": handler.phase.value},
-            )
+        self._registry.add(handler, self.settings)
 
     def on_report(self, listener: ReportListener) -> ReportListener:
         """Call *listener* with the final `ShutdownReport`, before any waiter wakes.
@@ -227,31 +190,27 @@ class Coordinator:
         Listeners run on the event loop thread and should be quick (write a file, set a
         metric); an exception is logged and ignored. Usable as a decorator.
         """
-        self._report_listeners.append(listener)
+        self._registry.report_listeners.add(listener)
         return listener
 
-    def _reset_for_testing(self) -> None:
-        """Forget the run (not the handlers): `graceshut.testing` serves an app again."""
+    def remove_report_listener(self, listener: ReportListener) -> None:
+        """Stop calling *listener* (added with `on_report`); nothing if it is not there."""
+        self._registry.report_listeners.remove(listener)
+
+    def forget_run(self) -> None:
+        """Forget a finished run and the loop it ran on, keeping the handlers.
+
+        For test harnesses that serve the same app again (`graceshut.testing` does);
+        an app in production shuts down once. A run still under way goes on, unseen.
+        """
         self.in_flight.reset()
         self.drain_started.clear()
-        self._loop = None
-        self._phase = None
-        self._reason = None
-        self._report = None
-        self._waiters.clear()
-        self._drain_waiters.clear()
-        self._group = None
-        self._leader = True
-        self._start_lock = threading.Lock()
-
-    def _remove_report_listener(self, listener: ReportListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._report_listeners.remove(listener)
+        self._state = RunState()
 
     @property
     def handlers(self) -> tuple[Handler, ...]:
         """The registered handlers, in registration order."""
-        return tuple(self._handlers.values())
+        return self._registry.handlers
 
     # -- state ----------------------------------------------------------------------
 
@@ -269,22 +228,20 @@ class Coordinator:
         """
         return self.in_flight.draining
 
-    _shutting_down = shutting_down  # the spelling used inside this module
-
     @property
     def phase(self) -> Phase | None:
         """The phase running now, or None (before, between announce and drain, after)."""
-        return self._phase
+        return self._state.phase
 
     @property
     def report(self) -> ShutdownReport | None:
         """The report once the sequence has finished, else None."""
-        return self._report
+        return self._state.report
 
     @property
     def reason(self) -> str | None:
         """What started the shutdown, or None before it started."""
-        return self._reason
+        return self._state.reason
 
     # -- in-flight work -------------------------------------------------------------
 
@@ -317,10 +274,10 @@ class Coordinator:
         if self.in_flight.draining:
             return
         event = anyio.Event()
-        self._drain_waiters.append(event)
+        self._state.drain_waiters.append(event)
         await event.wait()
 
-    def on_drain(self, hook: DrainHook) -> Callable[[], None]:
+    def on_drain(self, hook: DrainHook) -> Unsubscribe:
         """Run the async *hook* when the drain begins, alongside the drain handlers.
 
         Hooks are the drain's own machinery (the middleware closes WebSockets with one):
@@ -329,13 +286,7 @@ class Coordinator:
         Returns:
             A callable that unsubscribes the hook (idempotent).
         """
-        self._drain_hooks.append(hook)
-
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._drain_hooks.remove(hook)
-
-        return unsubscribe
+        return self._registry.drain_hooks.add(hook)
 
     def spawn(
         self,
@@ -350,11 +301,7 @@ class Coordinator:
         on, as under `track`; cancelled after *timeout* seconds (None: only the drain's
         deadline), its failures logged. *name* shows in logs and the report.
         """
-        from ._background import spawn  # noqa: PLC0415 - keeps this module small
-
-        self.attach()
-        assert self._loop is not None  # noqa: S101 - attach() ran
-        spawn(self, self._loop, func, args, name=name, timeout=timeout)
+        spawn_tracked(self, self._attached(), func, args, name=name, timeout=timeout)
 
     # -- triggers -------------------------------------------------------------------
 
@@ -363,10 +310,26 @@ class Coordinator:
 
         Call it from async code; the lifespan and `shutdown` do it for you.
         """
-        if self._loop is None:
-            self._loop = LoopHandle()
-            self.in_flight.on_trio = self._loop.is_trio
+        self._attached()
+
+    def _attached(self) -> LoopHandle:
+        loop = self._state.loop
+        if loop is None:
+            loop = self._state.loop = LoopHandle()
+            self.in_flight.on_trio = loop.is_trio
             self.in_flight.refresh()
+        return loop
+
+    def call_soon_threadsafe(self, func: Callable[[], object]) -> bool:
+        """Run *func* soon on the attached loop's thread; safe from signal handlers.
+
+        Returns False, without calling it, when no loop is attached.
+        """
+        loop = self._state.loop
+        if loop is None:
+            return False
+        loop.call_soon_threadsafe(func)
+        return True
 
     def trigger(self, reason: str, *, pod_wide: bool = False) -> None:
         """Start the sequence in the background if it has not started; never blocks.
@@ -384,13 +347,14 @@ class Coordinator:
         Raises:
             RuntimeError: No event loop is attached yet.
         """
-        if self._loop is None:
+        loop = self._state.loop
+        if loop is None:
             raise RuntimeError(
                 "Coordinator.trigger() needs an event loop: call attach() (or run the "
                 "lifespan) first, or await shutdown() from async code"
             )
-        if self._mark_started(reason, pod_wide=pod_wide):
-            self._loop.call_soon_threadsafe(self._spawn_sequence)
+        if self._state.start(reason, self.in_flight, pod_wide=pod_wide):
+            loop.call_soon_threadsafe(self._spawn_sequence)
 
     async def shutdown(self, reason: str = "manual", *, pod_wide: bool = False) -> ShutdownReport:
         """Run the sequence if it has not run, and return its report.
@@ -400,7 +364,7 @@ class Coordinator:
         for `trigger`.
         """
         self.attach()
-        if self._mark_started(reason, pod_wide=pod_wide):
+        if self._state.start(reason, self.in_flight, pod_wide=pod_wide):
             self._spawn_sequence()
         return await self.wait()
 
@@ -409,12 +373,13 @@ class Coordinator:
 
         For a server's shutdown trigger: serve until graceshut has drained and finished.
         """
-        if self._report is None:
+        state = self._state
+        if state.report is None:
             event = anyio.Event()
-            self._waiters.append(event)
+            state.waiters.append(event)
             await event.wait()
-        assert self._report is not None  # noqa: S101 - set before any waiter wakes
-        return self._report
+        assert state.report is not None  # noqa: S101 - set before any waiter wakes
+        return state.report
 
     @contextlib.asynccontextmanager
     async def lifespan(self, *, signals: bool = True) -> AsyncIterator[None]:
@@ -424,65 +389,38 @@ class Coordinator:
         ones already there (the server's own), and restored on exit. Framework-agnostic:
         `graceshut.starlette.install` uses it for the ASGI lifespan.
         """
-        from ._signals import SignalChain  # noqa: PLC0415 - avoids an import cycle
-
-        self.attach()
+        loop = self._attached()
         chain = SignalChain(self) if signals else None
-        listener = anyio.CancelScope()
-        group: WorkerGroup | None = None
+        state = self._state
         try:
             if chain is not None:
                 chain.install()
-            group = self._join_worker_group(listener)
+            state.pod = PodMembership.join(loop, self._trigger_from_sibling)
             yield
             with anyio.CancelScope(shield=True):
                 await self.shutdown("lifespan")
         finally:
-            listener.cancel()
-            if group is not None:
-                group.leave()
-                self._group = None
+            if state.pod is not None:
+                state.pod.leave()
+                state.pod = None
             if chain is not None:
                 chain.uninstall()
 
-    def _join_worker_group(self, listener: anyio.CancelScope) -> WorkerGroup | None:
-        group = WorkerGroup.detect()
-        if group is None:
-            return None
-        try:
-            group.join()
-        except OSError as exc:
-            logger.warning(
-                "cannot join the other worker processes in %s (%s): this worker will shut "
-                "down on its own triggers only",
-                group.directory,
-                exc,
-            )
-            return None
-        self._group = group
-
-        async def listen() -> None:
-            with listener:
-                await group.listen(self._trigger_from_sibling)
-
-        assert self._loop is not None  # noqa: S101 - attach() ran
-        self._loop.spawn(listen)
-        existing = group.trigger()
-        if existing is not None:
-            # Started (or restarted) after another worker began the shutdown.
-            self._trigger_from_sibling(*existing)
-        return group
-
-    def _trigger_from_sibling(self, reason: str, started_at: float) -> None:
-        if self._mark_started(reason, started_at=started_at, from_sibling=True):
-            self._spawn_sequence()
-
     def pod_triggered(self) -> bool:
         """True once this worker, or any worker of its pod, started a shutdown."""
-        if self._shutting_down:
+        if self.shutting_down:
             return True
-        group = self._group
-        return group is not None and group.triggered()
+        pod = self._state.pod
+        return pod is not None and pod.triggered()
+
+    def others_serving(self) -> bool:
+        """With several workers per pod: whether a sibling serves on while this one stops.
+
+        True when a supervisor recycles this one worker; False when the whole pod stops,
+        and with one process.
+        """
+        pod = self._state.pod
+        return pod is not None and pod.others_serving()
 
     async def pod_report(self) -> dict[str, Any]:
         """Wait for the sequence and return the whole pod's report as JSON-ready data.
@@ -493,263 +431,20 @@ class Coordinator:
         """
         report = await self.wait()
         data = report.to_dict()
-        group = self._group
-        if group is None:
+        state = self._state
+        if state.pod is None:
             return data
-        deadline = self._started_monotonic + self.settings.budget
-        workers = await group.gather_reports(deadline)
+        workers = await state.pod.gather(state.started_monotonic + self.settings.budget)
         data["workers"] = workers
         data["ok"] = all(bool(w.get("ok")) for w in workers)
         return data
 
-    def _mark_started(
-        self,
-        reason: str,
-        *,
-        pod_wide: bool = False,
-        started_at: float | None = None,
-        from_sibling: bool = False,
-    ) -> bool:
-        """Flip readiness at once; True for the first trigger only.
-
-        Safe from signal handlers and threads: the first caller wins a non-blocking lock
-        before anything else happens, so two triggers can never start two runs.
-        """
-        group = self._group
-        if not self._start_lock.acquire(blocking=False):
-            if pod_wide and group is not None and not group.triggered():
-                # A preStop call reaching a worker that was already stopping on its own.
-                self._leader = self._claim_pod(group, reason, time.time())[0]
-            logger.debug("shutdown trigger %s joins the run under way", reason)
-            return False
-        now = time.time()
-        started_at = now if started_at is None else started_at
-        if group is None:
-            self._leader = True
-        elif pod_wide:
-            self._leader, reason, started_at = self._claim_pod(group, reason, started_at)
-        else:
-            # A sibling's trigger, or one for this process only (a signal from the
-            # supervisor, which also recycles single workers; the lifespan shutdown):
-            # once-per-pod handlers are not this worker's to run.
-            self._leader = False
-            if not from_sibling:
-                group.mark_stopping()
-        # One deadline for the whole pod: counted from the first worker's trigger.
-        self._started_monotonic = time.monotonic() - max(0.0, now - started_at)
-        self._started_at = started_at
-        self._reason = reason
-        in_flight = self.in_flight
-        self._in_flight_at_start = in_flight.count
-        in_flight.shutting_down = True
-        in_flight.refresh()
-        return True
-
-    @staticmethod
-    def _claim_pod(group: WorkerGroup, reason: str, started_at: float) -> tuple[bool, str, float]:
-        leader, reason, started_at = group.claim(reason, started_at)
-        group.broadcast("trigger", reason=reason, started_at=started_at)
-        return leader, reason, started_at
+    def _trigger_from_sibling(self, reason: str, started_at: float) -> None:
+        if self._state.start(reason, self.in_flight, started_at=started_at, from_sibling=True):
+            self._spawn_sequence()
 
     def _spawn_sequence(self) -> None:
-        assert self._loop is not None  # noqa: S101 - attach() ran before any trigger
-        self._loop.spawn(self._run)
-
-    # -- the sequence ---------------------------------------------------------------
-
-    async def _run(self) -> None:
-        reason = self._reason or "manual"
-        run = Run(reason, self._started_monotonic, self.settings.budget)
-        try:
-            with anyio.CancelScope(shield=True):
-                await self._sequence(run)
-        finally:
-            self._phase = None
-            self._finish(run)
-
-    async def _sequence(self, run: Run) -> None:
-        settings = self.settings
-        needs = self._phase_needs()
-        after = reserved_after(needs)
-        logger.info(
-            "shutdown started (%s): %.1fs until the deadline",
-            run.reason,
-            run.remaining(),
-            extra={
-                "reason": run.reason,
-                "in_flight": self._in_flight_at_start,
-                "remaining": run.remaining(),
-                "leader": self._leader,
-            },
+        sequence = Sequence(
+            self.settings, self._registry, self._state, self.in_flight, self.drain_started
         )
-
-        end = step_end(run.deadline, needs[Phase.ANNOUNCE], after[Phase.ANNOUNCE])
-        await self._run_phase(run, Phase.ANNOUNCE, end)
-
-        if run.reason not in _SERVER_ALREADY_STOPPED:
-            self._phase = None
-            end = elastic_end(run.deadline, settings.propagation_delay, after[Phase.ANNOUNCE])
-            until = min(run.start + settings.propagation_delay, end)
-            with run.step("propagation"):
-                logger.info(
-                    "propagation delay: serving for %.2fs more while routers catch up",
-                    max(0.0, until - time.monotonic()),
-                    extra={"phase": "propagation", "remaining": run.remaining()},
-                )
-                await _sleep_until(until)
-
-        end = step_end(run.deadline, needs[Phase.DRAIN], after[Phase.DRAIN])
-        await self._drain(run, end)
-
-        for phase in (Phase.FLUSH, Phase.RELEASE, Phase.REPORT):
-            end = step_end(run.deadline, needs[phase], after[phase])
-            await self._run_phase(run, phase, end)
-
-    async def _drain(self, run: Run, end: float) -> None:
-        in_flight = self.in_flight
-        in_flight.draining = True
-        in_flight.refresh()
-        self.drain_started.set()
-        self._phase = Phase.DRAIN
-        for event in self._drain_waiters:
-            event.set()
-        self._drain_waiters.clear()
-        streams_at = time.monotonic() + self.settings.stream_grace
-        with run.step(Phase.DRAIN.value):
-            logger.info(
-                "draining %d in-flight requests and jobs",
-                self.in_flight.count,
-                extra={
-                    "phase": "drain",
-                    "in_flight": self.in_flight.count,
-                    "remaining": run.remaining(),
-                },
-            )
-            async with anyio.create_task_group() as tg:
-                for hook in self._drain_hooks:
-                    tg.start_soon(_run_hook, hook, end)
-                tg.start_soon(self._run_handlers, run, Phase.DRAIN, end)
-                ended = await drain(in_flight, streams_at=streams_at, end=end)
-            run.ended = ended
-            run.abandoned = max(len(ended), in_flight.count)
-        fields = {"phase": "drain", "duration": run.phases[-1].duration}
-        if run.abandoned:
-            logger.warning(
-                "drain ended %d requests, streams or jobs still running: %s",
-                run.abandoned,
-                ", ".join(run.ended) or dict(in_flight.named) or "requests",
-                extra={
-                    **fields,
-                    "in_flight": run.abandoned,
-                    "abandoned": run.ended,
-                    "remaining": run.remaining(),
-                },
-            )
-        else:
-            logger.info(
-                "drain complete in %.3fs",
-                fields["duration"],
-                extra={**fields, "remaining": run.remaining()},
-            )
-
-    async def _run_phase(self, run: Run, phase: Phase, end: float) -> None:
-        self._phase = phase
-        with run.step(phase.value):
-            count = await self._run_handlers(run, phase, end)
-        if count:
-            duration = run.phases[-1].duration
-            logger.info(
-                "phase %s done in %.3fs",
-                phase.value,
-                duration,
-                extra={"phase": phase.value, "duration": duration, "remaining": run.remaining()},
-            )
-
-    async def _run_handlers(self, run: Run, phase: Phase, end: float) -> int:
-        handlers = [
-            h
-            for h in self._handlers.values()
-            if h.phase is phase and (self._leader or not h.once_per_pod)
-        ]
-        if not handlers:
-            return 0
-        logger.info(
-            "phase %s: %d handler%s",
-            phase.value,
-            len(handlers),
-            "" if len(handlers) == 1 else "s",
-            extra={"phase": phase.value, "remaining": run.remaining()},
-        )
-        await run_handlers(handlers, run.reason, end, run.deadline, into=run.handlers)
-        return len(handlers)
-
-    def _phase_needs(self) -> dict[Phase, float]:
-        """For each phase, the longest timeout among its handlers (kept up to date)."""
-        return dict(self._needs)
-
-    def _finish(self, run: Run) -> None:
-        recorded = {h.name for h in run.handlers}
-        run.handlers += [
-            HandlerResult(
-                h.name, h.phase, Outcome.SKIPPED, 0.0, "did not run: the run was cut short"
-            )
-            for h in self._handlers.values()
-            if h.name not in recorded and (self._leader or not h.once_per_pod)
-        ]
-        report = ShutdownReport(
-            reason=run.reason,
-            started_at=self._started_at,
-            duration=time.monotonic() - run.start,
-            in_flight_at_start=self._in_flight_at_start,
-            in_flight_abandoned=run.abandoned,
-            abandoned=tuple(run.ended),
-            handlers=tuple(sorted(run.handlers, key=lambda h: PHASES.index(h.phase))),
-            phases=tuple(run.phases),
-        )
-        self._report = report
-        log = logger.info if report.ok else logger.warning
-        log(
-            "%s",
-            report.summary(),
-            extra={
-                "reason": run.reason,
-                "outcome": "ok" if report.ok else "failed",
-                "duration": report.duration,
-                "report": report.to_dict(),
-            },
-        )
-        if left_behind := still_running():
-            logger.warning(
-                "%d handler%s still running after %s timeout, in the background: one that "
-                "ignores its cancellation can keep the process from exiting",
-                left_behind,
-                "" if left_behind == 1 else "s",
-                "its" if left_behind == 1 else "their",
-                extra={"reason": run.reason, "outcome": "timeout", "in_flight": left_behind},
-            )
-        if self._group is not None:
-            self._group.publish_report(report.to_dict())
-        for listener in self._report_listeners:
-            try:
-                listener(report)
-            except Exception:
-                logger.exception("report listener %r failed", listener)
-        for event in self._waiters:
-            event.set()
-        self._waiters.clear()
-
-
-async def _sleep_until(when: float) -> None:
-    delay = when - time.monotonic()
-    if delay > 0:
-        await anyio.sleep(delay)
-
-
-async def _run_hook(hook: DrainHook, end: float) -> None:
-    with anyio.move_on_after(max(0.0, end - time.monotonic())) as scope:
-        try:
-            await hook()
-        except Exception:
-            logger.exception("drain hook %r failed", hook)
-    if scope.cancelled_caught:
-        logger.warning("drain hook %r cut off at the end of the drain", hook)
+        self._attached().spawn(sequence.run)

@@ -90,7 +90,7 @@ class SignalChain:
 
     def uninstall(self) -> None:
         """Put back the handlers we replaced, where ours are still in place."""
-        self._coordinator._remove_report_listener(self._hand_on_pending)  # noqa: SLF001
+        self._coordinator.remove_report_listener(self._hand_on_pending)
         self._unsubscribe()
         if not self._installed:
             return
@@ -125,8 +125,7 @@ class SignalChain:
 
     def _hand_on_early(self) -> None:
         """In a multi-worker pod: let the server stop accepting now (see the module doc)."""
-        group = self._coordinator._group  # noqa: SLF001 - same package
-        if self._handed_early or group is None or not group.others_serving():
+        if self._handed_early or not self._coordinator.others_serving():
             # Once is enough: a second signal handed to uvicorn now (a SIGINT) would make
             # it skip the lifespan shutdown, and the sequence with it. Without siblings
             # serving, the whole pod stops: keep the contract, 503 to what still arrives.
@@ -159,11 +158,8 @@ class SignalChain:
             # only after the other report listeners and waiters had their turn.
             logger.info("no server handler for %s: exiting", signal.Signals(signum).name)
             signal.signal(signum, _raise_system_exit(report.exit_code))
-            loop = self._coordinator._loop  # noqa: SLF001 - same package
-            if loop is None:
+            if not self._coordinator.call_soon_threadsafe(lambda: signal.raise_signal(signum)):
                 signal.raise_signal(signum)
-            else:
-                loop.call_soon_threadsafe(lambda: signal.raise_signal(signum))
 
 
 def _call_server(server: Callable[[int, FrameType | None], Any], signum: int, when: str) -> None:

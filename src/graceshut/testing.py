@@ -126,7 +126,7 @@ async def serve(
             for tests that send real signals with `AppHarness.send_signal`.
     """
     if coordinator.shutting_down:
-        coordinator._reset_for_testing()  # noqa: SLF001 - the one supported caller
+        coordinator.forget_run()
     token = signals_enabled.set(real_signals)
     try:
         with fast_settings(

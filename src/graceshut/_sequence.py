@@ -1,0 +1,241 @@
+"""One shutdown run: announce, propagation delay, drain, flush, release, report.
+
+Each step ends where `_budget` says, so that the later phases keep the time their
+handlers ask for; whatever happens, the run ends with a `ShutdownReport`, handed to the
+report listeners and then to every waiter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import anyio
+
+from ._budget import Run, elastic_end, reserved_after, step_end
+from ._concurrent import still_running
+from ._config import Settings
+from ._ending import drain
+from ._handlers import run_handlers
+from ._phases import PHASES, Phase
+from ._registry import DrainHook, Registry
+from ._report import HandlerResult, Outcome, ShutdownReport
+from ._run_state import RunState
+from ._tracker import InFlight
+
+logger = logging.getLogger("graceshut")
+
+#: Triggers that arrive after the server has stopped serving: keeping on serving
+#: for the propagation delay would only make the shutdown slower.
+_SERVER_ALREADY_STOPPED = frozenset({"lifespan"})
+
+
+class Sequence:
+    """The steps of one run, over the coordinator's settings, handlers and state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        state: RunState,
+        in_flight: InFlight,
+        drain_started: threading.Event,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._state = state
+        self._in_flight = in_flight
+        self._drain_started = drain_started
+
+    async def run(self) -> None:
+        """Run every step, shielded from cancellation; the report is made whatever happens."""
+        state = self._state
+        run = Run(state.reason or "manual", state.started_monotonic, self._settings.budget)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._steps(run)
+        finally:
+            state.phase = None
+            self._finish(run)
+
+    async def _steps(self, run: Run) -> None:
+        settings = self._settings
+        needs = self._registry.needs()
+        after = reserved_after(needs)
+        logger.info(
+            "shutdown started (%s): %.1fs until the deadline",
+            run.reason,
+            run.remaining(),
+            extra={
+                "reason": run.reason,
+                "in_flight": self._state.in_flight_at_start,
+                "remaining": run.remaining(),
+                "leader": self._state.leader,
+            },
+        )
+
+        end = step_end(run.deadline, needs[Phase.ANNOUNCE], after[Phase.ANNOUNCE])
+        await self._phase(run, Phase.ANNOUNCE, end)
+
+        if run.reason not in _SERVER_ALREADY_STOPPED:
+            self._state.phase = None
+            end = elastic_end(run.deadline, settings.propagation_delay, after[Phase.ANNOUNCE])
+            until = min(run.start + settings.propagation_delay, end)
+            with run.step("propagation"):
+                logger.info(
+                    "propagation delay: serving for %.2fs more while routers catch up",
+                    max(0.0, until - time.monotonic()),
+                    extra={"phase": "propagation", "remaining": run.remaining()},
+                )
+                await _sleep_until(until)
+
+        end = step_end(run.deadline, needs[Phase.DRAIN], after[Phase.DRAIN])
+        await self._drain(run, end)
+
+        for phase in (Phase.FLUSH, Phase.RELEASE, Phase.REPORT):
+            end = step_end(run.deadline, needs[phase], after[phase])
+            await self._phase(run, phase, end)
+
+    async def _drain(self, run: Run, end: float) -> None:
+        in_flight = self._in_flight
+        state = self._state
+        in_flight.draining = True
+        in_flight.refresh()
+        self._drain_started.set()
+        state.phase = Phase.DRAIN
+        for event in state.drain_waiters:
+            event.set()
+        state.drain_waiters.clear()
+        streams_at = time.monotonic() + self._settings.stream_grace
+        with run.step(Phase.DRAIN.value):
+            logger.info(
+                "draining %d in-flight requests and jobs",
+                in_flight.count,
+                extra={
+                    "phase": "drain",
+                    "in_flight": in_flight.count,
+                    "remaining": run.remaining(),
+                },
+            )
+            async with anyio.create_task_group() as tg:
+                for hook in self._registry.drain_hooks:
+                    tg.start_soon(_run_hook, hook, end)
+                tg.start_soon(self._handlers, run, Phase.DRAIN, end)
+                ended = await drain(in_flight, streams_at=streams_at, end=end)
+            run.ended = ended
+            run.abandoned = max(len(ended), in_flight.count)
+        fields = {"phase": "drain", "duration": run.phases[-1].duration}
+        if run.abandoned:
+            logger.warning(
+                "drain ended %d requests, streams or jobs still running: %s",
+                run.abandoned,
+                ", ".join(run.ended) or dict(in_flight.named) or "requests",
+                extra={
+                    **fields,
+                    "in_flight": run.abandoned,
+                    "abandoned": run.ended,
+                    "remaining": run.remaining(),
+                },
+            )
+        else:
+            logger.info(
+                "drain complete in %.3fs",
+                fields["duration"],
+                extra={**fields, "remaining": run.remaining()},
+            )
+
+    async def _phase(self, run: Run, phase: Phase, end: float) -> None:
+        self._state.phase = phase
+        with run.step(phase.value):
+            count = await self._handlers(run, phase, end)
+        if count:
+            duration = run.phases[-1].duration
+            logger.info(
+                "phase %s done in %.3fs",
+                phase.value,
+                duration,
+                extra={"phase": phase.value, "duration": duration, "remaining": run.remaining()},
+            )
+
+    async def _handlers(self, run: Run, phase: Phase, end: float) -> int:
+        handlers = self._registry.for_phase(phase, leader=self._state.leader)
+        if not handlers:
+            return 0
+        logger.info(
+            "phase %s: %d handler%s",
+            phase.value,
+            len(handlers),
+            "" if len(handlers) == 1 else "s",
+            extra={"phase": phase.value, "remaining": run.remaining()},
+        )
+        await run_handlers(handlers, run.reason, end, run.deadline, into=run.handlers)
+        return len(handlers)
+
+    def _finish(self, run: Run) -> None:
+        state = self._state
+        recorded = {h.name for h in run.handlers}
+        run.handlers += [
+            HandlerResult(
+                h.name, h.phase, Outcome.SKIPPED, 0.0, "did not run: the run was cut short"
+            )
+            for h in self._registry.runnable(leader=state.leader)
+            if h.name not in recorded
+        ]
+        report = ShutdownReport(
+            reason=run.reason,
+            started_at=state.started_at,
+            duration=time.monotonic() - run.start,
+            in_flight_at_start=state.in_flight_at_start,
+            in_flight_abandoned=run.abandoned,
+            abandoned=tuple(run.ended),
+            handlers=tuple(sorted(run.handlers, key=lambda h: PHASES.index(h.phase))),
+            phases=tuple(run.phases),
+        )
+        state.report = report
+        log = logger.info if report.ok else logger.warning
+        log(
+            "%s",
+            report.summary(),
+            extra={
+                "reason": run.reason,
+                "outcome": "ok" if report.ok else "failed",
+                "duration": report.duration,
+                "report": report.to_dict(),
+            },
+        )
+        if left_behind := still_running():
+            logger.warning(
+                "%d handler%s still running after %s timeout, in the background: one that "
+                "ignores its cancellation can keep the process from exiting",
+                left_behind,
+                "" if left_behind == 1 else "s",
+                "its" if left_behind == 1 else "their",
+                extra={"reason": run.reason, "outcome": "timeout", "in_flight": left_behind},
+            )
+        if state.pod is not None:
+            state.pod.publish(report.to_dict())
+        for listener in self._registry.report_listeners:
+            try:
+                listener(report)
+            except Exception:
+                logger.exception("report listener %r failed", listener)
+        for event in state.waiters:
+            event.set()
+        state.waiters.clear()
+
+
+async def _sleep_until(when: float) -> None:
+    delay = when - time.monotonic()
+    if delay > 0:
+        await anyio.sleep(delay)
+
+
+async def _run_hook(hook: DrainHook, end: float) -> None:
+    with anyio.move_on_after(max(0.0, end - time.monotonic())) as scope:
+        try:
+            await hook()
+        except Exception:
+            logger.exception("drain hook %r failed", hook)
+    if scope.cancelled_caught:
+        logger.warning("drain hook %r cut off at the end of the drain", hook)
