@@ -54,6 +54,11 @@ class SignalChain:
         self._unsubscribe = coordinator.on_drain(self._hand_on_at_drain)
 
     @property
+    def coordinator(self) -> Coordinator:
+        """The coordinator whose sequence these handlers start."""
+        return self._coordinator
+
+    @property
     def should_exit(self) -> bool:
         """True once the drain has begun.
 

@@ -235,7 +235,7 @@ class _OnMainThread:
             return
         # SIG_DFL: nobody else would stop the process (waitress, a plain wsgiref
         # server). End it the way the default action would, through a normal exit.
-        report = self._chain._coordinator.report  # noqa: SLF001 - same package
+        report = self._chain.coordinator.report
         logger.info("no server handler for %s: exiting", signal.Signals(signum).name)
         raise SystemExit(report.exit_code if report is not None else 0)
 
