@@ -272,24 +272,21 @@ def _whole_seconds(text: str) -> int:
     return int(value)
 
 
-def _clients(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 1000:  # noqa: PLR2004
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 1 and 1000")
-    return value
+def _whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not between {low} and {high}")
+        return value
+
+    return parse
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:  # noqa: PLR2004
-        raise argparse.ArgumentTypeError(f"{text!r} is not between 1 and 65535")
-    return value
+_clients = _whole_number(1, 1000, "a whole number")
+_port = _whole_number(1, 65535, "a port number")
 
 
 def _path(text: str) -> str:
