@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -124,6 +124,13 @@ async def call(app: Any, path: str, messages: list[Message], http_version: str =
     await app(scope, receive, send)
 
 
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for *condition* to hold (a task reached its point), checking every few ms."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.005)
+
+
 def completed(messages: list[Message]) -> bool:
     last = messages[-1]
     return last["type"] == "http.response.body" and not last.get("more_body", False)
@@ -138,7 +145,7 @@ async def test_a_stream_that_ignores_the_drain_is_cut_after_stream_grace() -> No
     messages: list[Message] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, app, "/stream", messages)
-        await anyio.sleep(0.2)
+        await until(lambda: bool(messages))
         started = time.monotonic()
         report = await coordinator.shutdown()
     ended_after = time.monotonic() - started
@@ -159,7 +166,7 @@ async def test_a_stream_that_checks_the_flag_ends_complete_and_is_not_abandoned(
     messages: list[Message] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, app, "/polite", messages)
-        await anyio.sleep(0.2)
+        await until(lambda: bool(messages))
         report = await coordinator.shutdown()
     assert completed(messages)
     assert messages[-2]["body"] == b"bye\n"
@@ -176,7 +183,7 @@ async def test_a_long_poll_is_ended_at_the_drains_deadline_with_a_503() -> None:
     messages: list[Message] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, app, "/poll", messages)
-        await anyio.sleep(0.2)
+        await until(lambda: coordinator.in_flight.count == 1)
         report = await coordinator.shutdown()
     assert log == ["poll-finally", "flush"]
     assert messages[0]["status"] == 503
@@ -195,8 +202,8 @@ async def test_background_tasks_hold_the_drain_and_are_not_cut_as_streams() -> N
     messages: list[Message] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, app, "/background", messages)
-        await anyio.sleep(0.1)
-        assert completed(messages)  # the response went out; its task still runs
+        # The response went out; its task runs on.
+        await until(lambda: bool(messages) and completed(messages))
         assert coordinator.in_flight.count == 1
         report = await coordinator.shutdown()
     assert log == ["background-done", "flush"]
@@ -238,7 +245,7 @@ async def test_a_tracked_job_is_ended_at_the_drains_deadline() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(stuck)
-        await anyio.sleep(0.05)
+        await until(lambda: coordinator.in_flight.count == 1)
         report = await coordinator.shutdown()
     assert unwound == ["export"]
     assert report.abandoned == ("export",)
@@ -341,7 +348,7 @@ async def test_only_this_middlewares_requests_are_ended_not_its_routes_or_the_li
         tg.start_soon(call, waiter, "/poll", polled)
         tg.start_soon(call, waiter, "/report", reported)
         tg.start_soon(call, elsewhere, "/poll", unrelated)
-        await anyio.sleep(0.1)
+        await until(lambda: coordinator.in_flight.count == 1 == other.in_flight.count)
         report = await coordinator.shutdown()
         await anyio.sleep(0.05)
         assert unrelated == []  # still waiting: not ours to end
@@ -366,7 +373,7 @@ async def test_a_request_served_before_the_coordinator_was_attached_drains() -> 
     messages: list[Message] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, app, "/slow", messages)
-        await anyio.sleep(0.05)
+        await until(lambda: coordinator.in_flight.count == 1)
         tg.start_soon(coordinator.shutdown)
         await coordinator.wait_for_drain()
         release.set()
