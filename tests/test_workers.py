@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,3 +99,30 @@ def test_a_dead_siblings_files_are_dropped(tmp_path: Path) -> None:
         me.leave()
         dead.leave()
     assert not tmp_path.exists()
+
+
+@pytest.mark.anyio
+async def test_a_worker_started_after_the_pods_trigger_follows_it_and_does_not_lead(
+    tmp_path: Path, sibling_pid: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that joins once a sibling has claimed the trigger runs its sequence at once,
+    as a follower: the once-per-pod handlers stay the leader's."""
+    import graceshut
+
+    directory = tmp_path / "group"
+    sibling = WorkerGroup(directory, pid=sibling_pid)
+    sibling.join()
+    assert sibling.claim("prestop", time.time())[0]
+    monkeypatch.setenv("GRACESHUT_WORKER_DIR", str(directory))
+    coordinator = graceshut.Coordinator(
+        grace_period=10, safety_margin=0.5, propagation_delay=0, environ={}
+    )
+    ran: list[str] = []
+    coordinator.add_handler(lambda: ran.append("each"), name="each")
+    coordinator.add_handler(lambda: ran.append("once"), name="once", once_per_pod=True)
+    async with coordinator.lifespan(signals=False):
+        report = await coordinator.wait()
+    sibling.leave()
+    assert report.reason == "prestop"
+    assert ran == ["each"]
+    assert [h.name for h in report.handlers] == ["each"]

@@ -395,7 +395,9 @@ class Coordinator:
         try:
             if chain is not None:
                 chain.install()
-            state.pod = PodMembership.join(loop, self._trigger_from_sibling)
+            state.pod = PodMembership.join()
+            if state.pod is not None:
+                state.pod.follow(loop, self._trigger_from_sibling)
             yield
             with anyio.CancelScope(shield=True):
                 await self.shutdown("lifespan")

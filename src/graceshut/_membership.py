@@ -30,12 +30,11 @@ class PodMembership:
         self._listener = anyio.CancelScope()
 
     @classmethod
-    def join(cls, loop: LoopHandle, on_trigger: SiblingTrigger) -> PodMembership | None:
-        """Join this process's group, if it has one, and act on siblings' triggers.
+    def join(cls) -> PodMembership | None:
+        """Join this process's group, if it has one.
 
-        *on_trigger* (reason, start time) is called for each trigger a sibling sends, and
-        at once for one that came before this worker joined. None when the process
-        serves alone, or when the group's directory cannot be used (logged).
+        None when the process serves alone, or when the group's directory cannot be
+        used (logged). Then call `follow` to act on the siblings' triggers.
         """
         group = WorkerGroup.detect()
         if group is None:
@@ -50,13 +49,19 @@ class PodMembership:
                 exc,
             )
             return None
-        membership = cls(group)
-        loop.spawn(lambda: membership.listen(on_trigger))
-        existing = group.trigger()
+        return cls(group)
+
+    def follow(self, loop: LoopHandle, on_trigger: SiblingTrigger) -> None:
+        """Call *on_trigger* (reason, start time) for each trigger a sibling sends.
+
+        Also at once for a trigger that came before this worker joined (a worker
+        started, or restarted, after the pod's shutdown began): call it once the
+        membership is in place, so that this worker knows it does not lead.
+        """
+        loop.spawn(lambda: self.listen(on_trigger))
+        existing = self._group.trigger()
         if existing is not None:
-            # Started (or restarted) after another worker began the shutdown.
             on_trigger(*existing)
-        return membership
 
     async def listen(self, on_trigger: SiblingTrigger) -> None:
         """Act on siblings' triggers until `leave`."""

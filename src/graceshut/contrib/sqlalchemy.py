@@ -14,9 +14,6 @@ SQLAlchemy's asyncio extension itself, needs the asyncio event loop).
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
-import itertools
 import logging
 import threading
 import time
@@ -27,7 +24,15 @@ import anyio
 
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
-from ._errors import FlushError, IntegrationError
+from ._dispose import (
+    AnyEngine,
+    CheckedOutConnectionsError,
+    asyncio_loop,
+    dispose_engine,
+    dispose_when_idle,
+)
+from ._errors import FlushError
+from ._rows import BufferClosedError, BufferFullError, FlushRun, Row, RowQueue
 from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
 try:
@@ -55,19 +60,6 @@ __all__ = [
 
 logger = logging.getLogger("graceshut")
 
-AnyEngine = sa.Engine | AsyncEngine
-"""A sync engine or an asyncio one: every function here takes both."""
-Row = dict[str, Any]
-"""One buffered row: column keys to values."""
-
-
-class BufferClosedError(IntegrationError):
-    """`append` after the shutdown flush: the row would never be written, so it is refused."""
-
-
-class BufferFullError(IntegrationError):
-    """`append` while ``max_pending`` rows wait: the database is not keeping up (or down)."""
-
 
 class BufferFlushError(FlushError):
     """A batch failed (or the deadline came): it and every later row stay in the buffer.
@@ -78,18 +70,6 @@ class BufferFlushError(FlushError):
     """
 
 
-class CheckedOutConnectionsError(IntegrationError):
-    """Connections were still checked out when the pool had to be disposed.
-
-    Attributes:
-        checked_out: How many; `~sqlalchemy.engine.Engine.dispose` could not close them.
-    """
-
-    def __init__(self, message: str, *, checked_out: int) -> None:
-        super().__init__(message)
-        self.checked_out = checked_out
-
-
 class WriteBehindBuffer:
     """Rows appended during requests, inserted later in batches: at the latest at shutdown.
 
@@ -98,31 +78,13 @@ class WriteBehindBuffer:
     each batch in its own transaction, when `flush` runs: call it yourself, start `run`
     for a periodic flush, and in any case the ``flush`` phase writes everything left.
 
-    Guarantees:
-        - Order: batches are written in the order their rows were appended. Within a
-          batch, rows carrying the same columns keep their order; rows that leave out
-          a column (to get its default) go in a second statement of the same
-          transaction.
-        - No loss: a row leaves the buffer only once the transaction holding it has
-          committed. A failing batch (constraint violation, database down) stops the
-          flush; that batch and the rows behind it stay, in order, for a retry.
-        - No duplicates: flushes never overlap (a second one waits for the first), and
-          the thread or task writing a batch records its outcome itself, even when the
-          caller was cancelled or timed out: a retry never writes a committed batch again.
-          One case is undecidable by any client: the connection breaking during
-          ``COMMIT``. The rows then stay and may be written twice; if that matters, use
-          client-generated keys with an idempotent statement (pass an
-          ``insert(...).on_conflict_do_nothing()`` as *table*).
-        - Nothing accepted is dropped silently: the shutdown flush closes the buffer once
-          it has written everything, and from then on `append` raises
-          `BufferClosedError`. If the shutdown flush fails, the buffer is closed all the
-          same, and the handler's error (and the log) say how many rows were not written.
-
-    A row the database keeps rejecting (a duplicate key, say) holds back the rows behind
-    it until the cause is fixed: where that can happen, make the statement tolerate it
-    (``on_conflict_do_nothing()``). Error texts in the report and the log keep only the
-    first line of the database's message; the traceback that the coordinator logs still
-    shows row values unless the engine is made with ``hide_parameters=True``.
+    A row leaves the buffer only once the transaction holding it has committed, batches
+    keep the order of their rows, flushes never overlap, and after the shutdown flush
+    `append` raises `BufferClosedError` rather than accept a row that would be lost.
+    A failing batch stops the flush and stays, with the rows behind it, for a retry:
+    give rows client-made keys and an ``on_conflict_do_nothing()`` statement where a
+    row could be written twice or rejected for ever. docs/sqlalchemy.md has the
+    details (ordering, the one undecidable ``COMMIT``, error texts).
 
     Args:
         coordinator: Registers the shutdown flush in the ``flush`` phase.
@@ -180,20 +142,14 @@ class WriteBehindBuffer:
         self._engine = engine
         self._insert, self.table_name, self._attributes = _resolve_target(table)
         self._batch_size = batch_size
-        self._max_pending = max_pending
         self.name = name or f"sqlalchemy.write_behind[{self.table_name}]"
-        self._pending: collections.deque[Row] = collections.deque()
-        self._lock = threading.Lock()  # guards _pending, _closed and the counters
-        self._closed = False
-        self._accepted = 0
-        self._written = 0
+        self._rows = RowQueue(self.name, max_pending=max_pending)
         # Serializes flushes. Sync engines write in a thread that holds _writer_lock;
         # async engines in a task that holds an asyncio.Lock of the running loop.
         self._writer_lock = threading.Lock()
         self._async_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._tasks: set[asyncio.Task[int]] = set()
         self._spill = spill
-        self._spilled = 0
         fallback = None if spill is None else SpillFallback(spill, self.name, self._take, "rows")
         coordinator.add_handler(
             self._on_shutdown,
@@ -216,43 +172,35 @@ class WriteBehindBuffer:
             BufferFullError: ``max_pending`` rows are waiting.
             TypeError: *row* is neither a mapping nor an instance of the mapped class.
         """
-        values = self._to_row(row)
-        with self._lock:
-            self._check_open(1)
-            self._pending.append(values)
-            self._accepted += 1
+        self._rows.add([self._to_row(row)])
 
     def extend(self, rows: Iterable[Mapping[str, Any] | object]) -> None:
         """Buffer several rows at once: all of them, or (on an error) none."""
-        values = [self._to_row(row) for row in rows]
-        with self._lock:
-            self._check_open(len(values))
-            self._pending.extend(values)
-            self._accepted += len(values)
+        self._rows.add([self._to_row(row) for row in rows])
 
     def __len__(self) -> int:
         """Rows waiting to be written."""
-        return len(self._pending)
+        return len(self._rows)
 
     @property
     def closed(self) -> bool:
         """True once the shutdown flush has ended: `append` raises from then on."""
-        return self._closed
+        return self._rows.closed
 
     @property
     def accepted(self) -> int:
         """Rows `append` and `extend` have accepted since the buffer was made."""
-        return self._accepted
+        return self._rows.accepted
 
     @property
     def written(self) -> int:
         """Rows committed to the database since the buffer was made."""
-        return self._written
+        return self._rows.written
 
     @property
     def spilled(self) -> int:
         """Rows handed to the spill target by a failed shutdown flush."""
-        return self._spilled
+        return self._rows.spilled
 
     async def replay(self) -> ReplayResult:
         """Insert the rows a failed shutdown spilled, and remove their spill files.
@@ -272,7 +220,7 @@ class WriteBehindBuffer:
             raise TypeError(f"{self.name}: replay needs spill=SpillDirectory(...), got {spill!r}")
         engine, insert = self._engine, self._insert
         if isinstance(engine, AsyncEngine):
-            _asyncio_loop()
+            asyncio_loop()
 
             async def write_async(rows: list[Row]) -> None:
                 async with engine.begin() as conn:
@@ -320,9 +268,9 @@ class WriteBehindBuffer:
         """
         if not interval > 0:
             raise ValueError(f"interval={interval!r} must be a positive number of seconds")
-        while not self._closed:
+        while not self._rows.closed:
             await anyio.sleep(interval)
-            if self._pending:
+            if len(self._rows):
                 try:
                     await self.flush()
                 except BufferFlushError as exc:  # the next tick retries
@@ -344,13 +292,13 @@ class WriteBehindBuffer:
         try:
             written = await self._flush(final=True, deadline=ctx.deadline)
         except BaseException:  # failed, or cut off by the timeout
-            self._close()
+            self._rows.close()
             # A writer cut off mid-batch may still commit it: "buffered", not "lost".
             ctx.logger.warning(
                 "%s: shutdown flush ended with %d rows still buffered",
                 self.name,
                 len(self),
-                extra={**fields, "pending": len(self), "written": self._written},
+                extra={**fields, "pending": len(self), "written": self._rows.written},
             )
             raise
         ctx.logger.info(
@@ -365,7 +313,7 @@ class WriteBehindBuffer:
         stop = threading.Event()
         try:
             if isinstance(self._engine, AsyncEngine):
-                loop = _asyncio_loop()
+                loop = asyncio_loop()
                 task = loop.create_task(self._write_async(self._engine, final, deadline, stop))
                 self._tasks.add(task)
                 task.add_done_callback(_forget(self._tasks))
@@ -383,30 +331,30 @@ class WriteBehindBuffer:
         self, engine: sa.Engine, final: bool, deadline: float | None, stop: threading.Event
     ) -> int:
         with self._writer_lock:
-            run = _FlushRun(final, deadline, stop, None if final else len(self))
-            while batch := self._next_batch(run):
+            run = FlushRun(final, deadline, stop, None if final else len(self))
+            while batch := self._rows.next_batch(run, self._batch_size):
                 try:
                     with engine.begin() as conn:
                         for rows in _by_keys(batch):
                             conn.execute(self._insert, rows)
                 except Exception as exc:
                     raise self._failed(run, batch, exc) from exc
-                self._committed(run, batch)
+                self._rows.committed(run, batch)
             return self._finished(run)
 
     async def _write_async(
         self, engine: AsyncEngine, final: bool, deadline: float | None, stop: threading.Event
     ) -> int:
         async with self._loop_lock():
-            run = _FlushRun(final, deadline, stop, None if final else len(self))
-            while batch := self._next_batch(run):
+            run = FlushRun(final, deadline, stop, None if final else len(self))
+            while batch := self._rows.next_batch(run, self._batch_size):
                 try:
                     async with engine.begin() as conn:
                         for rows in _by_keys(batch):
                             await conn.execute(self._insert, rows)
                 except Exception as exc:
                     raise self._failed(run, batch, exc) from exc
-                self._committed(run, batch)
+                self._rows.committed(run, batch)
             return self._finished(run)
 
     async def _take(self, ctx: ShutdownContext) -> list[Row]:
@@ -418,45 +366,14 @@ class WriteBehindBuffer:
         end = time.monotonic() + min(1.0, ctx.remaining() / 2)
         while self._writer_busy() and time.monotonic() < end:  # noqa: ASYNC110 - a thread
             await anyio.sleep(0.005)
-        with self._lock:
-            self._closed = True
-            rows = list(self._pending)
-            self._pending.clear()
-            self._spilled += len(rows)
-        return rows
+        return self._rows.take_all()
 
     def _writer_busy(self) -> bool:
         return self._writer_lock.locked() or any(not task.done() for task in self._tasks)
 
     # -- internals ------------------------------------------------------------------
 
-    def _next_batch(self, run: _FlushRun) -> list[Row]:
-        """The next batch, left in the buffer until it commits; [] when the run is over.
-
-        A final run that finds the buffer empty closes it, under the same lock as
-        `append`: every row accepted before that moment is in this run's reach.
-        """
-        if run.stop.is_set() or (run.deadline is not None and time.monotonic() >= run.deadline):
-            return []
-        count = self._batch_size
-        if run.limit is not None:
-            count = min(count, run.limit - run.written)
-        with self._lock:
-            batch = list(itertools.islice(self._pending, count))
-            if not batch and run.final:
-                self._closed = True
-            return batch
-
-    def _committed(self, run: _FlushRun, batch: list[Row]) -> None:
-        with self._lock:
-            # A spill may have taken the rows meanwhile (this writer outlived its wait).
-            for _ in range(min(len(batch), len(self._pending))):
-                self._pending.popleft()
-            self._written += len(batch)
-        run.written += len(batch)
-        run.batches += 1
-
-    def _failed(self, run: _FlushRun, batch: list[Row], exc: Exception) -> BufferFlushError:
+    def _failed(self, run: FlushRun, batch: list[Row], exc: Exception) -> BufferFlushError:
         pending = len(self)
         # The first line only: SQLAlchemy appends the statement and the row values.
         reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
@@ -467,8 +384,8 @@ class WriteBehindBuffer:
             pending=pending,
         )
 
-    def _finished(self, run: _FlushRun) -> int:
-        if run.final and not self._closed:
+    def _finished(self, run: FlushRun) -> int:
+        if run.final and not self._rows.closed:
             pending = len(self)
             raise BufferFlushError(
                 f"{run.written} rows written to {self.table_name}, then time ran out with "
@@ -479,7 +396,7 @@ class WriteBehindBuffer:
         logger.debug("%s: wrote %d rows", self.name, run.written, extra=self._fields(run))
         return run.written
 
-    def _fields(self, run: _FlushRun) -> dict[str, Any]:
+    def _fields(self, run: FlushRun) -> dict[str, Any]:
         return {
             "handler": self.name,
             "table": self.table_name,
@@ -487,21 +404,6 @@ class WriteBehindBuffer:
             "batches": run.batches,
             "duration": time.monotonic() - run.started,
         }
-
-    def _close(self) -> None:
-        with self._lock:
-            self._closed = True
-
-    def _check_open(self, adding: int) -> None:
-        if self._closed:
-            raise BufferClosedError(
-                f"{self.name}: the shutdown flush has run, a row appended now would be lost"
-            )
-        if self._max_pending is not None and len(self._pending) + adding > self._max_pending:
-            raise BufferFullError(
-                f"{self.name}: {len(self._pending)} rows already wait (max_pending="
-                f"{self._max_pending}): the database is not keeping up"
-            )
 
     def _to_row(self, row: Mapping[str, Any] | object) -> Row:
         if isinstance(row, Mapping):
@@ -518,119 +420,6 @@ class WriteBehindBuffer:
         if self._async_lock is None or self._async_lock[0] is not loop:
             self._async_lock = (loop, asyncio.Lock())
         return self._async_lock[1]
-
-
-@dataclasses.dataclass
-class _FlushRun:
-    """One flush's walk through the buffer."""
-
-    final: bool
-    """Drain everything, late appends included, then close the buffer."""
-    deadline: float | None
-    stop: threading.Event
-    limit: int | None
-    """Rows to write at most: those waiting when the run began (None when final)."""
-    written: int = 0
-    batches: int = 0
-    started: float = dataclasses.field(default_factory=time.monotonic)
-
-
-# -- pool disposal ----------------------------------------------------------------------
-
-
-async def dispose_when_idle(engine: AnyEngine, *, wait: float, poll_interval: float = 0.05) -> int:
-    """Wait up to *wait* seconds for checked-out connections, then dispose the pool.
-
-    `~sqlalchemy.engine.Engine.dispose` closes only the connections checked in to the
-    pool; waiting first lets requests and jobs that still hold one finish their work and
-    return it. Only ``QueuePool``-type pools (the default for server databases, file
-    SQLite, and async engines) count checked-out connections; with any other pool
-    (``NullPool``, ``StaticPool``, ``SingletonThreadPool``) it disposes at once.
-
-    Returns:
-        How many connections were still checked out when the pool was disposed
-        (0 when every one came back, or when the pool does not count them).
-    """
-    if isinstance(engine, AsyncEngine):
-        _asyncio_loop()  # fail before waiting, not after
-    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-    counter = getattr(sync_engine.pool, "checkedout", None)
-    checked_out = 0
-    if callable(counter):
-        end = time.monotonic() + max(0.0, wait)
-        # Polled: the pool's checkin event fires before the connection is back in the
-        # queue, and in the returning thread, so no event marks the count's change.
-        while (checked_out := counter()) and (left := end - time.monotonic()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(min(poll_interval, left))
-    if isinstance(engine, AsyncEngine):
-        await engine.dispose()
-    else:
-        await run_in_daemon_thread(engine.dispose, name="graceshut dispose")
-    return int(checked_out)
-
-
-def dispose_engine(
-    coordinator: Coordinator,
-    engine: AnyEngine,
-    *,
-    timeout: float = 5.0,
-    name: str | None = None,
-    poll_interval: float = 0.05,
-    phase: Phase | str = Phase.RELEASE,
-) -> None:
-    """At shutdown (``release`` phase), wait for checked-out connections, then dispose.
-
-    The handler waits while its time lasts, less a reserve for closing the pool (a
-    quarter of its time, at most one second), then disposes the pool whatever happens.
-    If connections were still checked out then, it logs a warning (fields
-    ``checked_out``, ``engine``, ``waited``) and fails with
-    `CheckedOutConnectionsError`, so the report shows what was left open: those
-    connections close when their holders return them, or when the process exits.
-
-    Args:
-        coordinator: Where to register the handler.
-        engine: A sync `~sqlalchemy.engine.Engine` or an `AsyncEngine`.
-        timeout: Seconds the handler may take.
-        name: Handler name; ``sqlalchemy.dispose[<url without password>]`` by default.
-        poll_interval: Seconds between two looks at the pool.
-        phase: The phase it runs in; ``release`` by default.
-
-    Example::
-
-        engine = create_async_engine(DATABASE_URL)
-        dispose_engine(coordinator, engine, timeout=5)
-    """
-    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-    url = sync_engine.url.render_as_string(hide_password=True)
-    label = name or f"sqlalchemy.dispose[{url}]"
-
-    async def dispose(ctx: ShutdownContext) -> None:
-        started = time.monotonic()
-        reserve = min(1.0, ctx.remaining() / 4)
-        checked_out = await dispose_when_idle(
-            engine, wait=ctx.remaining() - reserve, poll_interval=poll_interval
-        )
-        waited = time.monotonic() - started
-        fields = {"handler": label, "phase": ctx.phase.value, "engine": url, "waited": waited}
-        if checked_out:
-            ctx.logger.warning(
-                "%s: %d connections still checked out after %.3fs, pool disposed without them",
-                label,
-                checked_out,
-                waited,
-                extra={**fields, "checked_out": checked_out},
-            )
-            raise CheckedOutConnectionsError(
-                f"{checked_out} connections to {url} still checked out after {waited:.3f}s: "
-                "the pool was disposed without them (they close when returned, or at exit)",
-                checked_out=checked_out,
-            )
-        ctx.logger.info("%s: pool disposed", label, extra={**fields, "checked_out": 0})
-
-    coordinator.add_handler(dispose, phase=phase, timeout=timeout, name=label)
-
-
-# -- helpers ----------------------------------------------------------------------------
 
 
 def _resolve_target(
@@ -662,16 +451,6 @@ def _by_keys(batch: list[Row]) -> list[list[Row]]:
     for row in batch:
         groups.setdefault(frozenset(row), []).append(row)
     return list(groups.values())
-
-
-def _asyncio_loop() -> asyncio.AbstractEventLoop:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        raise RuntimeError(
-            "an AsyncEngine works on asyncio only (SQLAlchemy's asyncio extension): "
-            "run the app on asyncio, or use a sync Engine, which works on trio too"
-        ) from None
 
 
 def _forget(tasks: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
