@@ -126,3 +126,23 @@ async def test_a_worker_started_after_the_pods_trigger_follows_it_and_does_not_l
     assert report.reason == "prestop"
     assert ran == ["each"]
     assert [h.name for h in report.handlers] == ["each"]
+
+
+@pytest.mark.anyio
+async def test_a_group_directory_that_cannot_be_made_leaves_the_worker_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unusable group directory is a warning, not a failed start: the worker still runs."""
+    import graceshut
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("GRACESHUT_WORKER_DIR", str(blocker / "group"))
+    coordinator = graceshut.Coordinator(
+        grace_period=10, safety_margin=0.5, propagation_delay=0, environ={}
+    )
+    async with coordinator.lifespan(signals=False):
+        assert not coordinator.others_serving()
+    assert coordinator.report is not None
+    assert coordinator.report.ok
+    assert "cannot join the other worker processes" in caplog.text

@@ -36,16 +36,16 @@ class PodMembership:
         None when the process serves alone, or when the group's directory cannot be
         used (logged). Then call `follow` to act on the siblings' triggers.
         """
-        group = WorkerGroup.detect()
-        if group is None:
-            return None
         try:
+            # No writable temporary directory at all makes gettempdir() raise too.
+            group = WorkerGroup.detect()
+            if group is None:
+                return None
             group.join()
         except OSError as exc:
             logger.warning(
-                "cannot join the other worker processes in %s (%s): this worker will shut "
-                "down on its own triggers only",
-                group.directory,
+                "cannot join the other worker processes (%s): this worker will shut down on "
+                "its own triggers only",
                 exc,
             )
             return None
