@@ -45,7 +45,8 @@ views = sa.Table(
     sa.Column("path", sa.String(200)),
     sa.Column("pid", sa.Integer),
 )
-metadata.create_all(engine)
+with engine.begin() as connection:  # every worker runs this at once: IF NOT EXISTS
+    connection.execute(sa.schema.CreateTable(views, if_not_exists=True))
 
 buffer = WriteBehindBuffer(coordinator, engine, views)  # `flush` phase
 dispose_engine(coordinator, engine)  # `release` phase

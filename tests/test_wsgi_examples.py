@@ -46,7 +46,7 @@ def test_the_flask_example_saves_every_view_on_sigterm(tmp_path: Path) -> None:
                 time.sleep(0.02)
             assert httpx.get(f"{server.url}/").status_code == 200, "the propagation delay"
             assert slow.result().status_code == 200
-        assert server.wait_exit(15) == 0
+        assert server.wait_exit(15) == 0, server.output()
         output = server.output()
     finally:
         server.stop()
@@ -76,7 +76,7 @@ def test_the_django_example_saves_its_cache_on_sigterm(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, server.output()
             time.sleep(0.05)
         server.signal(signal.SIGTERM)
-        assert server.wait_exit(15) == 0
+        assert server.wait_exit(15) == 0, server.output()
     finally:
         server.stop()
     (saved,) = tmp_path.glob("greetings-*.json")
