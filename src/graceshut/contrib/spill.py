@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +30,7 @@ from .._handlers import is_async_callable
 from .._threads import run_in_daemon_thread
 from . import _records
 from ._errors import IntegrationError
+from ._unencodable import SpillEncodeError, Unencodable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -148,7 +149,7 @@ class SpillDirectory:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         target = self.path / f"{_records.safe_name(stream)}~{stamp}~{os.getpid()}.jsonl"
         count = 0
-        unencodable = _Unencodable(stream)
+        unencodable = Unencodable(stream)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
         try:
             if self.fsync:  # the file's name survives a crash too
@@ -286,7 +287,7 @@ class SpillLog:
     def spill(self, stream: str, records: Iterable[Any]) -> Spilled:
         """Log each record on a line of its own."""
         count = 0
-        unencodable = _Unencodable(stream)
+        unencodable = Unencodable(stream)
         for line in unencodable.skip(_records.encode, records):
             text = line.decode()
             self.logger.log(
@@ -349,54 +350,6 @@ class SpillFallback:
             },
         )
         return {"spilled": spilled.records, "records": self._unit, "to": spilled.to}
-
-
-class SpillEncodeError(IntegrationError, TypeError):
-    """Some records had a value with no JSON form: the others were spilled all the same.
-
-    Attributes:
-        spilled: What was spilled.
-        unencodable: Records left out (each logged at ``ERROR`` with its ``repr``).
-    """
-
-    def __init__(self, message: str, *, spilled: Spilled, unencodable: int) -> None:
-        super().__init__(message)
-        self.spilled = spilled
-        self.unencodable = unencodable
-
-
-class _Unencodable:
-    """Skips the records that cannot be encoded, so that one bad value loses one record."""
-
-    def __init__(self, stream: str) -> None:
-        self.stream = stream
-        self.count = 0
-        self.first = ""
-
-    def skip(self, encode: Callable[[Any], bytes], records: Iterable[Any]) -> Iterator[bytes]:
-        for record in records:
-            try:
-                yield encode(record)
-            except (TypeError, ValueError) as exc:  # ValueError: a circular reference
-                self.count += 1
-                self.first = self.first or str(exc)
-                # The last place this record exists: its repr, for a human to rescue.
-                logger.error(  # noqa: TRY400 - a line per record, no traceback each
-                    "%s: cannot spill %.2000r: %s",
-                    self.stream,
-                    record,
-                    exc,
-                    extra={"spill": self.stream},
-                )
-
-    def check(self, spilled: Spilled) -> None:
-        if self.count:
-            raise SpillEncodeError(
-                f"spilled {spilled.records} records to {spilled.to}; {self.count} could not "
-                f"be encoded (logged at ERROR): {self.first}",
-                spilled=spilled,
-                unencodable=self.count,
-            )
 
 
 def _check_writable(path: Path) -> None:

@@ -24,6 +24,16 @@ import anyio
 
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
+from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import AsyncEngine
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "graceshut.contrib.sqlalchemy needs SQLAlchemy 2: pip install 'graceshut[sqlalchemy]'"
+    ) from exc
+
 from ._dispose import (
     AnyEngine,
     CheckedOutConnectionsError,
@@ -33,16 +43,7 @@ from ._dispose import (
 )
 from ._errors import FlushError
 from ._rows import BufferClosedError, BufferFullError, FlushRun, Row, RowQueue
-from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
-
-try:
-    import sqlalchemy as sa
-    from sqlalchemy.ext.asyncio import AsyncEngine
-    from sqlalchemy.orm import Mapper
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "graceshut.contrib.sqlalchemy needs SQLAlchemy 2: pip install 'graceshut[sqlalchemy]'"
-    ) from exc
+from ._sql_target import by_keys, resolve_target
 
 if TYPE_CHECKING:
     from .._context import ShutdownContext
@@ -140,7 +141,7 @@ class WriteBehindBuffer:
         if max_pending is not None and max_pending < 1:
             raise ValueError(f"max_pending={max_pending!r} must be a positive integer or None")
         self._engine = engine
-        self._insert, self.table_name, self._attributes = _resolve_target(table)
+        self._insert, self.table_name, self._attributes = resolve_target(table)
         self._batch_size = batch_size
         self.name = name or f"sqlalchemy.write_behind[{self.table_name}]"
         self._rows = RowQueue(self.name, max_pending=max_pending)
@@ -224,14 +225,14 @@ class WriteBehindBuffer:
 
             async def write_async(rows: list[Row]) -> None:
                 async with engine.begin() as conn:
-                    for group in _by_keys(rows):
+                    for group in by_keys(rows):
                         await conn.execute(insert, group)
 
             return await spill.replay(self.name, write_async, batch_size=self._batch_size)
 
         def write(rows: list[Row]) -> None:
             with engine.begin() as conn:
-                for group in _by_keys(rows):
+                for group in by_keys(rows):
                     conn.execute(insert, group)
 
         return await spill.replay(self.name, write, batch_size=self._batch_size)
@@ -335,7 +336,7 @@ class WriteBehindBuffer:
             while batch := self._rows.next_batch(run, self._batch_size):
                 try:
                     with engine.begin() as conn:
-                        for rows in _by_keys(batch):
+                        for rows in by_keys(batch):
                             conn.execute(self._insert, rows)
                 except Exception as exc:
                     raise self._failed(run, batch, exc) from exc
@@ -350,7 +351,7 @@ class WriteBehindBuffer:
             while batch := self._rows.next_batch(run, self._batch_size):
                 try:
                     async with engine.begin() as conn:
-                        for rows in _by_keys(batch):
+                        for rows in by_keys(batch):
                             await conn.execute(self._insert, rows)
                 except Exception as exc:
                     raise self._failed(run, batch, exc) from exc
@@ -420,37 +421,6 @@ class WriteBehindBuffer:
         if self._async_lock is None or self._async_lock[0] is not loop:
             self._async_lock = (loop, asyncio.Lock())
         return self._async_lock[1]
-
-
-def _resolve_target(
-    table: sa.Table | sa.Insert | type[Any],
-) -> tuple[sa.Insert, str, tuple[type[Any], tuple[tuple[str, str], ...]] | None]:
-    """The statement to run, the table's name, and how to read mapped instances."""
-    if isinstance(table, sa.Table):
-        return table.insert(), table.name, None
-    if isinstance(table, sa.Insert):
-        return table, str(getattr(table.table, "name", table.table)), None
-    mapper = sa.inspect(table, raiseerr=False) if isinstance(table, type) else None
-    if isinstance(mapper, Mapper) and isinstance(mapper.local_table, sa.Table):
-        local = mapper.local_table
-        attributes = tuple(
-            (prop.key, column.key)
-            for prop in mapper.column_attrs
-            for column in prop.columns[:1]
-            if isinstance(column, sa.Column) and column.table is local
-        )
-        return local.insert(), local.name, (mapper.class_, attributes)
-    raise TypeError(
-        f"table must be a Table, an ORM mapped class or an Insert statement, got {table!r}"
-    )
-
-
-def _by_keys(batch: list[Row]) -> list[list[Row]]:
-    """Split a batch by the set of keys its rows carry: one executemany takes one set."""
-    groups: dict[frozenset[str], list[Row]] = {}
-    for row in batch:
-        groups.setdefault(frozenset(row), []).append(row)
-    return list(groups.values())
 
 
 def _forget(tasks: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:

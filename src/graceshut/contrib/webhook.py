@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import itertools
 import logging
 import os
 import time
@@ -36,6 +35,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "graceshut.contrib.webhook needs httpx: pip install 'graceshut[webhook]'"
     ) from exc
 
+from ._webhook_attempts import (
+    MAX_BACKOFF,
+    Attempt,
+    attempts_text,
+    describe,
+    redact,
+    retry_after_seconds,
+)
+
 if TYPE_CHECKING:
     from .._context import ShutdownContext
     from .._coordinator import Coordinator
@@ -54,7 +62,6 @@ logger = logging.getLogger("graceshut")
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Answers worth another attempt: the server (or a proxy before it) may do better soon."""
-_MAX_BACKOFF = 5.0
 _EXCERPT = 200
 
 
@@ -136,7 +143,7 @@ class Webhook:
         # Made now, at startup: a new client loads the CA bundle, which takes some
         # 100 ms that the announce phase should not spend. Closed after each run.
         self._spare: httpx.AsyncClient | None = _new_client() if client is None else None
-        self._safe_url = _redact(url)
+        self._safe_url = redact(url)
         self.spill = spill
         self._unsent: list[dict[str, Any]] = []
         self.fallback = (
@@ -190,7 +197,7 @@ class Webhook:
 
     async def _send(self, client: httpx.AsyncClient, body: Any, ctx: ShutdownContext) -> None:
         started = time.monotonic()
-        attempts: list[_Attempt] = []  # those that ended
+        attempts: list[Attempt] = []  # those that ended
         tried = 0  # those that started: the last one may be cut off
         fields: dict[str, Any] = {
             "phase": ctx.phase.value,
@@ -203,7 +210,7 @@ class Webhook:
             error = (
                 None
                 if note is None
-                else _describe(self.method, self._safe_url, tried, attempts, note)
+                else describe(self.method, self._safe_url, tried, attempts, note)
             )
             status = attempts[-1].status if attempts else None
             self.result = WebhookResult(status, tried, time.monotonic() - started, error)
@@ -225,7 +232,7 @@ class Webhook:
                         self.method,
                         self._safe_url,
                         result.status,
-                        _attempts(result.attempts),
+                        attempts_text(result.attempts),
                         result.duration,
                         extra=fields,
                     )
@@ -254,7 +261,7 @@ class Webhook:
         logger.warning("webhook %s: %s", self.name, result.error, extra=fields)
         raise WebhookError(result.error)
 
-    async def _attempt(self, client: httpx.AsyncClient, body: Any) -> _Attempt:
+    async def _attempt(self, client: httpx.AsyncClient, body: Any) -> Attempt:
         timeout = self._attempt_timeout
         try:
             with anyio.fail_after(timeout):
@@ -262,34 +269,26 @@ class Webhook:
                     self.method, self.url, json=body, headers=self._headers, timeout=timeout
                 )
         except TimeoutError:
-            return _Attempt(None, f"no answer within {timeout:g}s", retryable=True)
+            return Attempt(None, f"no answer within {timeout:g}s", retryable=True)
         except httpx.TransportError as exc:
             text = str(exc) or "transport error"
-            return _Attempt(None, f"{type(exc).__name__}: {text}", retryable=True)
+            return Attempt(None, f"{type(exc).__name__}: {text}", retryable=True)
         status = response.status_code
         if response.is_success:
-            return _Attempt(status, None)
+            return Attempt(status, None)
         failure = f"answered {status} {response.reason_phrase}".rstrip()
         excerpt = response.text[:_EXCERPT].strip()
         if excerpt:
             failure += f" {excerpt!r}"
-        return _Attempt(
+        return Attempt(
             status,
             failure,
             retryable=status in RETRY_STATUSES,
-            retry_after=_retry_after(response.headers.get("retry-after")),
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
         )
 
     def _delay(self, attempts: int, retry_after: float) -> float:
-        return max(min(self._backoff * 2.0 ** (attempts - 1), _MAX_BACKOFF), retry_after)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Attempt:
-    status: int | None
-    failure: str | None
-    retryable: bool = False
-    retry_after: float = 0.0
+        return max(min(self._backoff * 2.0 ** (attempts - 1), MAX_BACKOFF), retry_after)
 
 
 def notify(
@@ -377,7 +376,7 @@ def notify(
         backoff=backoff,
         attempt_timeout=attempt_timeout,
         client=client,
-        name=name or f"webhook {method} {_redact(url)}",
+        name=name or f"webhook {method} {redact(url)}",
         spill=spill,
     )
     coordinator.add_handler(
@@ -388,35 +387,3 @@ def notify(
 
 def _new_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(follow_redirects=False)
-
-
-def _redact(url: str) -> str:
-    """The URL without credentials, query or fragment: what is safe to log."""
-    parsed = httpx.URL(url)
-    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
-
-
-def _retry_after(value: str | None) -> float:
-    """Seconds from a ``Retry-After`` header (the date form is ignored)."""
-    if value is None:
-        return 0.0
-    try:
-        seconds = float(value)
-    except ValueError:
-        return 0.0
-    return seconds if 0 <= seconds <= _MAX_BACKOFF * 2 else 0.0
-
-
-def _describe(method: str, url: str, tried: int, attempts: list[_Attempt], note: str) -> str:
-    """One line for the error: how each attempt ended (repeats counted), then *note*."""
-    parts = []
-    for failure, group in itertools.groupby(str(a.failure) for a in attempts):
-        count = len(list(group))
-        parts.append(f"{failure} (x{count})" if count > 1 else failure)
-    if note:
-        parts.append(note)
-    return f"{method} {url} failed after {_attempts(tried)}: {'; '.join(parts)}"
-
-
-def _attempts(count: int) -> str:
-    return f"{count} attempt" if count == 1 else f"{count} attempts"
