@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from graceshut import _proc as proc
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -106,13 +108,8 @@ class Server:
 def _groups_under(pid: int) -> set[int]:
     """The process groups of *pid*'s descendants, from /proc."""
     parents: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(fields[1])].append((int(entry.name), int(fields[2])))
+    for process in proc.all_processes():
+        parents[process.ppid].append((process.pid, process.pgrp))
     groups, todo = set(), [pid]
     while todo:
         for child, group in parents.pop(todo.pop(), []):

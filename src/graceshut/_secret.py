@@ -29,6 +29,7 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from . import _proc as proc
 from ._config import ENV_TOKEN, ConfigError
 
 # Names, not secrets:
@@ -201,8 +202,7 @@ def _container_identity() -> str:
     """
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        fields = Path("/proc/1/stat").read_text().rsplit(")", 1)[-1].split()
-        started = fields[19]  # field 22 of proc(5): start time in clock ticks after boot
-    except (OSError, IndexError):
+    except OSError:
         return "unknown"
-    return f"{boot}:{started}"
+    init = proc.stat(1)
+    return "unknown" if init is None else f"{boot}:{init.start_time}"

@@ -40,6 +40,8 @@ from typing import Any
 
 import anyio
 
+from . import _proc as proc
+
 logger = logging.getLogger("graceshut")
 
 ENV_WORKER_DIR = "GRACESHUT_WORKER_DIR"
@@ -299,10 +301,5 @@ def _alive(pid: int) -> bool:
 
 def _start_time(pid: int) -> str:
     """The process's start time in clock ticks (Linux), so recycled PIDs differ."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return "0"
-    # The command name (field 2) may hold spaces; fields after it are space-separated.
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else "0"  # noqa: PLR2004 - field 22 of proc(5)
+    found = proc.stat(pid)
+    return found.start_time if found is not None else "0"

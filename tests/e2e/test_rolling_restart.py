@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from graceshut import _proc as proc
 from graceshut.simulate._actions import HttpGet, Target
 from graceshut.simulate._container import Container
 from graceshut.simulate._kubelet import Termination, terminate
@@ -237,18 +238,7 @@ def kill_tree(pid: int) -> None:
 
 def children(pid: int) -> list[int]:
     """The processes whose parent is *pid*, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
+    return [p.pid for p in proc.all_processes() if p.ppid == pid]
 
 
 def assert_the_load_reached_both(result: Roll) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from graceshut import _proc as proc
 from graceshut.cli._run import call_shutdown_route
 
 from ..asgi_servers import ROOT, Server, free_port
@@ -220,10 +221,8 @@ def test_the_server_dies_with_graceshut_run(tmp_path: Path) -> None:
 
 
 def state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
+    found = proc.stat(pid)
+    return "gone" if found is None else found.state
 
 
 def test_orphans_are_reaped_and_a_second_sigint_forces(tmp_path: Path) -> None:
@@ -254,13 +253,4 @@ def test_orphans_are_reaped_and_a_second_sigint_forces(tmp_path: Path) -> None:
 
 def children(pid: int) -> list[tuple[int, str]]:
     """(pid, state) of the processes whose parent is *pid*, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append((int(entry.name), fields[0]))
-    return found
+    return [(p.pid, p.state) for p in proc.all_processes() if p.ppid == pid]

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from graceshut import _proc as proc
+
 from ..asgi_servers import Server, free_port, pod_credential
 
 pytestmark = pytest.mark.e2e
@@ -94,11 +96,8 @@ def events_text(server: Server) -> str:
 
 def running(pid: int) -> bool:
     """Whether *pid* is a live process (a zombie nobody reaped has ended)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    found = proc.stat(pid)
+    return found is not None and found.state != "Z"
 
 
 def leftovers(pod: Server) -> list[Path]:

@@ -25,9 +25,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
+from .. import _proc as proc
 from ._prestop import EXIT_CLEAN, EXIT_HANDLERS_FAILED, add_prestop_command
 
 EXIT_USAGE = 2
@@ -299,22 +299,8 @@ class Init:
 
 def _processes() -> list[tuple[int, int, int]]:
     """(pid, parent pid, process group) of every process, from /proc (Linux)."""
-    found: list[tuple[int, int, int]] = []
-    try:
-        entries = list(Path("/proc").iterdir())
-    except OSError:  # no /proc (macOS): only what the kernel re-parents to us is reaped
-        return found
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat.rsplit(")", 1)[1].split()
-        found.append((int(entry.name), int(fields[1]), int(fields[2])))
-    return found
+    # No /proc (macOS): [], and only what the kernel re-parents to us is reaped.
+    return [(p.pid, p.ppid, p.pgrp) for p in proc.all_processes()]
 
 
 def _child_setup(parent: int) -> Any:
