@@ -8,6 +8,15 @@ things that may still be held), the same words in every integration.
 from __future__ import annotations
 
 
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line`` of *exc*, for reports and logs.
+
+    Drivers append the statement and the row values after the first line (SQLAlchemy
+    does): those stay out of what graceshut reports.
+    """
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+
+
 class IntegrationError(RuntimeError):
     """Base of every error raised by a `graceshut.contrib` integration."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from .._handlers import is_async_callable, refuse_awaitable
 from .._phases import Phase
 from .._threads import run_in_daemon_thread
-from ._errors import FlushError
+from ._errors import FlushError, describe_error
 from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
 if TYPE_CHECKING:
@@ -134,12 +134,10 @@ class MappingFlusher(Generic[K, V]):
                 await self._write(batch)
             except Exception as exc:
                 remaining = len(mapping)
-                # The first line only: SQLAlchemy, for one, appends the statement and values.
-                reason = (str(exc).splitlines() or [""])[0]
                 raise MappingFlushError(
                     f"{self.name}: wrote {written} of {len(items)} entries, then a batch of "
                     f"{len(batch)} failed; {remaining} entries kept in the mapping: "
-                    f"{type(exc).__name__}: {reason}",
+                    f"{describe_error(exc)}",
                     written=written,
                     pending=remaining,
                 ) from exc

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._handlers import is_async_callable
 from .._threads import run_in_daemon_thread
 from . import _records
-from ._errors import IntegrationError
+from ._errors import IntegrationError, describe_error
 from ._unencodable import SpillEncodeError, Unencodable
 
 if TYPE_CHECKING:
@@ -218,11 +218,10 @@ class SpillDirectory:
                             - start
                             + sum(len(_records.read(p)[0]) for p in self.files(stream) if p > path)
                         )
-                        first = (str(exc).splitlines() or [""])[0]
                         raise SpillReplayError(
                             f"replay of {path}: {written} records written, then a batch of "
                             f"{len(batch)} failed; {pending} records stay spilled: "
-                            f"{type(exc).__name__}: {first}",
+                            f"{describe_error(exc)}",
                             written=written,
                             pending=pending,
                         ) from exc

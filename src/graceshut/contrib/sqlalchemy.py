@@ -41,7 +41,7 @@ from ._dispose import (
     dispose_engine,
     dispose_when_idle,
 )
-from ._errors import FlushError
+from ._errors import FlushError, describe_error
 from ._rows import BufferClosedError, BufferFullError, FlushRun, Row, RowQueue
 from ._sql_target import by_keys, resolve_target
 
@@ -376,8 +376,7 @@ class WriteBehindBuffer:
 
     def _failed(self, run: FlushRun, batch: list[Row], exc: Exception) -> BufferFlushError:
         pending = len(self)
-        # The first line only: SQLAlchemy appends the statement and the row values.
-        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        reason = describe_error(exc)
         return BufferFlushError(
             f"{run.written} rows written to {self.table_name}, then a batch of {len(batch)} "
             f"failed; {pending} rows stay buffered: {reason}",
