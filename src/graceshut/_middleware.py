@@ -7,7 +7,6 @@ operations (docs/benchmarks.md has their cost), and everything else is off it.
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 from asyncio import CancelledError, current_task
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,7 +15,16 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._responses import CONNECTION_CLOSE, ASGIApp, Message, Receive, Scope, Send, json_body
+from ._responses import (
+    CONNECTION_CLOSE,
+    DRAINING_BODY,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    retry_after_seconds,
+)
 
 if TYPE_CHECKING:
     from ._coordinator import Coordinator
@@ -61,17 +69,13 @@ class GracefulShutdownMiddleware:
         self.app = app
         self.coordinator = coordinator
         self.routes = dict(routes or {})
-        seconds = retry_after
-        if seconds is None:
-            seconds = max(1, math.ceil(coordinator.settings.propagation_delay))
+        seconds = retry_after_seconds(retry_after, coordinator.settings.propagation_delay)
         self._refusal_headers = [
             (b"content-type", b"application/json"),
             CONNECTION_CLOSE,
             (b"retry-after", str(seconds).encode()),
         ]
-        self._refusal_body = json_body(
-            {"error": "shutting down", "detail": "this instance is draining; retry elsewhere"}
-        )
+        self._refusal_body = DRAINING_BODY
         self._refusal_headers.append((b"content-length", str(len(self._refusal_body)).encode()))
         self._state = coordinator.in_flight
         self._send = _closing_send(self._state)

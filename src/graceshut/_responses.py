@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -20,6 +21,19 @@ CONNECTION_CLOSE = (b"connection", b"close")
 def json_body(payload: object) -> bytes:
     """Encode *payload* compactly, as every graceshut route answers."""
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+DRAINING_BODY = json_body(
+    {"error": "shutting down", "detail": "this instance is draining; retry elsewhere"}
+)
+"""The body of a request refused during the drain, ASGI or WSGI."""
+
+
+def retry_after_seconds(retry_after: int | None, propagation_delay: float) -> int:
+    """``Retry-After`` for a refused request: *retry_after*, else the delay rounded up, >= 1."""
+    if retry_after is not None:
+        return retry_after
+    return max(1, math.ceil(propagation_delay))
 
 
 async def send_json(

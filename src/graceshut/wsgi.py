@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import http
-import math
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._admin import AdminListener, parse_admin_address, prometheus_metrics
 from ._phases import Phase
-from ._responses import json_body
+from ._responses import DRAINING_BODY, json_body, retry_after_seconds
 from ._wsgi_runtime import SequenceThread, runtimes
 from .asgi import LivenessEndpoint, ReadinessEndpoint, ShutdownEndpoint
 
@@ -132,12 +131,8 @@ class GracefulShutdownMiddleware:
             self.routes[readiness_path] = _ProbeRoute(ReadinessEndpoint(coordinator))
         if liveness_path is not None:
             self.routes[liveness_path] = _ProbeRoute(LivenessEndpoint(coordinator))
-        seconds = retry_after
-        if seconds is None:
-            seconds = max(1, math.ceil(coordinator.settings.propagation_delay))
-        self._refusal_body = json_body(
-            {"error": "shutting down", "detail": "this instance is draining; retry elsewhere"}
-        )
+        seconds = retry_after_seconds(retry_after, coordinator.settings.propagation_delay)
+        self._refusal_body = DRAINING_BODY
         self._refusal_headers = [
             ("Content-Type", "application/json"),
             ("Retry-After", str(seconds)),
