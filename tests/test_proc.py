@@ -10,6 +10,10 @@ from pathlib import Path
 
 from graceshut import _proc as proc
 
+# A live child is running, sleeping, or in an uninterruptible wait (``D``) while the
+# kernel reads its program in from disk; what the tests rule out is a shifted field.
+RUNNING_STATES = {"R", "S", "D"}
+
 
 def test_a_child_is_read_with_its_parent_group_and_start() -> None:
     """A child's line names this process as its parent; its start time is stable."""
@@ -18,7 +22,7 @@ def test_a_child_is_read_with_its_parent_group_and_start() -> None:
         found = proc.stat(child.pid)
         assert found is not None
         assert (found.pid, found.ppid, found.pgrp) == (child.pid, os.getpid(), os.getpgid(0))
-        assert found.state in {"R", "S"}
+        assert found.state in RUNNING_STATES
         assert found.start_time.isdigit()
         assert proc.stat(child.pid) == found
         assert child.pid in {p.pid for p in proc.all_processes()}
@@ -39,8 +43,9 @@ def test_a_command_name_with_spaces_and_parentheses_does_not_shift_the_fields(
         assert Path(f"/proc/{child.pid}/comm").read_text().strip() == "a) b (c"
         found = proc.stat(child.pid)
         assert found is not None
-        assert found.ppid == os.getpid()
-        assert found.state in {"R", "S"}
+        assert (found.ppid, found.pgrp) == (os.getpid(), os.getpgid(0))
+        assert found.state in RUNNING_STATES
+        assert found.start_time.isdigit()
     finally:
         child.kill()
         child.wait()
