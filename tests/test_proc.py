@@ -6,12 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from graceshut import _proc as proc
 
 # A live child is running, sleeping, or in an uninterruptible wait (``D``) while the
-# kernel reads its program in from disk; what the tests rule out is a shifted field.
+# kernel still reads its program in: what the tests rule out is a shifted field.
 RUNNING_STATES = {"R", "S", "D"}
 
 
@@ -40,7 +41,7 @@ def test_a_command_name_with_spaces_and_parentheses_does_not_shift_the_fields(
     program.symlink_to(shutil.which("sleep") or "/bin/sleep")
     child = subprocess.Popen([str(program), "30"])
     try:
-        assert Path(f"/proc/{child.pid}/comm").read_text().strip() == "a) b (c"
+        _wait_for_command_name(child.pid, "a) b (c")
         found = proc.stat(child.pid)
         assert found is not None
         assert (found.ppid, found.pgrp) == (os.getpid(), os.getpgid(0))
@@ -49,6 +50,15 @@ def test_a_command_name_with_spaces_and_parentheses_does_not_shift_the_fields(
     finally:
         child.kill()
         child.wait()
+
+
+def _wait_for_command_name(pid: int, name: str) -> None:
+    """Wait until the kernel shows *name* for *pid*: the exec may still be under way."""
+    comm = Path(f"/proc/{pid}/comm")
+    deadline = time.monotonic() + 30
+    while comm.read_text().strip() != name:
+        assert time.monotonic() < deadline, f"{pid} never showed the command name {name!r}"
+        time.sleep(0.01)
 
 
 def test_a_zombie_reads_as_z() -> None:
