@@ -47,6 +47,15 @@ def with_counter() -> Starlette:
     return app
 
 
+def with_closing_counter() -> Starlette:
+    """The counter with the send wrapper that ``Connection: close`` needs: that floor."""
+    from _asgi import ClosingCounter  # noqa: PLC0415 - keeps this module light
+
+    app = bare()
+    app.add_middleware(ClosingCounter)
+    return app
+
+
 def with_base_http_counter() -> Starlette:
     """The same app with the counter most users write today (BaseHTTPMiddleware)."""
     from _asgi import CountingMiddleware  # noqa: PLC0415 - keeps this module light

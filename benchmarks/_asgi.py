@@ -8,6 +8,7 @@ and each wrapper is built the way its library's users build it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from types import MethodType
 from typing import Any
 
 import peers
@@ -106,6 +107,39 @@ class PureCounter:
             self.in_flight -= 1
 
 
+class ClosingCounter:
+    """The hand counter plus the smallest send wrapper that can say ``Connection: close``.
+
+    The floor of any middleware that keeps the contract's promise that a response started
+    after the trigger tells its keep-alive client to reconnect: it must stand between the
+    app and the server's ``send`` from the first request on, since the trigger may come
+    while a request runs. Built the cheapest way measured (a plain function bound per
+    request with `types.MethodType`); no routes, no drain, no shedding.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.in_flight = 0
+        closing = self.closing = [False]
+
+        def send_closing(send: Send, message: Message) -> Awaitable[None]:
+            if closing[0] and message["type"] == "http.response.start":
+                message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
+            return send(message)
+
+        self.send_closing = send_closing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, MethodType(self.send_closing, send))
+        finally:
+            self.in_flight -= 1
+
+
 class CountingMiddleware(BaseHTTPMiddleware):
     """The counter most users write today: Starlette's BaseHTTPMiddleware."""
 
@@ -148,6 +182,10 @@ def wrappers(app: App) -> dict[str, tuple[App, str]]:
     found: dict[str, tuple[App, str]] = {
         "pass-through middleware": (PassThrough(app), "the floor: calls the app, nothing else"),
         "pure-ASGI counter (by hand)": (PureCounter(app), "counts only: no drain, no shedding"),
+        "counter + closing send (by hand)": (
+            ClosingCounter(app),
+            "the floor of counting with Connection: close",
+        ),
         "BaseHTTPMiddleware counter": (CountingMiddleware(app), "the common way today"),
     }
     svc = peers.svc_infra_shutdown()

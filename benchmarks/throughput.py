@@ -40,6 +40,7 @@ APPS = {
     "bare app": ("_apps:bare", None),
     "graceshut": ("_apps:with_graceshut", None),
     "pure-ASGI counter": ("_apps:with_counter", None),
+    "counter + closing send": ("_apps:with_closing_counter", None),
     "BaseHTTPMiddleware counter": ("_apps:with_base_http_counter", None),
     "svc-infra": ("_apps:with_svc_infra", peers.SVC_INFRA),
 }
@@ -234,9 +235,9 @@ def _stack_measures(config: Config, tool: str, stack: str) -> list[Measure]:
 
 
 def _paired_measure(config: Config, tool: str, stack: str) -> Measure:
-    """Two copies of the bare app, the counter and graceshut loaded at once, on one core.
+    """Two copies of the bare app, the two counters and graceshut loaded at once, on one core.
 
-    The four servers run on CPU 0 and four load generators on CPU 1 drive them at
+    The five servers run on CPU 0 and five load generators on CPU 1 drive them at
     once, so whatever slows the machine during a round (a noisy neighbour, frequency
     changes) slows all alike, and the ratio of requests per CPU-second within a round
     is the ratio of what a request costs each. The second bare copy is the control:
@@ -244,26 +245,24 @@ def _paired_measure(config: Config, tool: str, stack: str) -> Measure:
     """
     seconds = config.pick(4, 1)
     rounds = config.pick(9, 1)
-    ratios: list[float] = []
-    counters: list[float] = []
+    names = ("bare app", "graceshut", "pure-ASGI counter", "counter + closing send", "bare app")
+    ratios: dict[str, list[float]] = {name: [] for name in names[1:-1]}
     controls: list[float] = []
     with contextlib.ExitStack() as servers:
-        started = [
-            servers.enter_context(serve(APPS[name][0], stack))
-            for name in ("bare app", "graceshut", "pure-ASGI counter", "bare app")
-        ]
+        started = [servers.enter_context(serve(APPS[name][0], stack)) for name in names]
         with concurrent.futures.ThreadPoolExecutor(len(started)) as pool:
             list(pool.map(lambda server: load(tool, *server, config.pick(2, 1)), started))
             for _ in range(rounds):
-                bare, ours, counter, again = (
+                bare, *middle, again = (
                     run.per_cpu_second
                     for run in pool.map(lambda server: load(tool, *server, seconds), started)
                 )
-                ratios.append(ours / ((bare + again) / 2))
-                counters.append(counter / ((bare + again) / 2))
+                for name, value in zip(names[1:-1], middle, strict=True):
+                    ratios[name].append(value / ((bare + again) / 2))
                 controls.append(again / bare)
-    value = median(ratios)
-    counter_value = median(counters)
+    value = median(ratios["graceshut"])
+    counter_value = median(ratios["pure-ASGI counter"])
+    closing_value = median(ratios["counter + closing send"])
     control = median(controls)
     return Measure(
         key="throughput-paired",
@@ -277,17 +276,23 @@ def _paired_measure(config: Config, tool: str, stack: str) -> Measure:
             Line(
                 "pure-ASGI counter, loaded at the same time", counter_value, value / counter_value
             ),
+            Line(
+                "counter + closing send, loaded at the same time",
+                closing_value,
+                value / closing_value,
+            ),
             # Not a baseline: the method's own reading when nothing differs.
             Line(f"control: second bare copy / first = {control:.3f}", None),
         ],
         detail=(
-            f"four servers on one core at once, each under {tool} with {CONNECTIONS} "
+            f"five servers on one core at once, each under {tool} with {CONNECTIONS} "
             f"connections for {seconds} s; requests per server CPU-second over the mean "
-            f"of the two bare copies, {rounds} rounds, median; graceshut per round: "
-            + ", ".join(f"{r:.3f}" for r in ratios)
-            + "; counter per round: "
-            + ", ".join(f"{r:.3f}" for r in counters)
-            + "; control per round: "
+            f"of the two bare copies, {rounds} rounds, median; per round: "
+            + "; ".join(
+                f"{name} " + ", ".join(f"{r:.3f}" for r in values)
+                for name, values in ratios.items()
+            )
+            + "; control "
             + ", ".join(f"{r:.3f}" for r in controls)
         ),
     )

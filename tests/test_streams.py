@@ -266,6 +266,36 @@ async def test_http2_responses_get_no_connection_close() -> None:
     await coordinator.shutdown()
 
 
+async def test_the_apps_own_connection_header_is_replaced_and_its_message_left_alone() -> None:
+    """A Connection header of the app's, in any case, gives way to ``close``; a message
+    the app sends again (its header list shared) is not changed under it."""
+    coordinator = fast(propagation_delay=1.0)
+    headers = [(b"Connection", b"Keep-Alive"), (b"set-cookie", b"a=b"), (b"x-trace-id", b"7")]
+    as_sent = list(headers)
+    start = {"type": "http.response.start", "status": 200, "headers": headers}
+
+    async def app(scope: Message, receive: Callable[[], Any], send: Callable[..., Any]) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = GracefulShutdownMiddleware(app, coordinator)
+    coordinator.attach()
+    coordinator.trigger("test")
+    first: list[Message] = []
+    second: list[Message] = []
+    await call(middleware, "/", first)
+    await call(middleware, "/", second)
+    for sent in (first, second):
+        assert sent[0]["headers"] == [
+            (b"set-cookie", b"a=b"),
+            (b"x-trace-id", b"7"),
+            (b"connection", b"close"),
+        ]
+    assert start["headers"] is headers
+    assert headers == as_sent
+    await coordinator.shutdown()
+
+
 async def test_on_drain_hooks_run_at_the_drain_and_unsubscribe() -> None:
     """on_drain runs a hook when the drain begins; its return value unsubscribes it."""
     coordinator = fast(propagation_delay=0.0)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._tracker import InFlight
 
 GOING_AWAY = 1001
+_CONNECTION_LENGTH = len(b"connection")
 
 
 class GracefulShutdownMiddleware:
@@ -95,8 +96,9 @@ class GracefulShutdownMiddleware:
                 await self._other(scope, receive, send)
                 return
             elif "http_version" not in scope or scope["http_version"] != "2":
-                # HTTP/2 has no Connection header: a GOAWAY does its work there.
-                send = MethodType(self._send, send)
+                # Started after the trigger: every response closes. (HTTP/2 has no
+                # Connection header: a GOAWAY does its work there.)
+                send = MethodType(_send_closed, send)
             state.count += 1
             try:
                 await self.app(scope, receive, send)
@@ -125,8 +127,10 @@ class GracefulShutdownMiddleware:
                 await self._refuse(send)
                 return
             raw_send = send
-            if not (state.shutting_down and scope.get("http_version") == "2"):
+            if not state.shutting_down:
                 send = MethodType(self._send, send)
+            elif scope.get("http_version") != "2":
+                send = MethodType(_send_closed, send)
             await self._counted(scope, receive, send, raw_send)
         elif scope_type == "websocket":
             await self._websocket(scope, receive, send)
@@ -270,31 +274,41 @@ class _WebSocketSession:
 
 
 def _closing_send(state: InFlight) -> Callable[[Send, Message], Awaitable[None]]:
-    """The send wrapper, built once per middleware and bound per request to ``send``.
+    """The send wrapper of a request started while serving, bound per request to ``send``.
 
     A plain function bound with `types.MethodType` (a small C object whose calls the
     interpreter specialises), not a `functools.partial` (never specialised on 3.11,
-    and costlier to build): this is the largest part of the middleware's cost.
+    and costlier to build): this is the largest part of the middleware's cost. The
+    trigger may come while the request runs, so the flag is read on every message.
     """
 
     def send_closing(send: Send, message: Message) -> Awaitable[None]:
-        # Connection: close on a response started after the trigger.
-        if state.shutting_down and message["type"] == "http.response.start":
-            message = _with_connection_close(message)
+        if state.shutting_down:
+            return _send_closed(send, message)
         return send(message)
 
     return send_closing
 
 
-def _with_connection_close(message: Message) -> Message:
-    # A copy: the app may send the same message (and header list) again. A loop, not a
-    # comprehension: on 3.11 a comprehension is a function call of its own.
-    old = message.get("headers", ())
-    for name, _ in old:
-        if name.lower() == b"connection":
-            headers = [h for h in old if h[0].lower() != b"connection"]
-            headers.append(CONNECTION_CLOSE)
-            break
-    else:
-        headers = [*old, CONNECTION_CLOSE]
-    return {**message, "headers": headers}
+def _send_closed(send: Send, message: Message) -> Awaitable[None]:
+    """The send of a request started after the trigger: its response closes the connection.
+
+    The start message is copied with ``Connection: close`` in place of any Connection
+    header of the app's (the app may send the same message, and header list, again).
+    This runs for every response while shutting down, so it is written for speed: one
+    frame (no helper call), a loop and not a comprehension (a function call of its own
+    on 3.11), and only a name of the right length is lowered (ASGI names are lowercase
+    already, but not always).
+    """
+    if message["type"] == "http.response.start":
+        old = message.get("headers", ())
+        for name, _ in old:
+            if len(name) == _CONNECTION_LENGTH and name.lower() == b"connection":
+                headers = [h for h in old if h[0].lower() != b"connection"]
+                headers.append(CONNECTION_CLOSE)
+                break
+        else:
+            headers = [*old, CONNECTION_CLOSE]
+        message = dict(message)
+        message["headers"] = headers
+    return send(message)
