@@ -1,4 +1,4 @@
-"""Instructions per request under uvicorn, counted by valgrind: bare app, counter, graceshut.
+"""Instructions per request under uvicorn, counted by valgrind: bare app, counters, graceshut.
 
 Timing a server on a shared machine moves by a point or two from one round to the next
 (docs/benchmarks.md, "throughput, paired"), as much as the difference this measure is
@@ -9,15 +9,18 @@ is switched on (``callgrind_control -i on``) for a fixed number of requests, the
 that only the requests are counted, never startup or shutdown. The client is another
 process, not counted.
 
-An instruction is not a nanosecond (cache misses and branches are not counted), so the
-ratios read a little better than the paired throughput; they are the same to about a
-point, and they repeat to about 0.3 %.
+The apps are those of the throughput measure (`_apps`): the bare app, the hand counter,
+the counter with a closing send (the floor of keeping the ``Connection: close``
+promise) and graceshut. An instruction is not a nanosecond (cache misses and branches
+are not counted). Counts repeat for the same code to about 0.3 %, but a change of code
+anywhere in the process can move them by about 1,000 instructions, as the
+interpreter's caches fall differently: read differences under half a point as unsettled.
 
     python benchmarks/instructions.py [--requests N] [--launches K] [--stack NAME ...]
 
 Needs valgrind (``apt-get install -y valgrind``) and the benchmark environment
 (``python3 benchmarks/run.py setup``, for uvloop and httptools); run it with
-``benchmarks/.venv/bin/python``. A launch takes about a minute per stack.
+``benchmarks/.venv/bin/python``. A launch takes about two minutes per stack.
 """
 
 from __future__ import annotations
