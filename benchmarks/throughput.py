@@ -234,6 +234,33 @@ def _stack_measures(config: Config, tool: str, stack: str) -> list[Measure]:
     return measures
 
 
+#: The servers of the paired measure: the control is a second copy of the bare app.
+PAIRED = ("bare app", "graceshut", "pure-ASGI counter", "counter + closing send", "control")
+PAIRED_APP = {"control": "bare app"}
+
+
+def _paired_rounds(
+    stack: str, tool: str, order: list[str], seconds: int, rounds: int
+) -> list[dict[str, float]]:
+    """Start the paired servers in *order* and load them all at once, *rounds* times.
+
+    Returns each round's requests per server CPU-second, by server.
+    """
+    with contextlib.ExitStack() as servers:
+        started = {
+            name: servers.enter_context(serve(APPS[PAIRED_APP.get(name, name)][0], stack))
+            for name in order
+        }
+        with concurrent.futures.ThreadPoolExecutor(len(started)) as pool:
+
+            def load_all(seconds: int) -> dict[str, float]:
+                runs = pool.map(lambda server: load(tool, *server, seconds), started.values())
+                return {name: run.per_cpu_second for name, run in zip(started, runs, strict=True)}
+
+            load_all(min(seconds, 2))  # warm up
+            return [load_all(seconds) for _ in range(rounds)]
+
+
 def _paired_measure(config: Config, tool: str, stack: str) -> Measure:
     """Two copies of the bare app, the two counters and graceshut loaded at once, on one core.
 
@@ -241,29 +268,26 @@ def _paired_measure(config: Config, tool: str, stack: str) -> Measure:
     once, so whatever slows the machine during a round (a noisy neighbour, frequency
     changes) slows all alike, and the ratio of requests per CPU-second within a round
     is the ratio of what a request costs each. The second bare copy is the control:
-    its ratio to the first is what the method reads when nothing differs.
+    its ratio to the first is what the method reads when nothing differs. A server's
+    place in the lineup (the order they start in) is worth about a point on its own, so
+    the servers are started anew in a rotated order for each block of rounds.
     """
     seconds = config.pick(4, 1)
-    rounds = config.pick(9, 1)
-    names = ("bare app", "graceshut", "pure-ASGI counter", "counter + closing send", "bare app")
-    ratios: dict[str, list[float]] = {name: [] for name in names[1:-1]}
-    controls: list[float] = []
-    with contextlib.ExitStack() as servers:
-        started = [servers.enter_context(serve(APPS[name][0], stack)) for name in names]
-        with concurrent.futures.ThreadPoolExecutor(len(started)) as pool:
-            list(pool.map(lambda server: load(tool, *server, config.pick(2, 1)), started))
-            for _ in range(rounds):
-                bare, *middle, again = (
-                    run.per_cpu_second
-                    for run in pool.map(lambda server: load(tool, *server, seconds), started)
-                )
-                for name, value in zip(names[1:-1], middle, strict=True):
-                    ratios[name].append(value / ((bare + again) / 2))
-                controls.append(again / bare)
+    blocks = config.pick(5, 1)
+    rounds_per_block = config.pick(2, 1)
+    ratios: dict[str, list[float]] = {name: [] for name in PAIRED[1:]}
+    for block in range(blocks):
+        order = list(PAIRED[block % len(PAIRED) :] + PAIRED[: block % len(PAIRED)])
+        for rates in _paired_rounds(stack, tool, order, seconds, rounds_per_block):
+            bare = (rates["bare app"] + rates["control"]) / 2
+            for name in PAIRED[1:-1]:
+                ratios[name].append(rates[name] / bare)
+            ratios["control"].append(rates["control"] / rates["bare app"])
     value = median(ratios["graceshut"])
     counter_value = median(ratios["pure-ASGI counter"])
     closing_value = median(ratios["counter + closing send"])
-    control = median(controls)
+    control = median(ratios["control"])
+    rounds = blocks * rounds_per_block
     return Measure(
         key="throughput-paired",
         title=f"throughput ratio, paired on one core, {stack}",
@@ -287,13 +311,13 @@ def _paired_measure(config: Config, tool: str, stack: str) -> Measure:
         detail=(
             f"five servers on one core at once, each under {tool} with {CONNECTIONS} "
             f"connections for {seconds} s; requests per server CPU-second over the mean "
-            f"of the two bare copies, {rounds} rounds, median; per round: "
+            f"of the two bare copies; {blocks} blocks of {rounds_per_block} rounds, the "
+            f"servers started anew in a rotated order for each block; median of {rounds} "
+            "rounds; per round: "
             + "; ".join(
                 f"{name} " + ", ".join(f"{r:.3f}" for r in values)
                 for name, values in ratios.items()
             )
-            + "; control "
-            + ", ".join(f"{r:.3f}" for r in controls)
         ),
     )
 
