@@ -16,7 +16,7 @@ are not counted). Counts repeat for the same code to about 0.3 %, but a change o
 anywhere in the process can move them by about 1,000 instructions, as the
 interpreter's caches fall differently: read differences under half a point as unsettled.
 
-    python benchmarks/instructions.py [--requests N] [--launches K] [--stack NAME ...]
+    python benchmarks/instructions.py [--requests N] [--warmup N] [--launches K] [--stack NAME]
 
 Needs valgrind (``apt-get install -y valgrind``) and the benchmark environment
 (``python3 benchmarks/run.py setup``, for uvloop and httptools); run it with
@@ -89,7 +89,9 @@ def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, stdout=quiet, stderr=quiet)
 
 
-def instructions_per_request(app: str, stack: str, requests: int, workdir: Path) -> float:
+def instructions_per_request(
+    app: str, stack: str, requests: int, workdir: Path, *, warmup: int = 1000
+) -> float:
     """Instructions the server executes per request of *app* (a factory in `_apps`)."""
     port = _free_port()
     out = workdir / f"{app}.{stack}.{port}.callgrind"
@@ -105,7 +107,7 @@ def instructions_per_request(app: str, stack: str, requests: int, workdir: Path)
     )
     try:
         _wait_until_up(port, server)
-        _get(port, 1000)  # specialised bytecode, warm caches, uvicorn's date header cached
+        _get(port, warmup)  # specialised bytecode, warm caches, uvicorn's date header cached
         _control("-i", "on", str(server.pid))
         _get(port, requests)
         _control("-i", "off", str(server.pid))
@@ -127,6 +129,7 @@ def main() -> None:
     """Count each app on each stack, print the ratios to the bare app."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=1000, help="requests before counting")
     parser.add_argument("--launches", type=int, default=2)
     parser.add_argument("--stack", action="append", choices=list(STACKS))
     args = parser.parse_args()
@@ -139,7 +142,9 @@ def main() -> None:
             for _ in range(args.launches):
                 for name, factory in APPS.items():
                     counts[name].append(
-                        instructions_per_request(factory, stack, args.requests, Path(workdir))
+                        instructions_per_request(
+                            factory, stack, args.requests, Path(workdir), warmup=args.warmup
+                        )
                     )
         bare = statistics.median(counts["bare"])
         print(f"\n{stack}: instructions per request (median of {args.launches} launches)")
