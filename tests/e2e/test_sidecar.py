@@ -163,8 +163,11 @@ class AdminWatch:
             ready: int | None = None
             metrics = ""
             with contextlib.suppress(httpx.TransportError):
+                # Metrics first: a sample whose metrics show a step of the sequence was
+                # taken after that step began, readiness included (it never turns back).
+                scraped = httpx.get(f"{self.admin}/metrics", timeout=2).text
                 ready = httpx.get(f"{self.admin}/readyz", timeout=2).status_code
-                metrics = httpx.get(f"{self.admin}/metrics", timeout=2).text
+                metrics = scraped
             app_up = True
             try:
                 # Short: a closed port whose socket a parent process still holds (hypercorn's
@@ -230,11 +233,18 @@ def test_admin_listener_answers_through_the_drain(
     assert status == 0 or kind == "hypercorn-cli", server.output()
     drained = watch.in_drain()
     assert drained, "no scrape answered during the drain"
-    assert all(ready == 503 for _, ready, _, _ in drained)
+    seen = [(round(at - signalled, 2), ready, up) for at, ready, _, up in watch.samples]
+    assert all(ready == 503 for _, ready, _, _ in drained), (seen, server.output())
     assert "graceshut_shutting_down 1.0" in drained[0][2]
     after_close = [s for s in watch.samples if s[0] > signalled and not s[3] and s[1] is not None]
     assert after_close, "the admin listener did not outlive the app's own port"
-    assert all(ready == 503 for _, ready, _, _ in after_close)
+    # hypercorn's command line closes its port at SIGTERM and starts graceshut's sequence
+    # only at the lifespan shutdown, a moment later: readiness turns 503 at the trigger.
+    triggered = [s for s in after_close if "graceshut_shutting_down 1.0" in s[2]]
+    assert triggered, (seen, server.output())
+    assert all(ready == 503 for _, ready, _, _ in triggered), (seen, server.output())
+    if kind == "uvicorn":  # the trigger comes with SIGTERM, before the port closes
+        assert triggered == after_close, seen
 
 
 def test_admin_listener_serves_a_pod_of_four_gunicorn_workers(
