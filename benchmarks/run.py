@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -154,6 +155,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup()
         python = str(venv_python())
         os.execv(python, [python, str(Path(__file__).resolve()), *arguments])  # noqa: S606
+    needed = ("starlette", "graceshut")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"{' and '.join(missing)} not installed in {sys.executable}: run without --here "
+            "(benchmarks/.venv is set up by itself), or pip install -e '.[dev]' here",
+            file=sys.stderr,
+        )
+        return 2
     config = Config(quick=args.quick)
     if "profile" in commands:
         import profile_request_path  # noqa: PLC0415

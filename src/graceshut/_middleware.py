@@ -103,7 +103,7 @@ class GracefulShutdownMiddleware:
             try:
                 await self.app(scope, receive, send)
             except CancelledError:
-                if current_task() not in state.cut:
+                if not _was_cut(state):
                     raise
                 await self._answer_cut(send)
             finally:
@@ -156,7 +156,7 @@ class GracefulShutdownMiddleware:
                 try:
                     await self.app(scope, receive, send)
                 except CancelledError:
-                    if current_task() not in state.cut:
+                    if not _was_cut(state):
                         raise
                     await self._answer_cut(raw_send)
                     return
