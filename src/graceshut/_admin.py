@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from . import _probes
 from ._config import ConfigError
 from ._responses import NO_STORE, json_body
 from ._shutdown_route import BAD_WAIT, method_not_allowed, parse_wait
@@ -241,10 +242,8 @@ class AdminListener:
                 return _json(404, {"error": "no metrics", "detail": detail}, [])
             body, content_type = self.metrics()
             return 200, body, content_type, []
-        from .asgi import LivenessEndpoint, ReadinessEndpoint  # noqa: PLC0415 - import cycle
-
-        probe = ReadinessEndpoint if split.path == "/readyz" else LivenessEndpoint
-        status, payload = probe(self.coordinator).answer()
+        probe = _probes.readiness if split.path == "/readyz" else _probes.liveness
+        status, payload = probe(self.coordinator)
         return _json(status, payload, [])
 
     def _shutdown(

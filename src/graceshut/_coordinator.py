@@ -1,8 +1,9 @@
-"""The coordinator: registration, triggers and the lifespan around one shutdown run.
+"""The coordinator: triggers, state and the lifespan around one shutdown run.
 
-The parts are modules of their own: `_registry` keeps the handlers, `_run_state` what
-one run changes, `_membership` the pod's other workers, `_sequence` runs the steps,
-`_budget` times them and `_signals` chains SIGTERM and SIGINT.
+The parts are modules of their own: `_registration` takes the handlers into
+`_registry`, `_run_state` holds what one run changes, `_sequence` runs the steps and
+`_budget` times them; the process layer's `_serving` chains SIGTERM and SIGINT and
+joins the pod's worker group for the lifespan.
 """
 
 from __future__ import annotations
@@ -11,21 +12,21 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ._background import spawn as spawn_tracked
 from ._config import Seconds, Settings, resolve_settings
-from ._handlers import Handler, HandlerFunc, make_handler
 from ._loop import LoopHandle
-from ._membership import PodMembership
 from ._phases import Phase
-from ._registry import DrainHook, Registry, ReportListener, Unsubscribe
+from ._registration import Registration
+from ._registry import Registry
 from ._report import ShutdownReport
 from ._run_state import RunState
 from ._sequence import Sequence
-from ._signals import SignalChain
+from ._serving import serving
 from ._tracker import InFlight
 
 if TYPE_CHECKING:
@@ -33,10 +34,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("graceshut")
 
-F = TypeVar("F", bound=HandlerFunc)
 
-
-class Coordinator:
+class Coordinator(Registration):
     """Runs the shutdown sequence once, whatever starts it, within one deadline.
 
     Handlers are registered per phase with `on_shutdown` or `add_handler`; the
@@ -91,112 +90,6 @@ class Coordinator:
         self._registry = Registry()
         self._state = RunState()
 
-    # -- registration -------------------------------------------------------------
-
-    @overload
-    def on_shutdown(self, phase: F, /) -> F: ...
-
-    @overload
-    def on_shutdown(
-        self,
-        phase: Phase | str = ...,
-        *,
-        timeout: float = ...,
-        name: str | None = ...,
-        once_per_pod: bool = ...,
-        fallback: HandlerFunc | None = ...,
-    ) -> Callable[[F], F]: ...
-
-    def on_shutdown(
-        self,
-        phase: Any = Phase.FLUSH,
-        *,
-        timeout: float = 5.0,
-        name: str | None = None,
-        once_per_pod: bool = False,
-        fallback: HandlerFunc | None = None,
-    ) -> Any:
-        """Register the decorated function as a shutdown handler.
-
-        The function may be async or sync and may take one argument, the
-        `ShutdownContext`. It returns unchanged. Sync ones run in a daemon thread of their
-        own, so one stuck past its timeout never holds up the process exit; they cannot
-        call back into the event loop (``anyio.from_thread``): make such a handler async.
-
-        Args:
-            phase: The `Phase` (or its name) to run in; ``flush`` by default:
-                ``@on_shutdown("release")`` or ``@on_shutdown(phase=Phase.RELEASE)``.
-            timeout: Seconds the handler may take. Then it is cancelled and recorded as
-                timed out; what it does on the cancellation without awaiting (a
-                ``finally``, a log line) runs before the sequence goes on, and one that
-                swallows the cancellation to await on is left behind.
-            name: The name in logs and reports; the function's qualified name by default.
-            once_per_pod: With several worker processes (gunicorn, ``uvicorn --workers``),
-                run only in the worker that got the first trigger, not in every one: for
-                notifying a load balancer or a webhook. Locks, buffers and pools are per
-                process: leave it False for them.
-            fallback: Runs when the handler fails or times out, async or sync like a
-                handler, with the `ShutdownContext` whose ``error`` says why; within
-                the same deadline (the handler is cut off a quarter of its time, at
-                most 1 s, early to leave it room). Its outcome shows in the report
-                beside the handler's (`HandlerResult.fallback`).
-
-        Raises:
-            ValueError: Unknown phase, duplicate name, or a timeout that does not fit in
-                the grace period.
-        """
-        if callable(phase) and not isinstance(phase, (str, Phase)):
-            self.add_handler(
-                phase, timeout=timeout, name=name, once_per_pod=once_per_pod, fallback=fallback
-            )
-            return phase
-
-        def register(func: F) -> F:
-            self.add_handler(
-                func,
-                phase=phase,
-                timeout=timeout,
-                name=name,
-                once_per_pod=once_per_pod,
-                fallback=fallback,
-            )
-            return func
-
-        return register
-
-    def add_handler(
-        self,
-        func: HandlerFunc,
-        *,
-        phase: Phase | str = Phase.FLUSH,
-        timeout: float = 5.0,
-        name: str | None = None,
-        once_per_pod: bool = False,
-        fallback: HandlerFunc | None = None,
-    ) -> None:
-        """Register *func* as a shutdown handler; `on_shutdown` without the decorator."""
-        handler = make_handler(
-            func, phase, timeout, name, once_per_pod=once_per_pod, fallback=fallback
-        )
-        if self.shutting_down:
-            raise RuntimeError(
-                f"cannot register handler {handler.name!r}: shutdown has already started"
-            )
-        self._registry.add(handler, self.settings)
-
-    def on_report(self, listener: ReportListener) -> ReportListener:
-        """Call *listener* with the final `ShutdownReport`, before any waiter wakes.
-
-        Listeners run on the event loop thread and should be quick (write a file, set a
-        metric); an exception is logged and ignored. Usable as a decorator.
-        """
-        self._registry.report_listeners.add(listener)
-        return listener
-
-    def remove_report_listener(self, listener: ReportListener) -> None:
-        """Stop calling *listener* (added with `on_report`); nothing if it is not there."""
-        self._registry.report_listeners.remove(listener)
-
     def forget_run(self) -> None:
         """Forget a finished run and the loop it ran on, keeping the handlers.
 
@@ -206,11 +99,6 @@ class Coordinator:
         self.in_flight.reset()
         self.drain_started.clear()
         self._state = RunState()
-
-    @property
-    def handlers(self) -> tuple[Handler, ...]:
-        """The registered handlers, in registration order."""
-        return self._registry.handlers
 
     # -- state ----------------------------------------------------------------------
 
@@ -276,17 +164,6 @@ class Coordinator:
         event = anyio.Event()
         self._state.drain_waiters.append(event)
         await event.wait()
-
-    def on_drain(self, hook: DrainHook) -> Unsubscribe:
-        """Run the async *hook* when the drain begins, alongside the drain handlers.
-
-        Hooks are the drain's own machinery (the middleware closes WebSockets with one):
-        no timeout of their own, cut off at the end of the drain, not in the report.
-
-        Returns:
-            A callable that unsubscribes the hook (idempotent).
-        """
-        return self._registry.drain_hooks.add(hook)
 
     def spawn(
         self,
@@ -381,32 +258,15 @@ class Coordinator:
         assert state.report is not None  # noqa: S101 - set before any waiter wakes
         return state.report
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, *, signals: bool = True) -> AsyncIterator[None]:
+    def lifespan(self, *, signals: bool = True) -> AbstractAsyncContextManager[None]:
         """Serve inside this block; leaving it runs (or joins) the shutdown sequence.
 
         With *signals*, SIGTERM and SIGINT handlers are installed on entry, chained to the
-        ones already there (the server's own), and restored on exit. Framework-agnostic:
-        `graceshut.starlette.install` uses it for the ASGI lifespan.
+        ones already there (the server's own), and restored on exit. With several worker
+        processes per pod, the worker joins its pod's group for the block. Framework-
+        agnostic: `graceshut.starlette.install` uses it for the ASGI lifespan.
         """
-        loop = self._attached()
-        chain = SignalChain(self) if signals else None
-        state = self._state
-        try:
-            if chain is not None:
-                chain.install()
-            state.pod = PodMembership.join()
-            if state.pod is not None:
-                state.pod.follow(loop, self._trigger_from_sibling)
-            yield
-            with anyio.CancelScope(shield=True):
-                await self.shutdown("lifespan")
-        finally:
-            if state.pod is not None:
-                state.pod.leave()
-                state.pod = None
-            if chain is not None:
-                chain.uninstall()
+        return serving(self, self._state, self._attached(), self._trigger_from_sibling, signals)
 
     def pod_triggered(self) -> bool:
         """True once this worker, or any worker of its pod, started a shutdown."""

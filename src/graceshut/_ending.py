@@ -1,4 +1,4 @@
-"""Ending what still runs: streams after ``stream_grace``, everything at the drain's end.
+"""Ending the requests that still run: streams after ``stream_grace``, all at the drain's end.
 
 A server waits for every open response before it exits (uvicorn without bound), so a
 stream or a long-poll left running at the deadline would keep the process alive past
@@ -22,12 +22,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import time
 from collections.abc import Callable, Iterator
-from types import FrameType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
-import anyio
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.responses import Response
 
@@ -39,8 +37,6 @@ if TYPE_CHECKING:
 #: Local of the middleware's frame that holds a trio request's cancel scope.
 _TRIO_SCOPE = "graceshut_cancel"
 _BACKGROUND = frozenset({BackgroundTask.__call__.__code__, BackgroundTasks.__call__.__code__})
-#: Seconds kept at the end of the drain for what was ended to unwind.
-UNWIND = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,53 +49,24 @@ class Running:
     cancel: Callable[[], None]
 
 
-async def drain(state: InFlight, *, streams_at: float, end: float) -> list[str]:
-    """Wait until nothing is in flight, ending streams at *streams_at* and all at *end*.
+def end_requests(state: InFlight, call: CodeType, *, streams_only: bool) -> list[str]:
+    """Cancel what the middleware whose ``__call__`` is *call* serves now; their labels.
 
-    Everything is ended a little before *end* (`UNWIND`), so that it has unwound (its
-    ``finally`` run, its count given back) when the drain step is over.
-
-    Returns:
-        The labels of what was ended, in the order it was ended.
+    Only streams when *streams_only*; tracked jobs are the core's to end.
     """
-    span = max(0.0, end - time.monotonic())
-    cut_at = end - min(UNWIND, span / 5)
-    ended: list[str] = []
-    if streams_at < cut_at:
-        await _wait_idle(state, streams_at)
-        if state.count:
-            ended += end_running(state, streams_only=True)
-    await _wait_idle(state, cut_at)
-    if state.count:
-        ended += end_running(state, streams_only=False)
-        await _wait_idle(state, end)
-    return ended
-
-
-async def _wait_idle(state: InFlight, until: float) -> None:
-    with anyio.move_on_after(max(0.0, until - time.monotonic())):
-        await state.wait_idle()
-
-
-def end_running(state: InFlight, *, streams_only: bool) -> list[str]:
-    """Cancel what runs now (only streams, or everything); return their labels."""
     labels = []
-    for running in find_running(state):
+    for running in find_running(state, call):
         if running.stream or not streams_only:
             running.cancel()
             labels.append(running.label)
-    if not streams_only:
-        for scope, name in list(state.jobs.items()):
-            scope.cancel()
-            labels.append(name)
     return labels
 
 
-def find_running(state: InFlight) -> list[Running]:
-    """The requests and WebSockets that the middleware of *state* is serving now."""
-    from ._middleware import GracefulShutdownMiddleware  # noqa: PLC0415 - it imports us
+def find_running(state: InFlight, call: CodeType) -> list[Running]:
+    """The requests and WebSockets that the middleware of *state* is serving now.
 
-    call = GracefulShutdownMiddleware.__call__.__code__
+    *call* is the code of the middleware's ``__call__``, whose frames mark a request.
+    """
     found = []
     for task, coro in _tasks():
         frames = _frames(coro)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from ._ending import end_requests
 from ._responses import (
     CONNECTION_CLOSE,
     DRAINING_BODY,
@@ -82,6 +83,7 @@ class GracefulShutdownMiddleware:
         self._send = _closing_send(self._state)
         self._websockets: set[_WebSocketSession] = set()
         coordinator.on_drain(self._close_websockets)
+        coordinator.on_deadline(_end_requests)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -209,6 +211,13 @@ class GracefulShutdownMiddleware:
         async with anyio.create_task_group() as tg:
             for session in list(self._websockets):
                 tg.start_soon(session.going_away)
+
+
+def _end_requests(state: InFlight, *, streams_only: bool) -> list[str]:
+    """The middleware's ender (`Coordinator.on_deadline`): its requests, found by frame."""
+    return end_requests(
+        state, GracefulShutdownMiddleware.__call__.__code__, streams_only=streams_only
+    )
 
 
 def _was_cut(state: InFlight) -> bool:

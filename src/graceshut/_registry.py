@@ -11,6 +11,7 @@ from ._phases import PHASES, Phase
 
 if TYPE_CHECKING:
     from ._config import Settings
+    from ._draining import Ender
     from ._handlers import Handler
     from ._report import ShutdownReport
 
@@ -41,6 +42,9 @@ class Subscribers(Generic[T]):
 
         return unsubscribe
 
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
     def remove(self, item: T) -> None:
         """Remove *item* if it is there."""
         with contextlib.suppress(ValueError):
@@ -61,6 +65,8 @@ class Registry:
         """Called with the final report, before any waiter wakes."""
         self.drain_hooks: Subscribers[DrainHook] = Subscribers()
         """Run when the drain begins, alongside the drain handlers."""
+        self.enders: Subscribers[Ender] = Subscribers()
+        """End what still runs at the stream grace and the drain's deadline."""
 
     def add(self, handler: Handler, settings: Settings) -> None:
         """Register *handler*, refusing a duplicate name or a timeout past the budget.

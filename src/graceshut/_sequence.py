@@ -16,7 +16,7 @@ import anyio
 from ._budget import Run, elastic_end, reserved_after, step_end
 from ._concurrent import still_running
 from ._config import Settings
-from ._ending import drain
+from ._draining import drain
 from ._handlers import run_handlers
 from ._phases import PHASES, Phase
 from ._registry import DrainHook, Registry
@@ -122,7 +122,9 @@ class Sequence:
                 for hook in self._registry.drain_hooks:
                     tg.start_soon(_run_hook, hook, end)
                 tg.start_soon(self._handlers, run, Phase.DRAIN, end)
-                ended = await drain(in_flight, streams_at=streams_at, end=end)
+                ended = await drain(
+                    in_flight, streams_at=streams_at, end=end, enders=self._registry.enders
+                )
             run.ended = ended
             run.abandoned = max(len(ended), in_flight.count)
         fields = {"phase": "drain", "duration": run.phases[-1].duration}

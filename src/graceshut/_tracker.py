@@ -78,7 +78,7 @@ class InFlight:
     def start_job(self, name: str) -> anyio.CancelScope:
         """Count a tracked job from now; enter the returned scope around its work.
 
-        The drain cancels the scope at its deadline (`graceshut._ending`).
+        The drain cancels the scope at its deadline (`_draining`).
         """
         self.enter()
         self.named[name] += 1

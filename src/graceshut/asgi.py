@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import _probes
 from ._middleware import GracefulShutdownMiddleware
 from ._responses import Receive, Scope, Send, send_json
 from ._shutdown_route import ShutdownEndpoint
@@ -46,15 +47,7 @@ class ReadinessEndpoint(_ProbeEndpoint):
 
     def answer(self) -> tuple[int, dict[str, object]]:
         """The status code and JSON body for the probe."""
-        coordinator = self.coordinator
-        if coordinator.pod_triggered():
-            phase = coordinator.phase
-            return 503, {
-                "status": "shutting down",
-                "reason": coordinator.reason,
-                "phase": phase.value if phase else None,
-            }
-        return 200, {"status": "ready"}
+        return _probes.readiness(self.coordinator)
 
 
 class LivenessEndpoint(_ProbeEndpoint):
@@ -62,7 +55,7 @@ class LivenessEndpoint(_ProbeEndpoint):
 
     def answer(self) -> tuple[int, dict[str, object]]:
         """The status code and JSON body for the probe."""
-        return 200, {"status": "alive", "shutting_down": self.coordinator.shutting_down}
+        return _probes.liveness(self.coordinator)
 
 
 async def _method_not_allowed(send: Send, allowed: tuple[bytes, ...]) -> None:

@@ -1,0 +1,52 @@
+"""Serving in one process of a pod: the signal chain and the worker group around it.
+
+The coordinator's `lifespan` is this block: the process's part of serving (SIGTERM and
+SIGINT chained to the server's own handlers, membership of the pod's worker group),
+kept out of the core, which only runs the sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._membership import PodMembership
+from ._signals import SignalChain
+
+if TYPE_CHECKING:
+    from ._coordinator import Coordinator
+    from ._loop import LoopHandle
+    from ._run_state import RunState
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    coordinator: Coordinator,
+    state: RunState,
+    loop: LoopHandle,
+    on_sibling: Callable[[str, float], None],
+    signals: bool,
+) -> AsyncIterator[None]:
+    """Serve inside this block; leaving it runs (or joins) the shutdown sequence.
+
+    *on_sibling* starts this worker's sequence when a sibling of the pod had the trigger.
+    """
+    chain = SignalChain(coordinator) if signals else None
+    try:
+        if chain is not None:
+            chain.install()
+        state.pod = PodMembership.join()
+        if state.pod is not None:
+            state.pod.follow(loop, on_sibling)
+        yield
+        with anyio.CancelScope(shield=True):
+            await coordinator.shutdown("lifespan")
+    finally:
+        if state.pod is not None:
+            state.pod.leave()
+            state.pod = None
+        if chain is not None:
+            chain.uninstall()
