@@ -34,7 +34,7 @@ from memory import held_open
 from middleware_overhead import interleaved
 
 import graceshut
-from graceshut._middleware import _with_connection_close
+from graceshut._http._middleware import _with_connection_close
 
 
 class _Base:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from graceshut import _proc as proc
+from graceshut._process import _proc as proc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def pod_credential(*, required: bool = True) -> dict[str, str]:
 
     With *required* false, no header when there is no pod secret (an app without graceshut).
     """
-    from graceshut._secret import find_credential
+    from graceshut._process._secret import find_credential
 
     credential = find_credential()
     if not credential and not required:

@@ -19,8 +19,8 @@ from starlette.applications import Starlette
 
 import graceshut
 import graceshut.starlette
-from graceshut._admin import AdminListener, parse_admin_address
-from graceshut._shutdown_route import ShutdownEndpoint
+from graceshut._http._admin import AdminListener, parse_admin_address
+from graceshut._http._shutdown_route import ShutdownEndpoint
 
 from .asgi_servers import free_port, pod_credential
 from .test_starlette import fast

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from graceshut import Phase
-from graceshut._budget import Run, elastic_end, reserved_after, step_end
+from graceshut._core._budget import Run, elastic_end, reserved_after, step_end
 
 
 def test_each_phase_reserves_what_the_later_ones_need() -> None:

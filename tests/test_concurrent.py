@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from graceshut import Outcome
-from graceshut._concurrent import Finished, run_concurrently
+from graceshut._core._concurrent import Finished, run_concurrently
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import graceshut
-from graceshut._config import (
+from graceshut._core._config import (
     ENV_GRACE_PERIOD,
     ENV_PROPAGATION_DELAY,
     ENV_SAFETY_MARGIN,

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from graceshut import Coordinator, Outcome, ShutdownContext
-from graceshut._fallback import MAX_RESERVE, handler_deadline
+from graceshut._core._fallback import MAX_RESERVE, handler_deadline
 from graceshut.contrib.termination import render_termination_message
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from graceshut import _proc as proc
+from graceshut._process import _proc as proc
 
 # A live child is running, sleeping, or in an uninterruptible wait (``D``) while the
 # kernel still reads its program in: what the tests rule out is a shifted field.

@@ -12,7 +12,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 import graceshut
-from graceshut._secret import (
+from graceshut._process._secret import (
     SECRET_FILE,
     _container_identity,
     ensure_pod_secret,
@@ -41,7 +41,8 @@ def test_the_secret_is_a_private_file_in_a_private_directory(tmp_path: Path) -> 
 def test_workers_starting_together_share_one_secret(tmp_path: Path) -> None:
     """Eight processes racing to create it all end up with the same secret."""
     directory = tmp_path / "secret"
-    code = "import sys; from pathlib import Path; from graceshut._secret import ensure_pod_secret; "
+    code = "import sys; from pathlib import Path; "
+    code += "from graceshut._process._secret import ensure_pod_secret; "
     code += "print(ensure_pod_secret(Path(sys.argv[1])))"
     processes = [
         subprocess.Popen(

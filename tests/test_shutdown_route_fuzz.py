@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 import graceshut.starlette
-from graceshut._secret import read_pod_secret
+from graceshut._process._secret import read_pod_secret
 
 from .test_starlette import fast
 

@@ -21,7 +21,7 @@ from starlette.routing import Route
 import graceshut
 import graceshut.starlette
 from graceshut import ConfigError, Coordinator
-from graceshut._signals import SignalChain
+from graceshut._process._signals import SignalChain
 from graceshut.asgi import GracefulShutdownMiddleware
 from graceshut.hypercorn import _OwnSignals
 

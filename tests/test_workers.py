@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from graceshut._workers import WorkerGroup
+from graceshut._process._workers import WorkerGroup
 
 
 @pytest.fixture

@@ -9,17 +9,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ._config import ConfigError as ConfigError
-from ._config import EnvDefault as EnvDefault
-from ._config import env_default as env_default
-from ._context import ShutdownContext as ShutdownContext
-from ._coordinator import Coordinator as Coordinator
-from ._phases import Phase as Phase
-from ._report import FallbackResult as FallbackResult
-from ._report import HandlerResult as HandlerResult
-from ._report import Outcome as Outcome
-from ._report import PhaseResult as PhaseResult
-from ._report import ShutdownReport as ShutdownReport
+from ._core._config import ConfigError as ConfigError
+from ._core._config import EnvDefault as EnvDefault
+from ._core._config import env_default as env_default
+from ._core._context import ShutdownContext as ShutdownContext
+from ._core._coordinator import Coordinator as Coordinator
+from ._core._phases import Phase as Phase
+from ._core._report import FallbackResult as FallbackResult
+from ._core._report import HandlerResult as HandlerResult
+from ._core._report import Outcome as Outcome
+from ._core._report import PhaseResult as PhaseResult
+from ._core._report import ShutdownReport as ShutdownReport
 
 __all__ = [
     "ConfigError",

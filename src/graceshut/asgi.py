@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import _probes
-from ._middleware import GracefulShutdownMiddleware
-from ._responses import Receive, Scope, Send, send_json
-from ._shutdown_route import ShutdownEndpoint
+from ._http import _probes
+from ._http._middleware import GracefulShutdownMiddleware
+from ._http._responses import Receive, Scope, Send, send_json
+from ._http._shutdown_route import ShutdownEndpoint
 
 if TYPE_CHECKING:
-    from ._coordinator import Coordinator
+    from ._core._coordinator import Coordinator
 
 __all__ = [
     "GracefulShutdownMiddleware",

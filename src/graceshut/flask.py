@@ -9,7 +9,7 @@ from .wsgi import GracefulShutdownMiddleware
 if TYPE_CHECKING:
     from flask import Flask
 
-    from ._coordinator import Coordinator
+    from ._core._coordinator import Coordinator
 
 __all__ = ["install"]
 

@@ -19,8 +19,8 @@ import logging
 import math
 from typing import Any
 
-from ._config import resolve_settings
-from ._wsgi_runtime import runtimes
+from ._core._config import resolve_settings
+from ._http._wsgi_runtime import runtimes
 
 __all__ = ["on_starting", "post_worker_init", "raise_graceful_timeout", "worker_exit"]
 

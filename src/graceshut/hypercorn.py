@@ -34,16 +34,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 
-from ._loop import LoopHandle
-from ._signals import SecondInterrupt
+from ._core._loop import LoopHandle
+from ._process._signals import SecondInterrupt
 
 if TYPE_CHECKING:
     from types import FrameType
 
     from hypercorn.config import Config
 
-    from ._coordinator import Coordinator
-    from ._report import ShutdownReport
+    from ._core._coordinator import Coordinator
+    from ._core._report import ShutdownReport
 
 __all__ = ["run", "serve"]
 

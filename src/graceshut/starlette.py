@@ -9,14 +9,14 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._admin import AdminListener, parse_admin_address, prometheus_metrics
+from ._http._admin import AdminListener, parse_admin_address, prometheus_metrics
 from .asgi import GracefulShutdownMiddleware, LivenessEndpoint, ReadinessEndpoint, ShutdownEndpoint
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from ._coordinator import Coordinator
-    from ._responses import ASGIApp
+    from ._core._coordinator import Coordinator
+    from ._http._responses import ASGIApp
 
 __all__ = ["Installation", "install"]
 

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._config import Settings, resolve_settings
-from ._signals import signals_enabled
+from ._core._config import Settings, resolve_settings
+from ._process._signals import signals_enabled
 
 if TYPE_CHECKING:
-    from ._coordinator import Coordinator
-    from ._report import ShutdownReport
-    from ._responses import ASGIApp
+    from ._core._coordinator import Coordinator
+    from ._core._report import ShutdownReport
+    from ._http._responses import ASGIApp
 
 __all__ = ["AppHarness", "LifespanError", "fast_settings", "serve"]
 

@@ -32,16 +32,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._admin import AdminListener, parse_admin_address, prometheus_metrics
-from ._phases import Phase
-from ._responses import DRAINING_BODY, json_body, retry_after_seconds
-from ._wsgi_runtime import SequenceThread, runtimes
+from ._core._phases import Phase
+from ._http._admin import AdminListener, parse_admin_address, prometheus_metrics
+from ._http._responses import DRAINING_BODY, json_body, retry_after_seconds
+from ._http._wsgi_runtime import SequenceThread, runtimes
 from .asgi import LivenessEndpoint, ReadinessEndpoint, ShutdownEndpoint
 
 if TYPE_CHECKING:
-    from ._coordinator import Coordinator
-    from ._responses import Message
-    from ._tracker import InFlight
+    from ._core._coordinator import Coordinator
+    from ._core._tracker import InFlight
+    from ._http._responses import Message
 
 __all__ = [
     "CLOSE_CONNECTION",

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_lat
 from prometheus_client.parser import text_string_to_metric_families
 
 from graceshut import Coordinator, Phase
-from graceshut._tracker import InFlight
+from graceshut._core._tracker import InFlight
 from graceshut.contrib.prometheus import instrument
 
 from ._http_recorder import Recorder, closed_port_url, serving

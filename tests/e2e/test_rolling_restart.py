@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from graceshut import _proc as proc
+from graceshut._process import _proc as proc
 from graceshut.simulate._actions import HttpGet, Target
 from graceshut.simulate._container import Container
 from graceshut.simulate._kubelet import Termination, terminate

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from graceshut import _proc as proc
+from graceshut._process import _proc as proc
 from graceshut.cli._run import call_shutdown_route
 
 from ..asgi_servers import ROOT, Server, free_port

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from graceshut import _proc as proc
+from graceshut._process import _proc as proc
 
 from ..asgi_servers import Server, free_port, pod_credential
 

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .._secret import find_credential
+from .._process._secret import find_credential
 
 EXIT_CLEAN = 0
 EXIT_HANDLERS_FAILED = 1

@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from .. import _proc as proc
+from .._process import _proc as proc
 from ._prestop import EXIT_CLEAN, EXIT_HANDLERS_FAILED, add_prestop_command
 
 EXIT_USAGE = 2

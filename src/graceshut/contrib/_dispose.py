@@ -13,13 +13,13 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .._phases import Phase
-from .._threads import run_in_daemon_thread
+from .._core._phases import Phase
+from .._core._threads import run_in_daemon_thread
 from ._errors import IntegrationError
 
 if TYPE_CHECKING:
-    from .._context import ShutdownContext
-    from .._coordinator import Coordinator
+    from .._core._context import ShutdownContext
+    from .._core._coordinator import Coordinator
 
 AnyEngine = sa.Engine | AsyncEngine
 """A sync engine or an asyncio one: every function here takes both."""

@@ -29,8 +29,8 @@ from typing import Any
 
 import anyio
 
-from .._handlers import refuse_awaitable
-from .._threads import run_in_daemon_thread
+from .._core._handlers import refuse_awaitable
+from .._core._threads import run_in_daemon_thread
 
 _TYPE = "$type"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

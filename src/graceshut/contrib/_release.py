@@ -18,7 +18,7 @@ import anyio
 from ._errors import ReleaseError
 
 if TYPE_CHECKING:
-    from .._context import ShutdownContext
+    from .._core._context import ShutdownContext
 
 #: How many names a log line or an error message lists before "and N more".
 NAMES_SHOWN = 5

@@ -15,17 +15,17 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from .._handlers import is_async_callable, refuse_awaitable
-from .._phases import Phase
-from .._threads import run_in_daemon_thread
+from .._core._handlers import is_async_callable, refuse_awaitable
+from .._core._phases import Phase
+from .._core._threads import run_in_daemon_thread
 from ._errors import FlushError, describe_error
 from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from .._context import ShutdownContext
-    from .._coordinator import Coordinator
+    from .._core._context import ShutdownContext
+    from .._core._coordinator import Coordinator
 
 __all__ = ["MappingFlushError", "MappingFlusher", "flush_mapping"]
 

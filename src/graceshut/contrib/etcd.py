@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._phases import Phase
+from .._core._phases import Phase
 from ._errors import ReleaseError
 from ._release import Terms, release_all
 
@@ -51,8 +51,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is 3.11+; only read by type checkers
 
-    from .._context import ShutdownContext
-    from .._coordinator import Coordinator
+    from .._core._context import ShutdownContext
+    from .._core._coordinator import Coordinator
 
 __all__ = ["EtcdLeases", "ReleaseError"]
 

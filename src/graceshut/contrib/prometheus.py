@@ -33,8 +33,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._phases import PHASES
-from .._pod import pod_name
+from .._core._phases import PHASES
+from .._process._pod import pod_name
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, push_to_gateway
@@ -47,8 +47,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from .._coordinator import Coordinator
-    from .._report import ShutdownReport
+    from .._core._coordinator import Coordinator
+    from .._core._report import ShutdownReport
 
 __all__ = ["ShutdownMetrics", "instrument"]
 

@@ -37,9 +37,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from .._handlers import is_async_callable, refuse_awaitable
-from .._phases import Phase
-from .._threads import run_in_daemon_thread
+from .._core._handlers import is_async_callable, refuse_awaitable
+from .._core._phases import Phase
+from .._core._threads import run_in_daemon_thread
 from ._errors import ReleaseError
 from ._release import Terms, release_all
 
@@ -69,8 +69,8 @@ from ._redis_tracking import (
 )
 
 if TYPE_CHECKING:
-    from .._context import ShutdownContext
-    from .._coordinator import Coordinator
+    from .._core._context import ShutdownContext
+    from .._core._coordinator import Coordinator
 
 __all__ = ["RedisLocks", "ReleaseError", "Tracked"]
 

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._handlers import is_async_callable
-from .._threads import run_in_daemon_thread
+from .._core._handlers import is_async_callable
+from .._core._threads import run_in_daemon_thread
 from . import _records
 from ._errors import IntegrationError, describe_error
 from ._unencodable import SpillEncodeError, Unencodable
@@ -35,7 +35,7 @@ from ._unencodable import SpillEncodeError, Unencodable
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from .._context import ShutdownContext
+    from .._core._context import ShutdownContext
 
 __all__ = [
     "ReplayResult",

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._phases import Phase
-from .._threads import run_in_daemon_thread
+from .._core._phases import Phase
+from .._core._threads import run_in_daemon_thread
 from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
 try:
@@ -46,8 +46,8 @@ from ._rows import BufferClosedError, BufferFullError, FlushRun, Row, RowQueue
 from ._sql_target import by_keys, resolve_target
 
 if TYPE_CHECKING:
-    from .._context import ShutdownContext
-    from .._coordinator import Coordinator
+    from .._core._context import ShutdownContext
+    from .._core._coordinator import Coordinator
 
 __all__ = [
     "BufferClosedError",

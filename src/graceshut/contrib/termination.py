@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .._coordinator import Coordinator
-    from .._report import HandlerResult, ShutdownReport
+    from .._core._coordinator import Coordinator
+    from .._core._report import HandlerResult, ShutdownReport
 
 __all__ = [
     "DEFAULT_PATH",

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._phases import Phase
-from .._pod import pod_name
+from .._core._phases import Phase
+from .._process._pod import pod_name
 from ._errors import IntegrationError
 from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 
@@ -45,8 +45,8 @@ from ._webhook_attempts import (
 )
 
 if TYPE_CHECKING:
-    from .._context import ShutdownContext
-    from .._coordinator import Coordinator
+    from .._core._context import ShutdownContext
+    from .._core._coordinator import Coordinator
 
 __all__ = [
     "RETRY_STATUSES",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .._coordinator import Coordinator
+from .._core._coordinator import Coordinator
 
 #: Keys of ``settings.GRACESHUT`` and their defaults (None: the environment, else
 #: graceshut's default, as for `graceshut.Coordinator`).

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 from ._settings import get_coordinator, options
 
 if TYPE_CHECKING:
-    from .._admin import AdminListener
-    from .._coordinator import Coordinator
-    from .._responses import ASGIApp, Receive, Scope, Send
+    from .._core._coordinator import Coordinator
+    from .._http._admin import AdminListener
+    from .._http._responses import ASGIApp, Receive, Scope, Send
     from ..wsgi import GracefulShutdownMiddleware as WSGIMiddleware
 
 
@@ -46,7 +46,7 @@ def get_asgi_application() -> ASGIApp:
     """
     from django.core.asgi import get_asgi_application as django_asgi  # noqa: PLC0415
 
-    from .._admin import AdminListener, parse_admin_address, prometheus_metrics  # noqa: PLC0415
+    from .._http._admin import AdminListener, parse_admin_address, prometheus_metrics  # noqa: PLC0415
     from ..asgi import (  # noqa: PLC0415
         GracefulShutdownMiddleware,
         LivenessEndpoint,

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.responses import Response
 
-from ._loop import running_on_trio
+from .._core._loop import running_on_trio
 
 if TYPE_CHECKING:
-    from ._tracker import InFlight
+    from .._core._tracker import InFlight
 
 #: Local of the middleware's frame that holds a trio request's cancel scope.
 _TRIO_SCOPE = "graceshut_cancel"

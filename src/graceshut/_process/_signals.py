@@ -28,8 +28,8 @@ import anyio.lowlevel
 from ._exit import forget_signal, request_exit_status
 
 if TYPE_CHECKING:
-    from ._coordinator import Coordinator
-    from ._report import ShutdownReport
+    from .._core._coordinator import Coordinator
+    from .._core._report import ShutdownReport
 
 logger = logging.getLogger("graceshut")
 

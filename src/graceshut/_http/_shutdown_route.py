@@ -1,7 +1,7 @@
 """The shutdown route and the check that guards it.
 
 Who may start a shutdown: whoever sends the configured token (``token=``, else
-``GRACESHUT_TOKEN``) or, without one, the pod secret (see `graceshut._secret`) as
+``GRACESHUT_TOKEN``) or, without one, the pod secret (see `graceshut._process._secret`) as
 ``Authorization: Bearer ...``. A loopback source address is trusted only when asked
 for (``trust_loopback=True`` or ``GRACESHUT_TRUST_LOOPBACK=1``): sidecars relay outside
 requests over loopback, often without any forwarding header.
@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from ._config import ENV_TOKEN, ConfigError, resolve_token
+from .._core._config import ENV_TOKEN, ConfigError, resolve_token
+from .._process._secret import ENV_SECRET_DIR, ensure_pod_secret
+from .._process._secret import secret_dir as default_secret_dir
 from ._responses import Receive, Scope, Send, send_json
-from ._secret import ENV_SECRET_DIR, ensure_pod_secret
-from ._secret import secret_dir as default_secret_dir
 
 if TYPE_CHECKING:
-    from ._coordinator import Coordinator
+    from .._core._coordinator import Coordinator
 
 __all__ = ["ENV_TRUST_LOOPBACK", "Refusal", "ShutdownEndpoint"]
 

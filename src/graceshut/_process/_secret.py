@@ -29,8 +29,8 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from .._core._config import ENV_TOKEN, ConfigError
 from . import _proc as proc
-from ._config import ENV_TOKEN, ConfigError
 
 # Names, not secrets:
 ENV_SECRET_DIR = "GRACESHUT_SECRET_DIR"  # noqa: S105

@@ -28,8 +28,8 @@ from ._responses import (
 )
 
 if TYPE_CHECKING:
-    from ._coordinator import Coordinator
-    from ._tracker import InFlight
+    from .._core._coordinator import Coordinator
+    from .._core._tracker import InFlight
 
 GOING_AWAY = 1001
 _CONNECTION_LENGTH = len(b"connection")

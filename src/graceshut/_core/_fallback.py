@@ -7,7 +7,7 @@ share is small next to a database's timeout and large next to what a fallback do
 (spilling 10,000 rows to a local file took 0.15-0.2 s, ``benchmarks/spill.py``).
 
 The two attempts run one after the other inside the one call that the phase's runner
-(`graceshut._concurrent`) starts and cuts off at the deadline; `Attempts` records how
+(`graceshut._core._concurrent`) starts and cuts off at the deadline; `Attempts` records how
 each ended, for the report.
 """
 

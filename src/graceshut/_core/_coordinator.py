@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._process._serving import serving
 from ._background import spawn as spawn_tracked
 from ._config import Seconds, Settings, resolve_settings
 from ._loop import LoopHandle
@@ -26,7 +27,6 @@ from ._registry import Registry
 from ._report import ShutdownReport
 from ._run_state import RunState
 from ._sequence import Sequence
-from ._serving import serving
 from ._tracker import InFlight
 
 if TYPE_CHECKING:

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from ._loop import LoopHandle
-from ._signals import SignalChain
+from .._core._loop import LoopHandle
+from .._process._signals import SignalChain
 
 if TYPE_CHECKING:
+    from .._core._coordinator import Coordinator
+    from .._core._report import ShutdownReport
     from ._admin import AdminListener
-    from ._coordinator import Coordinator
-    from ._report import ShutdownReport
 
 logger = logging.getLogger("graceshut")
 

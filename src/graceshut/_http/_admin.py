@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from .._core._config import ConfigError
 from . import _probes
-from ._config import ConfigError
 from ._responses import NO_STORE, json_body
 from ._shutdown_route import BAD_WAIT, method_not_allowed, parse_wait
 
 if TYPE_CHECKING:
-    from ._coordinator import Coordinator
+    from .._core._coordinator import Coordinator
     from ._shutdown_route import ShutdownEndpoint
 
 __all__ = ["ENV_ADMIN_ADDRESS", "AdminListener", "parse_admin_address"]

@@ -17,9 +17,9 @@ from ._membership import PodMembership
 from ._signals import SignalChain
 
 if TYPE_CHECKING:
-    from ._coordinator import Coordinator
-    from ._loop import LoopHandle
-    from ._run_state import RunState
+    from .._core._coordinator import Coordinator
+    from .._core._loop import LoopHandle
+    from .._core._run_state import RunState
 
 
 @contextlib.asynccontextmanager

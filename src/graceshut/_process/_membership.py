@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from ._loop import LoopHandle
+from .._core._loop import LoopHandle
 from ._workers import WorkerGroup
 
 logger = logging.getLogger("graceshut")

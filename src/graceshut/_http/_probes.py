@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._coordinator import Coordinator
+    from .._core._coordinator import Coordinator
 
 Answer = tuple[int, dict[str, object]]
 

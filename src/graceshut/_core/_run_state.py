@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import anyio
 
+    from .._process._membership import PodMembership
     from ._loop import LoopHandle
-    from ._membership import PodMembership
     from ._phases import Phase
     from ._report import ShutdownReport
     from ._tracker import InFlight
