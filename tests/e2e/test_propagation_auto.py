@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,8 @@ class Restart:
     report: dict[str, Any]
     delay: float
     """Seconds from the trigger to the end of the propagation delay."""
+    down_at: float | None
+    """Seconds from the trigger to HAProxy's marking the leaving pod DOWN."""
     exit_status: int | None
     output: str
 
@@ -55,22 +58,41 @@ def restart(
     inter: str,
     rate: float,
     clients: int,
+    keep_alive: bool = True,
 ) -> Restart:
-    """Terminate one of two pods behind HAProxy, whose checks run every *inter*."""
+    """Terminate one of two pods behind HAProxy, whose checks run every *inter*.
+
+    Without *keep_alive* each request opens a connection of its own, which HAProxy
+    routes: the leaving pod gets requests until HAProxy's check takes it out.
+    """
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         pods = list(pool.map(lambda _: start_server("uvicorn", ENV), range(2)))
     proxy = haproxy([pod.port for pod in pods], inter=inter)
-    load = (
-        LoadGenerator(LoadSpec("127.0.0.1", proxy.port, rate=rate, concurrency=clients, timeout=5))
-        if rate
-        else None
+    spec = LoadSpec(
+        "127.0.0.1", proxy.port, rate=rate, concurrency=clients, timeout=5, keep_alive=keep_alive
     )
+    load = LoadGenerator(spec) if rate else None
+    watching = threading.Event()
+    down: list[float] = []
+
+    def watch() -> None:
+        while not watching.is_set():
+            if proxy.servers()["pod0"]["status"].startswith("DOWN"):
+                down.append(time.monotonic())
+                return
+            time.sleep(0.05)
+
     if load is not None:
         load.start()
+    watcher = threading.Thread(target=watch, daemon=True)
     try:
         time.sleep(2.5)  # more than the rate's window needs to see the traffic
+        triggered = time.monotonic()
+        watcher.start()
         termination = kubelet_terminate(pods[0])
     finally:
+        watching.set()
+        watcher.join(5)
         if load is not None:
             load.stop()
         for pod in pods:
@@ -82,7 +104,8 @@ def restart(
     samples = [f"{f.kind}: {f.detail}" for f in load.stats.samples] if load is not None else []
     print(
         f"\nHAProxy checks every {inter}, {rate:g} req/s: the delay ended "
-        f"({report['propagation']}) {step['started'] + step['duration']:.2f}s after the trigger; "
+        f"({report['propagation']}) {step['started'] + step['duration']:.2f}s after the trigger "
+        f"(HAProxy took the pod out after {down[0] - triggered if down else float('nan'):.2f}s); "
         f"{requests['failed']} of {requests['sent']} requests failed"
     )
     return Restart(
@@ -90,6 +113,7 @@ def restart(
         samples,
         report,
         step["started"] + step["duration"],
+        down[0] - triggered if down else None,
         termination.exit_status,
         pods[0].output()[-4000:],
     )
@@ -109,11 +133,16 @@ def test_fast_routers_let_a_busy_pod_leave_after_the_floor(
 def test_slow_routers_hold_the_delay_past_their_last_request(
     start_server: StartServer, haproxy: Callable[..., HAProxy]
 ) -> None:
-    """Routers that take up to 5 s: the delay lasts until they stop, nothing fails."""
-    result = restart(start_server, haproxy, inter="5s", rate=200, clients=8)
+    """Routers that take up to 5 s: the delay lasts until they stop, nothing fails.
+
+    Every request is a new connection that HAProxy routes, to the leaving pod too
+    until its check takes it out: a delay that ended before would see them refused.
+    """
+    result = restart(start_server, haproxy, inter="5s", rate=100, clients=8, keep_alive=False)
     assert result.requests["failed"] == 0, (result.requests, result.samples, result.output)
     assert result.report["propagation"] == "evidence", (result.report, result.output)
-    assert result.delay >= 2, result.report
+    assert result.down_at is not None
+    assert result.delay >= result.down_at, (result.delay, result.down_at)
     assert result.exit_status == 0, result.output
 
 

@@ -50,7 +50,10 @@ class Evidence(Protocol):
     """What the edge knows of the traffic: the rate before the trigger, arrivals since."""
 
     def triggered(self) -> None:
-        """Note the trigger: measure the rate before it, and the connections open at it."""
+        """Note the trigger: measure the rate before it, and the connections open at it.
+
+        Called by the first trigger before readiness fails, from any thread.
+        """
 
     def rate_before(self) -> float:
         """Requests per second over the last stretch before the trigger."""

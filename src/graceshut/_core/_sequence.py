@@ -77,8 +77,6 @@ class Sequence:
         )
 
         evidence = self._in_flight.evidence if settings.propagation_auto else None
-        if evidence is not None:
-            evidence.triggered()
         end = step_end(run.deadline, needs[Phase.ANNOUNCE], after[Phase.ANNOUNCE])
         await self._phase(run, Phase.ANNOUNCE, end)
 
