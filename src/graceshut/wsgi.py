@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._core._phases import Phase
 from ._http._admin import AdminListener, parse_admin_address, prometheus_metrics
+from ._http._evidence import TrafficEvidence, client_and_server
 from ._http._responses import DRAINING_BODY, json_body, retry_after_seconds
 from ._http._wsgi_runtime import SequenceThread, runtimes
 from .asgi import LivenessEndpoint, ReadinessEndpoint, ShutdownEndpoint
@@ -116,6 +117,8 @@ class GracefulShutdownMiddleware:
         self.coordinator = coordinator
         self.runtime = _runtime_for(coordinator, signals=signals, backend=backend)
         self.runtime.count_in_flight = lambda: coordinator.in_flight.count
+        if coordinator.settings.propagation_auto and coordinator.in_flight.evidence is None:
+            coordinator.in_flight.evidence = TrafficEvidence(coordinator.in_flight)
         self.routes: dict[str, WSGIApp] = {}
         address = parse_admin_address(admin_address)
         guarded = None  # one endpoint, one pod secret, for this route and the admin listener
@@ -162,6 +165,9 @@ class GracefulShutdownMiddleware:
             coordinator.in_flight.enter()
         try:
             if coordinator.shutting_down:
+                evidence = coordinator.in_flight.evidence
+                if evidence is not None:
+                    evidence.arrived(*client_and_server(environ))
                 _close_connection(environ, start_response)
             result = self.app(environ, self._starter(environ, start_response))
         except BaseException:
@@ -186,7 +192,7 @@ class GracefulShutdownMiddleware:
             in_flight = coordinator.in_flight
             if in_flight.count > 1 or not coordinator.shutting_down:
                 # Not the last one, or nobody waits for it: no drain to wake.
-                in_flight.count -= 1
+                in_flight.ended += 1
                 return
         # The last request of a drain: its exit wakes the drain's waiter, which belongs
         # to the loop thread, so it is made there (under the same lock as the others).

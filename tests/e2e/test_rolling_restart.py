@@ -64,7 +64,7 @@ frontend service
 backend pods
     balance roundrobin
     option httpchk GET /readyz
-    default-server inter 500ms fall 1 rise 1
+    default-server inter {inter} fall 1 rise 1
 {servers}
 """
 
@@ -72,7 +72,9 @@ backend pods
 class HAProxy:
     """A HAProxy process in front of the given ports."""
 
-    def __init__(self, directory: Path, ports: list[int], *, up: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, ports: list[int], *, up: int | None = None, inter: str = "500ms"
+    ) -> None:
         # Debian puts it in /usr/sbin, which is not on every user's PATH.
         binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
         if binary is None:
@@ -89,7 +91,7 @@ class HAProxy:
         )
         config = directory / "haproxy.cfg"
         config.write_text(
-            HAPROXY_CONFIG.format(socket=self.socket, port=self.port, servers=servers)
+            HAPROXY_CONFIG.format(socket=self.socket, port=self.port, servers=servers, inter=inter)
         )
         self.log = directory / "haproxy.log"
         with self.log.open("wb") as log:
@@ -141,8 +143,8 @@ def haproxy(tmp_path: Path) -> Iterator[Callable[..., HAProxy]]:
     """Start HAProxy in front of ports; stopped at teardown."""
     started: list[HAProxy] = []
 
-    def start(ports: list[int], *, up: int | None = None) -> HAProxy:
-        proxy = HAProxy(tmp_path, ports, up=up)
+    def start(ports: list[int], *, up: int | None = None, inter: str = "500ms") -> HAProxy:
+        proxy = HAProxy(tmp_path, ports, up=up, inter=inter)
         started.append(proxy)
         return proxy
 

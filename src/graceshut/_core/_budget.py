@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator, Mapping
 
 from ._phases import PHASES, Phase
+from ._propagation import DelayEnd
 from ._report import HandlerResult, PhaseResult
 
 
@@ -21,6 +22,8 @@ class Run:
         self.phases: list[PhaseResult] = []
         self.abandoned = 0
         self.ended: list[str] = []
+        self.delay_end: DelayEnd | None = None
+        """How the propagation delay ended; None when there was none."""
 
     def remaining(self) -> float:
         """Seconds until the deadline of the whole sequence."""

@@ -11,11 +11,19 @@ DEFAULT_GRACE_PERIOD = 30.0
 DEFAULT_SAFETY_MARGIN = 1.0
 DEFAULT_PROPAGATION_DELAY = 5.0
 DEFAULT_STREAM_GRACE = 5.0
+DEFAULT_PROPAGATION_FLOOR = 2.0
+DEFAULT_PROPAGATION_CAP = 15.0
+DEFAULT_QUIET_WINDOW = 1.0
+READINESS_ON_TERMINATE = ("fail", "serve")
 
 ENV_GRACE_PERIOD = "GRACESHUT_GRACE_PERIOD"
 ENV_SAFETY_MARGIN = "GRACESHUT_SAFETY_MARGIN"
 ENV_PROPAGATION_DELAY = "GRACESHUT_PROPAGATION_DELAY"
 ENV_STREAM_GRACE = "GRACESHUT_STREAM_GRACE"
+ENV_PROPAGATION_FLOOR = "GRACESHUT_PROPAGATION_FLOOR"
+ENV_PROPAGATION_CAP = "GRACESHUT_PROPAGATION_CAP"
+ENV_QUIET_WINDOW = "GRACESHUT_QUIET_WINDOW"
+ENV_READINESS_ON_TERMINATE = "GRACESHUT_READINESS_ON_TERMINATE"
 ENV_TOKEN = "GRACESHUT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
@@ -47,6 +55,9 @@ def env_default(value: float) -> EnvDefault:
 
 
 Seconds = float | EnvDefault | None
+#: The propagation delay: seconds, or ``"auto"`` (ends on evidence, see `Settings`).
+Delay = float | str | EnvDefault | None
+AUTO = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +69,16 @@ class Settings:
     propagation_delay: float
     stream_grace: float = DEFAULT_STREAM_GRACE
     """Seconds a response still streaming when the drain begins gets before it is ended."""
+    propagation_auto: bool = False
+    """``propagation_delay="auto"``: the delay ends on evidence that routers stopped
+    sending, never before `propagation_floor`, and at the latest after
+    `propagation_delay`, which is then the cap."""
+    propagation_floor: float = DEFAULT_PROPAGATION_FLOOR
+    """With ``auto``: the delay never ends before this many seconds."""
+    quiet_window: float = DEFAULT_QUIET_WINDOW
+    """With ``auto``: seconds without a new request that end the delay early."""
+    readiness_on_terminate: str = "fail"
+    """``fail``: readiness fails at the trigger; ``serve``: at the start of the drain."""
 
     @property
     def budget(self) -> float:
@@ -68,22 +89,56 @@ class Settings:
 def resolve_settings(
     grace_period: Seconds,
     safety_margin: Seconds,
-    propagation_delay: Seconds,
+    propagation_delay: Delay,
     environ: Mapping[str, str] | None = None,
     stream_grace: Seconds = None,
+    *,
+    propagation_floor: Seconds = None,
+    propagation_cap: Seconds = None,
+    quiet_window: Seconds = None,
+    readiness_on_terminate: str | None = None,
 ) -> Settings:
     """Merge arguments, environment and defaults, and reject what cannot work."""
     env = os.environ if environ is None else environ
     grace = _seconds("grace_period", grace_period, ENV_GRACE_PERIOD, DEFAULT_GRACE_PERIOD, env)
     margin = _seconds("safety_margin", safety_margin, ENV_SAFETY_MARGIN, DEFAULT_SAFETY_MARGIN, env)
-    delay = _seconds(
-        "propagation_delay",
-        propagation_delay,
-        ENV_PROPAGATION_DELAY,
-        DEFAULT_PROPAGATION_DELAY,
+    auto = _is_auto(propagation_delay, env)
+    floor = _seconds(
+        "propagation_floor",
+        propagation_floor,
+        ENV_PROPAGATION_FLOOR,
+        DEFAULT_PROPAGATION_FLOOR,
         env,
     )
+    cap = _seconds(
+        "propagation_cap", propagation_cap, ENV_PROPAGATION_CAP, DEFAULT_PROPAGATION_CAP, env
+    )
+    quiet = _seconds("quiet_window", quiet_window, ENV_QUIET_WINDOW, DEFAULT_QUIET_WINDOW, env)
+    if auto:
+        if floor.value > cap.value:
+            raise ConfigError(
+                f"{floor.source}={floor.raw!r} must not be greater than "
+                f"{cap.source}={cap.raw!r}: the delay could never end"
+            )
+        if quiet.value <= 0:
+            raise ConfigError(f"{quiet.source}={quiet.raw!r} must be greater than 0 seconds")
+        delay = cap
+    else:
+        delay = _seconds(
+            "propagation_delay",
+            propagation_delay,
+            ENV_PROPAGATION_DELAY,
+            DEFAULT_PROPAGATION_DELAY,
+            env,
+        )
     stream = _seconds("stream_grace", stream_grace, ENV_STREAM_GRACE, DEFAULT_STREAM_GRACE, env)
+    readiness = _choice(
+        "readiness_on_terminate",
+        readiness_on_terminate,
+        ENV_READINESS_ON_TERMINATE,
+        READINESS_ON_TERMINATE,
+        env,
+    )
     if grace.value <= 0:
         raise ConfigError(f"{grace.source}={grace.raw!r} must be greater than 0 seconds")
     if margin.value >= grace.value:
@@ -91,7 +146,42 @@ def resolve_settings(
             f"{margin.source}={margin.raw!r} must be smaller than "
             f"{grace.source}={grace.raw!r}: nothing would be left for the shutdown"
         )
-    return Settings(grace.value, margin.value, delay.value, stream.value)
+    return Settings(
+        grace.value,
+        margin.value,
+        delay.value,
+        stream.value,
+        propagation_auto=auto,
+        propagation_floor=floor.value if auto else DEFAULT_PROPAGATION_FLOOR,
+        quiet_window=quiet.value if auto else DEFAULT_QUIET_WINDOW,
+        readiness_on_terminate=readiness,
+    )
+
+
+def _is_auto(given: Delay, env: Mapping[str, str]) -> bool:
+    """Whether the propagation delay is ``"auto"``, from the argument or the variable."""
+    if isinstance(given, EnvDefault):
+        given = None if ENV_PROPAGATION_DELAY in env else given.value
+    if given is None:
+        raw = env.get(ENV_PROPAGATION_DELAY, "")
+        return raw.strip().lower() == AUTO
+    return isinstance(given, str) and given.strip().lower() == AUTO
+
+
+def _choice(
+    argument: str,
+    given: str | None,
+    variable: str,
+    choices: tuple[str, ...],
+    env: Mapping[str, str],
+) -> str:
+    source, raw = (argument, given) if given is not None else (variable, env.get(variable))
+    if raw is None:
+        return choices[0]
+    value = str(raw).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{source}={raw!r} must be one of: {', '.join(choices)}")
+    return value
 
 
 def resolve_token(token: str | None, environ: Mapping[str, str] | None = None) -> str | None:
@@ -123,7 +213,7 @@ class _Value:
 
 
 def _seconds(
-    argument: str, given: Seconds, variable: str, default: float, env: Mapping[str, str]
+    argument: str, given: Delay, variable: str, default: float, env: Mapping[str, str]
 ) -> _Value:
     raw: object
     if isinstance(given, EnvDefault):

@@ -19,7 +19,7 @@ import anyio
 
 from .._process._serving import serving
 from ._background import spawn as spawn_tracked
-from ._config import Seconds, Settings, resolve_settings
+from ._config import Delay, Seconds, Settings, resolve_settings
 from ._loop import LoopHandle
 from ._phases import Phase
 from ._registration import Registration
@@ -49,7 +49,20 @@ class Coordinator(Registration):
             own exit. ``None`` reads ``GRACESHUT_SAFETY_MARGIN``, else 1.
         propagation_delay: Seconds the app keeps serving after readiness fails, while
             routers learn that the pod is going. ``None`` reads
-            ``GRACESHUT_PROPAGATION_DELAY``, else 5.
+            ``GRACESHUT_PROPAGATION_DELAY``, else 5. ``"auto"`` ends it on evidence that
+            routers stopped sending (docs/timeline.md has the rule): never before
+            *propagation_floor*, at the latest after *propagation_cap*.
+        propagation_floor: With ``"auto"``: the delay's least length. ``None`` reads
+            ``GRACESHUT_PROPAGATION_FLOOR``, else 2.
+        propagation_cap: With ``"auto"``: the delay's greatest length. ``None`` reads
+            ``GRACESHUT_PROPAGATION_CAP``, else 15.
+        quiet_window: With ``"auto"``: seconds without a new request that end the delay,
+            once the pod was busy enough before the trigger for silence to mean
+            something. ``None`` reads ``GRACESHUT_QUIET_WINDOW``, else 1.
+        readiness_on_terminate: ``"fail"`` (readiness fails at the trigger) or
+            ``"serve"`` (it stays 200 through the propagation delay and fails when the
+            drain begins; for kube-proxy's fallback to serving terminating endpoints).
+            ``None`` reads ``GRACESHUT_READINESS_ON_TERMINATE``, else ``"fail"``.
         stream_grace: Seconds a response still streaming when the drain begins gets to
             end by itself (it learns of the drain from `draining` or `drain_started`)
             before graceshut ends it. ``None`` reads ``GRACESHUT_STREAM_GRACE``, else 5.
@@ -74,13 +87,25 @@ class Coordinator(Registration):
         self,
         grace_period: Seconds = None,
         safety_margin: Seconds = None,
-        propagation_delay: Seconds = None,
+        propagation_delay: Delay = None,
         *,
         stream_grace: Seconds = None,
+        propagation_floor: Seconds = None,
+        propagation_cap: Seconds = None,
+        quiet_window: Seconds = None,
+        readiness_on_terminate: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
-            grace_period, safety_margin, propagation_delay, environ, stream_grace
+            grace_period,
+            safety_margin,
+            propagation_delay,
+            environ,
+            stream_grace,
+            propagation_floor=propagation_floor,
+            propagation_cap=propagation_cap,
+            quiet_window=quiet_window,
+            readiness_on_terminate=readiness_on_terminate,
         )
         #: The hot state: flags and in-flight count, read by the middleware per request.
         self.in_flight = InFlight()

@@ -135,6 +135,10 @@ class ShutdownReport:
         handlers: One record per handler, in phase order.
         phases: When each step ran, in order.
         pid: The process that ran the sequence.
+        propagation: How the propagation delay ended: ``fixed`` (it ran its length),
+            ``evidence`` or ``cap`` (``propagation_delay="auto"``), ``budget`` (cut
+            for the later phases); None when there was none (its length is the
+            ``propagation`` step in `phases`).
     """
 
     reason: str
@@ -146,6 +150,7 @@ class ShutdownReport:
     phases: tuple[PhaseResult, ...] = ()
     abandoned: tuple[str, ...] = ()
     pid: int = dataclasses.field(default_factory=os.getpid)
+    propagation: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -184,6 +189,7 @@ class ShutdownReport:
             "pid": self.pid,
             "handlers": [h.to_dict() for h in self.handlers],
             "phases": [p.to_dict() for p in self.phases],
+            "propagation": self.propagation,
         }
 
     def summary(self) -> str:

@@ -95,6 +95,10 @@ class RunState:
         self.started_at = started_at
         self.reason = reason
         self.in_flight_at_start = in_flight.count
+        if in_flight.evidence is not None:
+            # Before the flag flips: a request after it is on a connection that the
+            # evidence can tell from those already open.
+            in_flight.evidence.triggered()
         in_flight.shutting_down = True
         in_flight.refresh()
         return True

@@ -19,6 +19,7 @@ from ._config import Settings
 from ._draining import drain
 from ._handlers import run_handlers
 from ._phases import PHASES, Phase
+from ._propagation import Evidence, wait_propagation
 from ._registry import DrainHook, Registry
 from ._report import HandlerResult, Outcome, ShutdownReport
 from ._run_state import RunState
@@ -75,20 +76,16 @@ class Sequence:
             },
         )
 
+        evidence = self._in_flight.evidence if settings.propagation_auto else None
         end = step_end(run.deadline, needs[Phase.ANNOUNCE], after[Phase.ANNOUNCE])
         await self._phase(run, Phase.ANNOUNCE, end)
 
         if run.reason not in _SERVER_ALREADY_STOPPED:
-            self._state.phase = None
-            end = elastic_end(run.deadline, settings.propagation_delay, after[Phase.ANNOUNCE])
-            until = min(run.start + settings.propagation_delay, end)
-            with run.step("propagation"):
-                logger.info(
-                    "propagation delay: serving for %.2fs more while routers catch up",
-                    max(0.0, until - time.monotonic()),
-                    extra={"phase": "propagation", "remaining": run.remaining()},
-                )
-                await _sleep_until(until)
+            await self._propagation(
+                run,
+                elastic_end(run.deadline, settings.propagation_delay, after[Phase.ANNOUNCE]),
+                evidence,
+            )
 
         end = step_end(run.deadline, needs[Phase.DRAIN], after[Phase.DRAIN])
         await self._drain(run, end)
@@ -96,6 +93,35 @@ class Sequence:
         for phase in (Phase.FLUSH, Phase.RELEASE, Phase.REPORT):
             end = step_end(run.deadline, needs[phase], after[phase])
             await self._phase(run, phase, end)
+
+    async def _propagation(self, run: Run, end: float, evidence: Evidence | None) -> None:
+        settings = self._settings
+        self._state.phase = None
+        until = min(run.start + settings.propagation_delay, end)
+        with run.step("propagation"):
+            if settings.propagation_auto:
+                logger.info(
+                    "propagation delay: serving until traffic has stopped (%.1f req/s before "
+                    "the trigger), %.2fs at most, %.2fs at least",
+                    evidence.rate_before() if evidence is not None else 0.0,
+                    max(0.0, until - time.monotonic()),
+                    max(0.0, min(until, run.start + settings.propagation_floor) - time.monotonic()),
+                    extra={"phase": "propagation", "remaining": run.remaining()},
+                )
+            else:
+                logger.info(
+                    "propagation delay: serving for %.2fs more while routers catch up",
+                    max(0.0, until - time.monotonic()),
+                    extra={"phase": "propagation", "remaining": run.remaining()},
+                )
+            run.delay_end = await wait_propagation(settings, run.start, end, evidence)
+        duration = run.phases[-1].duration
+        logger.info(
+            "propagation delay ended (%s) after %.2fs",
+            run.delay_end,
+            time.monotonic() - run.start,
+            extra={"phase": "propagation", "duration": duration, "delay_end": str(run.delay_end)},
+        )
 
     async def _drain(self, run: Run, end: float) -> None:
         in_flight = self._in_flight
@@ -193,6 +219,7 @@ class Sequence:
             abandoned=tuple(run.ended),
             handlers=tuple(sorted(run.handlers, key=lambda h: PHASES.index(h.phase))),
             phases=tuple(run.phases),
+            propagation=str(run.delay_end) if run.delay_end is not None else None,
         )
         state.report = report
         log = logger.info if report.ok else logger.warning
@@ -225,12 +252,6 @@ class Sequence:
         for event in state.waiters:
             event.set()
         state.waiters.clear()
-
-
-async def _sleep_until(when: float) -> None:
-    delay = when - time.monotonic()
-    if delay > 0:
-        await anyio.sleep(delay)
 
 
 async def _run_hook(hook: DrainHook, end: float) -> None:

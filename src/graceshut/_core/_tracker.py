@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
+
+if TYPE_CHECKING:
+    from ._propagation import Evidence
 
 
 class InFlight:
@@ -19,26 +22,38 @@ class InFlight:
     """
 
     __slots__ = (
-        "count",
         "cut",
         "draining",
+        "ended",
+        "evidence",
         "fast",
         "jobs",
+        "jobs_started",
         "named",
         "on_trio",
         "refused",
         "shutting_down",
+        "started",
         "waker",
         "watched",
     )
 
     def __init__(self) -> None:
+        self.evidence: Evidence | None = None
+        """What tells the propagation delay that routers stopped sending (``auto``)."""
         self.reset()
 
     def reset(self) -> None:
         """Forget everything, in place: the middleware keeps a reference to this object."""
-        self.count = 0
-        """Requests, WebSockets and tracked jobs running now."""
+        # Two counters that only grow, rather than one that goes up and down: the same
+        # work per request, and `started` doubles as the count of requests that came,
+        # which the propagation delay's evidence reads.
+        self.started = 0
+        """Requests, WebSockets and tracked jobs started so far."""
+        self.ended = 0
+        """The same, ended so far."""
+        self.jobs_started = 0
+        """Tracked jobs started so far: not traffic from a router."""
         self.refused = 0
         """Requests and WebSocket handshakes refused during the drain."""
         self.named: Counter[str] = Counter()
@@ -59,6 +74,18 @@ class InFlight:
         self.cut: set[Any] = set()
         #: Cancel scopes of tracked jobs, by scope: ended at the drain's deadline.
         self.jobs: dict[anyio.CancelScope, str] = {}
+        if self.evidence is not None:
+            self.evidence.reset()
+
+    @property
+    def count(self) -> int:
+        """Requests, WebSockets and tracked jobs running now."""
+        return self.started - self.ended
+
+    @property
+    def arrived(self) -> int:
+        """Requests and WebSockets that came so far (tracked jobs left out)."""
+        return self.started - self.jobs_started
 
     def refresh(self) -> None:
         """Recompute `fast` after a flag changed (never on the request path)."""
@@ -67,12 +94,12 @@ class InFlight:
 
     def enter(self) -> None:
         """Count one more piece of work."""
-        self.count += 1
+        self.started += 1
 
     def exit(self) -> None:
         """Count one piece of work as ended; wake the waiters if it was the last."""
-        self.count -= 1
-        if not self.count and self.waker is not None:
+        self.ended += 1
+        if self.started == self.ended and self.waker is not None:
             self.wake()
 
     def start_job(self, name: str) -> anyio.CancelScope:
@@ -81,6 +108,7 @@ class InFlight:
         The drain cancels the scope at its deadline (`_draining`).
         """
         self.enter()
+        self.jobs_started += 1
         self.named[name] += 1
         scope = anyio.CancelScope()
         self.jobs[scope] = name

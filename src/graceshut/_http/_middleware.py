@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._ending import end_requests
+from ._evidence import TrafficEvidence
 from ._responses import (
     CONNECTION_CLOSE,
     DRAINING_BODY,
@@ -84,6 +85,8 @@ class GracefulShutdownMiddleware:
         self._websockets: set[_WebSocketSession] = set()
         coordinator.on_drain(self._close_websockets)
         coordinator.on_deadline(_end_requests)
+        if coordinator.settings.propagation_auto and self._state.evidence is None:
+            self._state.evidence = TrafficEvidence(self._state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -97,11 +100,15 @@ class GracefulShutdownMiddleware:
             elif state.draining or state.on_trio:
                 await self._other(scope, receive, send)
                 return
-            elif "http_version" not in scope or scope["http_version"] != "2":
-                # Started after the trigger: every response closes. (HTTP/2 has no
-                # Connection header: a GOAWAY does its work there.)
-                send = MethodType(_send_closed, send)
-            state.count += 1
+            else:
+                # Started after the trigger, in the propagation delay.
+                if state.evidence is not None:
+                    state.evidence.arrived(scope.get("client"), scope.get("server"))
+                if "http_version" not in scope or scope["http_version"] != "2":
+                    # Every response closes. (HTTP/2 has no Connection header: a GOAWAY
+                    # does its work there.)
+                    send = MethodType(_send_closed, send)
+            state.started += 1
             try:
                 await self.app(scope, receive, send)
             except CancelledError:
@@ -109,7 +116,7 @@ class GracefulShutdownMiddleware:
                     raise
                 await self._answer_cut(send)
             finally:
-                state.count -= 1
+                state.ended += 1
                 if state.watched:
                     await self._settle(send)
             return
@@ -131,8 +138,11 @@ class GracefulShutdownMiddleware:
             raw_send = send
             if not state.shutting_down:
                 send = MethodType(self._send, send)
-            elif scope.get("http_version") != "2":
-                send = MethodType(_send_closed, send)
+            else:
+                if state.evidence is not None:
+                    state.evidence.arrived(scope.get("client"), scope.get("server"))
+                if scope.get("http_version") != "2":
+                    send = MethodType(_send_closed, send)
             await self._counted(scope, receive, send, raw_send)
         elif scope_type == "websocket":
             await self._websocket(scope, receive, send)
@@ -142,7 +152,7 @@ class GracefulShutdownMiddleware:
     async def _counted(self, scope: Scope, receive: Receive, send: Send, raw_send: Send) -> None:
         """Run one counted connection off the hot path; on trio, inside a cancel scope."""
         state = self._state
-        state.count += 1
+        state.enter()
         try:
             if state.on_trio:
                 import trio  # noqa: PLC0415 - only reached on trio

@@ -15,8 +15,16 @@ Answer = tuple[int, dict[str, object]]
 
 
 def readiness(coordinator: Coordinator) -> Answer:
-    """200 while serving, 503 from the pod's first shutdown trigger on."""
-    if coordinator.pod_triggered():
+    """200 while serving, 503 from the pod's first shutdown trigger on.
+
+    With ``readiness_on_terminate="serve"``, 503 only from the start of the drain: the
+    pod stays a serving endpoint through the propagation delay.
+    """
+    if coordinator.settings.readiness_on_terminate == "serve":
+        failing = coordinator.draining
+    else:
+        failing = coordinator.pod_triggered()
+    if failing:
         phase = coordinator.phase
         return 503, {
             "status": "shutting down",

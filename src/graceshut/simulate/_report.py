@@ -341,7 +341,14 @@ def _app_report_text(report: dict[str, Any] | None) -> list[str]:
         f"{report.get('duration', 0):.3f}s, {report.get('in_flight_at_start')} in flight "
         f"at start, {report.get('in_flight_abandoned')} abandoned"
     )
-    return ["", summary, f"  handlers: {handlers or 'none'}"]
+    lines = ["", summary, f"  handlers: {handlers or 'none'}"]
+    step = next((p for p in report.get("phases", []) if p.get("name") == "propagation"), None)
+    if step is not None and report.get("propagation"):
+        ended = step.get("started", 0) + step.get("duration", 0)
+        lines.append(
+            f"  propagation delay: ended ({report['propagation']}) {ended:.2f}s after the trigger"
+        )
+    return lines
 
 
 def _breakdown(requests: dict[str, Any]) -> str:
