@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -27,6 +28,7 @@ from ._run_state import RunState
 from ._sequence import Sequence
 from ._signals import SignalChain
 from ._tracker import InFlight
+from ._workers import configured_directory
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -60,7 +62,8 @@ class Coordinator:
     variable still overrides.
 
     Raises:
-        ConfigError: A setting is not a number, negative, or leaves no time.
+        ConfigError: A setting is not a number, negative, or leaves no time; or
+            ``GRACESHUT_WORKER_DIR`` is a relative path.
 
     Example::
 
@@ -83,6 +86,7 @@ class Coordinator:
         self.settings: Settings = resolve_settings(
             grace_period, safety_margin, propagation_delay, environ, stream_grace
         )
+        configured_directory(os.environ if environ is None else environ)  # fail here, not at start
         #: The hot state: flags and in-flight count, read by the middleware per request.
         self.in_flight = InFlight()
         self.drain_started = threading.Event()

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._admin import AdminListener, parse_admin_address, prometheus_metrics
+from ._arguments import check_install
 from ._phases import Phase
 from ._responses import DRAINING_BODY, json_body, retry_after_seconds
 from ._wsgi_runtime import SequenceThread, runtimes
@@ -94,6 +95,10 @@ class GracefulShutdownMiddleware:
         admin_address: Serve the probes, the shutdown route and ``/metrics`` also on this
             port or Unix socket, one per pod; default ``GRACESHUT_ADMIN_ADDRESS``.
         admin_registry: The prometheus-client registry the admin listener serves.
+
+    Raises:
+        graceshut.ConfigError: An argument (or ``GRACESHUT_*`` variable) that cannot
+            work, named in the message; checked before anything starts.
     """
 
     def __init__(
@@ -112,6 +117,15 @@ class GracefulShutdownMiddleware:
         admin_address: str | None = None,
         admin_registry: Any = None,
     ) -> None:
+        check_install(
+            shutdown_path=shutdown_path,
+            readiness_path=readiness_path,
+            liveness_path=liveness_path,
+            retry_after=retry_after,
+            signals=signals,
+            token=token,
+            backend=backend,
+        )
         self.app = app
         self.coordinator = coordinator
         self.runtime = _runtime_for(coordinator, signals=signals, backend=backend)
