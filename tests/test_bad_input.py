@@ -198,11 +198,10 @@ def test_a_relative_worker_dir_from_the_process_environment_fails_at_constructio
 DJANGO = """
 import django
 from django.conf import settings
+import graceshut
 settings.configure(INSTALLED_APPS=["graceshut.django"], GRACESHUT={graceshut!r})
-django.setup()
-import graceshut, graceshut.django
 try:
-    graceshut.django.get_wsgi_application()
+    django.setup()  # graceshut's AppConfig.ready() reads the settings
 except graceshut.ConfigError as exc:
     print("ConfigError:", exc)
 """
@@ -225,7 +224,7 @@ except graceshut.ConfigError as exc:
 def test_django_settings_are_checked_naming_the_key(
     settings: dict[str, object], message: str
 ) -> None:
-    """settings.GRACESHUT's paths and RETRY_AFTER are refused with the key's name."""
+    """settings.GRACESHUT's paths and RETRY_AFTER are refused at django.setup(), by key."""
     result = subprocess.run(
         [sys.executable, "-c", DJANGO.format(graceshut=settings)],
         cwd=ROOT,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def test_prestop_refuses_a_timeout_that_is_not_positive(timeout: str) -> None:
 @pytest.mark.parametrize("value", ["nan", "inf", "-3", "0"])
 def test_prestop_refuses_a_bad_default_timeout_naming_the_variable(value: str) -> None:
     """Without --timeout, a bad GRACESHUT_GRACE_PERIOD is exit 2 naming the variable."""
-    env = {"PATH": "/usr/bin:/bin", "GRACESHUT_GRACE_PERIOD": value}
+    env = {**os.environ, "GRACESHUT_GRACE_PERIOD": value}
     result = cli("prestop", "http://127.0.0.1:1/shutdown", env=env)
     assert result.returncode == 2
     assert f"GRACESHUT_GRACE_PERIOD={value!r}" in result.stderr
