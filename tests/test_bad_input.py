@@ -87,7 +87,7 @@ def test_the_wsgi_middleware_refuses_a_bad_retry_after(value: object, message: s
 
 @pytest.mark.parametrize(("argument", "value", "message"), BAD_PATHS)
 def test_starlette_install_refuses_a_path_that_never_matches(
-    argument: str, value: object, message: str
+    argument: str, value: Any, message: str
 ) -> None:
     """install(): a route path without '/', with a query, or taken twice is a ConfigError."""
     app = Starlette()
@@ -98,7 +98,7 @@ def test_starlette_install_refuses_a_path_that_never_matches(
 
 @pytest.mark.parametrize(("argument", "value", "message"), BAD_PATHS)
 def test_the_wsgi_middleware_refuses_a_path_that_never_matches(
-    argument: str, value: object, message: str
+    argument: str, value: Any, message: str
 ) -> None:
     """The WSGI middleware (and so graceshut.flask.install) checks its paths alike."""
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -231,8 +231,11 @@ def test_port_taken_tells_the_apps_own_listener_from_another(listener: Listener)
 
 def test_port_taken_counts_ipv6_wildcard_but_not_ipv6_loopback() -> None:
     """'::' (dual-stack) keeps an IPv4 app from the port; '::1' does not."""
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 on this machine")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
     port = free_port()
     loopback = Listener("::1", port, "AF_INET6")
     try:
