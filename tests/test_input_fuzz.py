@@ -19,6 +19,7 @@ import graceshut.starlette
 from graceshut import ConfigError, Coordinator
 from graceshut.cli import build_parser
 from graceshut.cli._types import check_url
+from graceshut.simulate import _preflight
 from graceshut.simulate._plan import UsageError, build_plan
 
 FUZZ = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
@@ -231,12 +232,20 @@ SIMULATE_OPTIONS = {
     "--replicas": st.one_of(st.integers(1, 1000).map(str), st.text(max_size=6)),
     "--stop-signal": st.one_of(st.sampled_from(["SIGTERM", "QUIT", "3"]), st.text(max_size=6)),
 }
+# Paths that exist everywhere and are never written by the check: a writable device, a
+# directory, a missing directory.
+OUTPUT_PATHS = st.sampled_from(["/dev/null", "/", "/nonexistent-graceshut-dir/out"])
+OUTPUTS = ("--app-log", "--junit-xml", "--svg", "--html")
 
 
 @FUZZ
 @given(
     options=st.fixed_dictionaries(
-        {}, optional={k: v.filter(lambda t: "\x00" not in t) for k, v in SIMULATE_OPTIONS.items()}
+        {},
+        optional={
+            **{k: v.filter(lambda t: "\x00" not in t) for k, v in SIMULATE_OPTIONS.items()},
+            **dict.fromkeys(OUTPUTS, OUTPUT_PATHS),
+        },
     )
 )
 def test_simulate_options_plan_a_run_or_name_the_bad_option(options: dict[str, str]) -> None:
@@ -247,10 +256,14 @@ def test_simulate_options_plan_a_run_or_name_the_bad_option(options: dict[str, s
     if args is None:
         assert any(f"argument {name}:" in errors for name in options), errors
         return
-    error = None
+    error = _preflight.unwritable(
+        (name, getattr(args, name[2:].replace("-", "_"))) for name in OUTPUTS
+    )
     try:
         build_plan(args)
     except UsageError as exc:
-        error = str(exc)
+        error = error or str(exc)
     if error is not None:
         assert any(name in error for name in options), error
+    else:
+        assert all(options.get(name, "/dev/null") == "/dev/null" for name in OUTPUTS)
