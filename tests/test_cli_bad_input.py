@@ -253,8 +253,7 @@ def test_port_taken_counts_ipv6_wildcard_but_not_ipv6_loopback() -> None:
 def test_simulate_keeps_reading_and_keeps_the_verdict_when_its_files_fill_up(
     tmp_path: Path,
 ) -> None:
-    """--app-log, --junit-xml and --svg on /dev/full: the app is read to the end (300 KiB
-    written before it serves), the run is played, the verdict and its exit status stand."""
+    """Outputs on /dev/full: the app's 300 KiB are read, the run is played, the verdict stands."""
     port = str(free_port())
     noisy = (
         "import runpy, sys\n"

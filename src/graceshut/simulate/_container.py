@@ -169,11 +169,11 @@ class Output:
                         sink.write(line)
                         sink.flush()
                     except OSError as exc:
-                        self._give_up(sink, exc)
+                        self._close(sink, exc)
                         sink = None
         finally:
             if sink is not None:
-                self._give_up(sink, None)
+                self._close(sink)
 
     def _open(self) -> IO[bytes] | None:
         if self._copy is None:
@@ -184,9 +184,9 @@ class Output:
             self._failed(exc)
             return None
 
-    def _give_up(self, sink: IO[bytes], exc: OSError | None) -> None:
-        if exc is not None:
-            self._failed(exc)
+    def _close(self, sink: IO[bytes], failure: OSError | None = None) -> None:
+        if failure is not None:
+            self._failed(failure)
         try:
             sink.close()
         except OSError as late:  # the last flush
