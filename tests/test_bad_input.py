@@ -123,6 +123,11 @@ def test_the_asgi_middleware_refuses_a_route_without_a_leading_slash() -> None:
         ({"admin_address": 9901}, "admin_address=9901 must be a string"),
         ({"admin_address": "12²"}, "admin_address='12²' must be PORT"),
         ({"trust_loopback": "yes"}, "trust_loopback='yes' must be True or False"),
+        (
+            {"trust_loopback": "yes", "shutdown_path": None},
+            "trust_loopback='yes' must be True or False",
+        ),
+        ({"token": " ", "shutdown_path": None}, "token is set but empty"),
     ],
 )
 def test_starlette_install_refuses_other_bad_arguments(

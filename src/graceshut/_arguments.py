@@ -23,6 +23,7 @@ def check_install(
     retry_after: object,
     signals: object,
     token: str | None,
+    trust_loopback: object,
     backend: object = "asyncio",
 ) -> None:
     """Check the arguments that ``install()`` and the middlewares have in common.
@@ -42,6 +43,8 @@ def check_install(
     )
     check_retry_after(retry_after)
     check_flag(signals, "signals")
+    if trust_loopback is not None:  # also when no route uses it, as the token
+        check_flag(trust_loopback, "trust_loopback")
     if token is not None:  # also when no route uses it: a bad token is a mistake anyway
         resolve_token(token)
     if backend not in ("asyncio", "trio"):

@@ -114,6 +114,7 @@ def install(
         retry_after=retry_after,
         signals=signals,
         token=token,
+        trust_loopback=trust_loopback,
     )
     address = parse_admin_address(admin_address)
     guarded = None  # one endpoint, one pod secret, for the app's route and the admin listener

@@ -97,8 +97,7 @@ class GracefulShutdownMiddleware:
         admin_registry: The prometheus-client registry the admin listener serves.
 
     Raises:
-        graceshut.ConfigError: An argument (or ``GRACESHUT_*`` variable) that cannot
-            work, named in the message; checked before anything starts.
+        graceshut.ConfigError: A bad argument or variable, named; before anything starts.
     """
 
     def __init__(
@@ -124,6 +123,7 @@ class GracefulShutdownMiddleware:
             retry_after=retry_after,
             signals=signals,
             token=token,
+            trust_loopback=trust_loopback,
             backend=backend,
         )
         self.app = app
