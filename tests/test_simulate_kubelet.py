@@ -266,7 +266,7 @@ def test_a_grace_period_of_0_is_1s_with_the_hook(tmp_path: Path) -> None:
         (["--grace-period", "2.5"], "'2.5' is not a whole number of seconds"),
         (["--prestop-sleep", "0.5"], "'0.5' is not a whole number of seconds"),
         (["--grace-period", "2", "--prestop-sleep", "3"], "longer than the grace period (2s)"),
-        (["--stop-signal", "SIGNOPE"], "stop signal 'SIGNOPE' is not a signal name"),
+        (["--stop-signal", "SIGNOPE"], "--stop-signal 'SIGNOPE' is not a signal name"),
     ],
 )
 def test_fractions_and_impossible_hooks_are_refused(

@@ -1,4 +1,4 @@
-"""Graceful shutdown for ASGI apps on Kubernetes.
+"""Graceful shutdown for Python apps on Kubernetes (ASGI and WSGI).
 
 One idempotent, deadline-aware sequence (announce, drain, flush, release, report) that
 starts on the first of a preStop call, SIGTERM, SIGINT or the lifespan shutdown.

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._http._admin import AdminListener, parse_admin_address, prometheus_metrics
+from ._http._arguments import check_install
 from .asgi import GracefulShutdownMiddleware, LivenessEndpoint, ReadinessEndpoint, ShutdownEndpoint
 
 if TYPE_CHECKING:
@@ -89,6 +90,9 @@ def install(
 
     Raises:
         RuntimeError: graceshut is already installed on *app*, or the app has started.
+        graceshut.ConfigError: An argument (or ``GRACESHUT_*`` variable) that cannot
+            work, named in the message: a path without a leading ``/``, two routes on
+            one path, a ``retry_after`` that is not a whole number of seconds...
 
     Example::
 
@@ -101,6 +105,17 @@ def install(
             "graceshut is already installed on this app: call install() once per app "
             "(a second middleware would count every request twice)"
         )
+    # Every argument is checked before anything is added to the app: the middleware
+    # itself is only built at the first request.
+    check_install(
+        shutdown_path=shutdown_path,
+        readiness_path=readiness_path,
+        liveness_path=liveness_path,
+        retry_after=retry_after,
+        signals=signals,
+        token=token,
+        trust_loopback=trust_loopback,
+    )
     address = parse_admin_address(admin_address)
     guarded = None  # one endpoint, one pod secret, for the app's route and the admin listener
     if shutdown_path is not None or address is not None:

@@ -26,7 +26,6 @@ What WSGI allows, and what it does not:
 from __future__ import annotations
 
 import functools
-import http
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -34,15 +33,16 @@ from typing import TYPE_CHECKING, Any
 
 from ._core._phases import Phase
 from ._http._admin import AdminListener, parse_admin_address, prometheus_metrics
+from ._http._arguments import check_install
 from ._http._evidence import TrafficEvidence, client_and_server
-from ._http._responses import DRAINING_BODY, json_body, retry_after_seconds
+from ._http._responses import DRAINING_BODY, retry_after_seconds
+from ._http._wsgi_routes import ProbeRoute, ShutdownRoute
 from ._http._wsgi_runtime import SequenceThread, runtimes
 from .asgi import LivenessEndpoint, ReadinessEndpoint, ShutdownEndpoint
 
 if TYPE_CHECKING:
     from ._core._coordinator import Coordinator
     from ._core._tracker import InFlight
-    from ._http._responses import Message
 
 __all__ = [
     "CLOSE_CONNECTION",
@@ -54,8 +54,6 @@ __all__ = [
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-
-_NO_STORE = ("Cache-Control", "no-store")
 
 
 class StreamCutError(RuntimeError):
@@ -95,6 +93,9 @@ class GracefulShutdownMiddleware:
         admin_address: Serve the probes, the shutdown route and ``/metrics`` also on this
             port or Unix socket, one per pod; default ``GRACESHUT_ADMIN_ADDRESS``.
         admin_registry: The prometheus-client registry the admin listener serves.
+
+    Raises:
+        graceshut.ConfigError: A bad argument or variable, named; before anything starts.
     """
 
     def __init__(
@@ -113,6 +114,16 @@ class GracefulShutdownMiddleware:
         admin_address: str | None = None,
         admin_registry: Any = None,
     ) -> None:
+        check_install(
+            shutdown_path=shutdown_path,
+            readiness_path=readiness_path,
+            liveness_path=liveness_path,
+            retry_after=retry_after,
+            signals=signals,
+            token=token,
+            trust_loopback=trust_loopback,
+            backend=backend,
+        )
         self.app = app
         self.coordinator = coordinator
         self.runtime = _runtime_for(coordinator, signals=signals, backend=backend)
@@ -125,15 +136,15 @@ class GracefulShutdownMiddleware:
         if shutdown_path is not None or address is not None:
             guarded = ShutdownEndpoint(coordinator, token=token, trust_loopback=trust_loopback)
         if shutdown_path is not None and guarded is not None:
-            self.routes[shutdown_path] = _ShutdownRoute(guarded, self.runtime)
+            self.routes[shutdown_path] = ShutdownRoute(guarded, self.runtime)
         if address is not None and guarded is not None:
             self.runtime.admin = AdminListener(
                 coordinator, guarded, address, metrics=prometheus_metrics(admin_registry)
             )
         if readiness_path is not None:
-            self.routes[readiness_path] = _ProbeRoute(ReadinessEndpoint(coordinator))
+            self.routes[readiness_path] = ProbeRoute(ReadinessEndpoint(coordinator).answer)
         if liveness_path is not None:
-            self.routes[liveness_path] = _ProbeRoute(LivenessEndpoint(coordinator))
+            self.routes[liveness_path] = ProbeRoute(LivenessEndpoint(coordinator).answer)
         seconds = retry_after_seconds(retry_after, coordinator.settings.propagation_delay)
         self._refusal_body = DRAINING_BODY
         self._refusal_headers = [
@@ -271,101 +282,6 @@ def _close_connection(environ: Environ, start_response: StartResponse) -> None:
     )
     if callable(force_close):
         force_close()
-
-
-class _ProbeRoute:
-    """A readiness or liveness probe, answered on the request's own thread."""
-
-    def __init__(self, endpoint: ReadinessEndpoint | LivenessEndpoint) -> None:
-        self.endpoint = endpoint
-
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method not in ("GET", "HEAD"):
-            return _json(
-                start_response,
-                405,
-                {"error": "method not allowed", "allowed": ["GET", "HEAD"]},
-                [("Allow", "GET, HEAD")],
-            )
-        status, payload = self.endpoint.answer()
-        body = _json(start_response, status, payload)
-        return [] if method == "HEAD" else body
-
-
-class _ShutdownRoute:
-    """The ASGI shutdown route itself, run on the sequence thread's loop.
-
-    One implementation of the route's rules (authentication, ``wait``, the pod's
-    report) for ASGI and WSGI: the WSGI request is handed over as an ASGI scope.
-    """
-
-    def __init__(self, endpoint: ShutdownEndpoint, runtime: SequenceThread) -> None:
-        self.endpoint = endpoint
-        self.runtime = runtime
-
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        scope = _asgi_scope(environ)
-        sent: list[Message] = []
-
-        async def receive() -> Message:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: Message) -> None:
-            sent.append(message)
-
-        async def call() -> None:
-            await self.endpoint(scope, receive, send)
-
-        self.runtime.run(call)
-        start = sent[0]
-        status = int(start["status"])
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start["headers"]]
-        start_response(f"{status} {http.HTTPStatus(status).phrase}", headers)
-        return [b"".join(m.get("body", b"") for m in sent[1:])]
-
-
-def _asgi_scope(environ: Environ) -> dict[str, Any]:
-    headers = [
-        (key[5:].replace("_", "-").lower().encode("latin-1"), str(value).encode("latin-1"))
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    ]
-    query = environ.get("QUERY_STRING", "")
-    if not environ.get("wsgi.multithread") and "wait=" not in query:
-        # One request at a time per worker: do not hold it (see the middleware's doc).
-        query = f"{query}&wait=0" if query else "wait=0"
-    try:
-        port = int(environ.get("REMOTE_PORT") or 0)
-    except ValueError:
-        port = 0
-    return {
-        "type": "http",
-        "method": environ.get("REQUEST_METHOD", "GET"),
-        "path": environ.get("PATH_INFO", ""),
-        "query_string": query.encode("latin-1"),
-        "headers": headers,
-        "client": (environ["REMOTE_ADDR"], port) if environ.get("REMOTE_ADDR") else None,
-    }
-
-
-def _json(
-    start_response: StartResponse,
-    status: int,
-    payload: object,
-    headers: list[tuple[str, str]] | None = None,
-) -> list[bytes]:
-    body = json_body(payload)
-    start_response(
-        f"{status} {http.HTTPStatus(status).phrase}",
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            _NO_STORE,
-            *(headers or []),
-        ],
-    )
-    return [body]
 
 
 def _runtime_for(coordinator: Coordinator, *, signals: bool, backend: str) -> SequenceThread:

@@ -188,12 +188,14 @@ def resolve_token(token: str | None, environ: Mapping[str, str] | None = None) -
     """Return the shutdown route's bearer token from the argument or ``GRACESHUT_TOKEN``.
 
     An empty or blank token is an error rather than "no token": it would otherwise
-    silently turn the route into loopback-only, or worse, accept an empty bearer.
+    silently turn the route over to the pod secret, or worse, accept an empty bearer.
     """
     env = os.environ if environ is None else environ
     source, value = ("token", token) if token is not None else (ENV_TOKEN, env.get(ENV_TOKEN))
     if value is None:
         return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}={value!r} must be a string")
     if not value.strip():
         raise ConfigError(f"{source} is set but empty: set a secret token, or unset it")
     if value != value.strip() or not all(
@@ -233,3 +235,14 @@ def _seconds(
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{source}={raw!r} must be a finite number of seconds, 0 or more")
     return _Value(source, raw, value)
+
+
+def check_flag(value: object, source: str) -> bool:
+    """*value* if it is True or False: ``signals="no"`` would otherwise count as on.
+
+    Raises:
+        ConfigError: Anything else, naming *source* and the value.
+    """
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}={value!r} must be True or False")
+    return value

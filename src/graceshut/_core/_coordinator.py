@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._process._serving import serving
+from .._process._workers import configured_directory
 from ._background import spawn as spawn_tracked
 from ._config import Delay, Seconds, Settings, resolve_settings
 from ._loop import LoopHandle
@@ -72,7 +74,8 @@ class Coordinator(Registration):
     variable still overrides.
 
     Raises:
-        ConfigError: A setting is not a number, negative, or leaves no time.
+        ConfigError: A setting is not a number, negative, or leaves no time; or
+            ``GRACESHUT_WORKER_DIR`` is a relative path.
 
     Example::
 
@@ -107,6 +110,7 @@ class Coordinator(Registration):
             quiet_window=quiet_window,
             readiness_on_terminate=readiness_on_terminate,
         )
+        configured_directory(os.environ if environ is None else environ)  # fail here, not at start
         #: The hot state: flags and in-flight count, read by the middleware per request.
         self.in_flight = InFlight()
         self.drain_started = threading.Event()

@@ -64,9 +64,13 @@ def parse_admin_address(
         if value is not None
         else (ENV_ADMIN_ADDRESS, env.get(ENV_ADMIN_ADDRESS))
     )
+    if raw is not None and not isinstance(raw, str):
+        raise ConfigError(f"{source}={raw!r} must be a string: PORT, HOST:PORT or unix:/PATH")
     if raw is None or raw.strip().lower() in ("", "off"):
         return None
     raw = raw.strip()
+    if any(c.isspace() or not c.isprintable() for c in raw):
+        raise ConfigError(f"{source}={raw!r} holds a space or a control character")
     if raw.startswith("unix:"):
         path = raw.removeprefix("unix:")
         if not Path(path).is_absolute():
@@ -74,15 +78,16 @@ def parse_admin_address(
         return path
     host, port_text = "0.0.0.0", raw  # noqa: S104 - probes come to the pod IP
     if ":" in raw:
-        parsed = urlsplit(f"//{raw}")
-        try:
+        try:  # "[::1" is a ValueError at the split already
+            parsed = urlsplit(f"//{raw}")
             port_number = parsed.port
         except ValueError:
-            port_number = None
+            raise ConfigError(f"{source}={raw!r} must be PORT, HOST:PORT or unix:/PATH") from None
         if parsed.hostname is None or port_number is None:
             raise ConfigError(f"{source}={raw!r} must be PORT, HOST:PORT or unix:/PATH")
         host, port_text = parsed.hostname, str(port_number)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:  # noqa: PLR2004
+    valid = port_text.isascii() and port_text.isdigit()
+    if not valid or not 0 <= int(port_text) <= 65535:  # noqa: PLR2004
         raise ConfigError(f"{source}={raw!r} must be PORT, HOST:PORT or unix:/PATH")
     return host, int(port_text)
 

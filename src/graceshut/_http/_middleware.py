@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from ._arguments import check_route_path
 from ._ending import end_requests
 from ._evidence import TrafficEvidence
 from ._responses import (
@@ -59,6 +60,10 @@ class GracefulShutdownMiddleware:
         routes: Exact paths answered by their own ASGI app, outside the count.
         retry_after: Seconds for ``Retry-After`` on refused requests; by default the
             propagation delay rounded up, at least 1.
+
+    Raises:
+        graceshut.ConfigError: A route's path does not start with ``/``, or
+            *retry_after* is not a whole number of seconds, 0 or more.
     """
 
     def __init__(
@@ -72,6 +77,8 @@ class GracefulShutdownMiddleware:
         self.app = app
         self.coordinator = coordinator
         self.routes = dict(routes or {})
+        for path in self.routes:
+            check_route_path(path, "routes: path")
         seconds = retry_after_seconds(retry_after, coordinator.settings.propagation_delay)
         self._refusal_headers = [
             (b"content-type", b"application/json"),

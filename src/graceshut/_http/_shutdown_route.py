@@ -126,11 +126,6 @@ class ShutdownEndpoint:
                 "the pod that relays over loopback lets its clients stop this pod"
             )
 
-    @property
-    def protected_by_token(self) -> bool:
-        """Whether a configured token is required (else: the pod secret)."""
-        return self.source in ("token=", ENV_TOKEN)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one request to the route."""
         method = scope.get("method", "GET").encode()

@@ -1,28 +1,44 @@
-"""The TCP connections this pod holds, read from the kernel's own table.
+"""The TCP sockets of this pod, read from the kernel's own table.
 
 `/proc/net/tcp` and `/proc/net/tcp6` list every socket of the network namespace,
-which in a pod is the pod's own. One read at the trigger tells which connections
-were already open then, without a cost per request while serving.
+which in a pod is the pod's own: the connections open at a moment (one read at the
+trigger tells which were already open then, without a cost per request while serving)
+and who listens on a port. Off Linux there is no such table: the readers find nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: (peer address, peer port, local port) of one established connection.
 Peer = tuple[IPAddress, int, int]
 
-_ESTABLISHED = "01"
-_STATE = 3  # the fourth field of a line: the connection's state
-_IPV4_BYTES = 4
+ESTABLISHED = "01"
+LISTEN = "0A"  # the states of include/net/tcp_states.h, as the table prints them
 _TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+_INODE = 9  # the tenth field of a line
+_IPV4_BYTES = 4
 
 
-def established_peers(tables: tuple[Path, ...] = _TABLES) -> frozenset[Peer]:
-    """Every established TCP connection's peer and local port; empty where unreadable."""
-    peers: set[Peer] = set()
+@dataclasses.dataclass(frozen=True)
+class Socket:
+    """One line of the table."""
+
+    local: IPAddress
+    local_port: int
+    remote: IPAddress
+    remote_port: int
+    state: str
+    inode: int
+
+
+def sockets(tables: tuple[Path, ...] = _TABLES) -> Iterator[Socket]:
+    """Every TCP socket of the namespace, IPv4 and IPv6; none where unreadable."""
     for table in tables:
         try:
             lines = table.read_text().splitlines()[1:]
@@ -30,15 +46,21 @@ def established_peers(tables: tuple[Path, ...] = _TABLES) -> frozenset[Peer]:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) <= _STATE or fields[_STATE] != _ESTABLISHED:
+            if len(fields) <= _INODE:
                 continue
             try:
-                _, local_port = _address(fields[1])
+                local, local_port = _address(fields[1])
                 remote, remote_port = _address(fields[2])
+                yield Socket(local, local_port, remote, remote_port, fields[3], int(fields[_INODE]))
             except ValueError:
                 continue
-            peers.add((remote, remote_port, local_port))
-    return frozenset(peers)
+
+
+def established_peers() -> frozenset[Peer]:
+    """Every established connection's peer and local port."""
+    return frozenset(
+        (s.remote, s.remote_port, s.local_port) for s in sockets() if s.state == ESTABLISHED
+    )
 
 
 def peer(host: object, port: object, local_port: object) -> Peer | None:
@@ -53,12 +75,14 @@ def peer(host: object, port: object, local_port: object) -> Peer | None:
 
 
 def _address(text: str) -> tuple[IPAddress, int]:
-    """``0100007F:1F90`` -> (127.0.0.1, 8080): the kernel's hex, 32-bit words little-endian."""
+    """``0100007F:1F90`` -> (127.0.0.1, 8080)."""
     host, _, port = text.partition(":")
     raw = bytes.fromhex(host)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    # The kernel prints each 32-bit word of the address in the host's byte order.
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
     address: IPAddress = (
-        ipaddress.IPv4Address(words) if len(words) == _IPV4_BYTES else ipaddress.IPv6Address(words)
+        ipaddress.IPv4Address(raw) if len(raw) == _IPV4_BYTES else ipaddress.IPv6Address(raw)
     )
     return _plain(address), int(port, 16)
 

@@ -34,18 +34,38 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
+from .._core._config import ConfigError
 from . import _proc as proc
 
 logger = logging.getLogger("graceshut")
 
 ENV_WORKER_DIR = "GRACESHUT_WORKER_DIR"
 _TRIGGER = "trigger"
+
+
+def configured_directory(environ: Mapping[str, str]) -> Path | Literal[False] | None:
+    """``GRACESHUT_WORKER_DIR``: its directory, False when it is ``off``, None when unset.
+
+    Raises:
+        ConfigError: A relative path: each worker would resolve it against its own
+            working directory, and workers started elsewhere would never meet.
+    """
+    raw = environ.get(ENV_WORKER_DIR)
+    if raw is None:
+        return None
+    if raw.strip().lower() in ("", "off", "0", "false"):
+        return False
+    if not Path(raw).is_absolute():
+        raise ConfigError(
+            f"{ENV_WORKER_DIR}={raw!r} must be an absolute path (or off to serve alone)"
+        )
+    return Path(raw)
 
 
 class WorkerGroup:
@@ -65,9 +85,9 @@ class WorkerGroup:
         otherwise a process started by ``multiprocessing`` (uvicorn's and hypercorn's
         workers) or forked by a gunicorn or uWSGI master belongs to its parent's group.
         """
-        explicit = os.environ.get(ENV_WORKER_DIR)
+        explicit = configured_directory(os.environ)
         if explicit is not None:
-            return None if explicit.lower() in ("", "off", "0", "false") else cls(Path(explicit))
+            return None if explicit is False else cls(explicit)
         supervised = (
             multiprocessing.parent_process() is not None
             or "gunicorn.arbiter" in sys.modules

@@ -13,6 +13,7 @@ import argparse
 import http
 import http.client
 import json
+import math
 import os
 import socket
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._process._secret import find_credential
+from . import _types as types
 
 EXIT_CLEAN = 0
 EXIT_HANDLERS_FAILED = 1
@@ -39,7 +41,9 @@ def add_prestop_command(commands: Any) -> None:
         "0 clean, 1 the shutdown ran but a handler failed, 2 refused (token, method), "
         "3 unreachable or timed out.",
     )
-    parser.add_argument("url", help="the shutdown route, e.g. http://127.0.0.1:8000/shutdown")
+    parser.add_argument(
+        "url", type=types.url, help="the shutdown route, e.g. http://127.0.0.1:8000/shutdown"
+    )
     token = parser.add_mutually_exclusive_group()
     token.add_argument(
         "--token",
@@ -48,7 +52,7 @@ def add_prestop_command(commands: Any) -> None:
     token.add_argument("--token-file", type=Path, help="read the bearer token from this file")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=types.positive_seconds,
         default=None,
         help="seconds to wait for the answer (default: $GRACESHUT_GRACE_PERIOD, else 30)",
     )
@@ -89,10 +93,13 @@ def call_shutdown(
     With *unix_socket*, the request goes to that socket; *url* gives the path.
 
     Raises:
-        ValueError: The pod secret exists but cannot be trusted.
+        ValueError: *url* is not an http(s) URL, or the pod secret exists but cannot be
+            trusted.
         OSError: The route is unreachable or did not answer in *timeout* seconds
             (`urllib.error.URLError` is one).
     """
+    # urllib would also open file:// and ftp:// URLs: never anything but the route.
+    types.check_url(url)
     # A Unix socket is local by nature: the pod secret may go there.
     credential = find_credential(token, url=None if unix_socket else url)
     headers = {"Authorization": f"Bearer {credential}"} if credential else {}
@@ -192,6 +199,6 @@ def _default_timeout() -> float:
         value = float(raw)
     except ValueError:
         raise ValueError(f"GRACESHUT_GRACE_PERIOD={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"GRACESHUT_GRACE_PERIOD={raw!r} must be greater than 0")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"GRACESHUT_GRACE_PERIOD={raw!r} must be a finite number above 0")
     return value

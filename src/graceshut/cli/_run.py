@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from .._process import _proc as proc
+from . import _types as types
 from ._prestop import EXIT_CLEAN, EXIT_HANDLERS_FAILED, add_prestop_command
 
 EXIT_USAGE = 2
@@ -67,6 +68,7 @@ def add_run_command(commands: Any) -> None:
     )
     parser.add_argument(
         "--url",
+        type=types.url,
         help="the shutdown route (default: http://127.0.0.1:$PORT/shutdown, PORT 8000 if unset)",
     )
     parser.add_argument(

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..simulate import _junit, _picture, _report
+from ..simulate import _junit, _picture, _preflight, _report
 from ..simulate._manifest import ManifestError
 from ..simulate._plan import DEFAULT_PORT, UsageError, build_plan
-from ..simulate._run import Progress, simulate
+from ..simulate._run import Plan, Progress, simulate
+from . import _types as types
 
 EXIT_CLEAN = 0
 EXIT_NOT_CLEAN = 1
@@ -53,6 +54,7 @@ def add_simulate_command(commands: Any) -> None:
     )
     app.add_argument(
         "--pod-ip",
+        type=types.pod_ip,
         metavar="ADDRESS",
         help="where the kubelet and the Service reach the app (default: this machine's "
         "address, as a pod's IP: the app must listen on it, as in a pod)",
@@ -175,7 +177,7 @@ def add_simulate_command(commands: Any) -> None:
     load.add_argument("--no-keep-alive", action="store_true", help="a new connection per request")
     load.add_argument(
         "--timeout",
-        type=_non_negative,
+        type=types.positive_seconds,
         default=10.0,
         metavar="SECONDS",
         help="a request without an answer after this long failed (default 10)",
@@ -209,7 +211,7 @@ def add_simulate_command(commands: Any) -> None:
 def run_simulate(args: argparse.Namespace) -> int:
     """Run the simulation and print the report; the exit status is the verdict."""
     try:
-        plan = build_plan(args)
+        plan = _checked_plan(args)
     except (UsageError, ManifestError) as exc:
         print(f"graceshut simulate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -232,19 +234,50 @@ def run_simulate(args: argparse.Namespace) -> int:
     data = _report.to_dict(outcome)
     text = _report.render_text(data)
     print(json.dumps(data, indent=2) if args.json else text)
-    written: list[tuple[Path | None, Callable[[], str]]] = [
-        (args.junit_xml, lambda: _junit.render(data, text)),
-        (args.svg, lambda: _picture.render_svg(data)),
-        (args.html, lambda: _picture.render_html(data, text)),
-    ]
-    for path, render in written:
+    _write_files(
+        [
+            (args.junit_xml, lambda: _junit.render(data, text)),
+            (args.svg, lambda: _picture.render_svg(data)),
+            (args.html, lambda: _picture.render_html(data, text)),
+        ]
+    )
+    return EXIT_CLEAN if data["clean"] else EXIT_NOT_CLEAN
+
+
+def _checked_plan(args: argparse.Namespace) -> Plan:
+    """The plan, once nothing is in the way that would lose the run or its verdict.
+
+    Checked before the app starts: a file that cannot be written, another process on
+    the app's port.
+    """
+    outputs = (
+        ("--app-log", args.app_log),
+        ("--junit-xml", args.junit_xml),
+        ("--svg", args.svg),
+        ("--html", args.html),
+    )
+    problem = _preflight.unwritable(outputs)
+    if problem is not None:
+        raise UsageError(problem)
+    plan = build_plan(args)
+    taken = _preflight.port_taken(plan.load.port)
+    if taken is not None:
+        if plan.scratch is not None:
+            shutil.rmtree(plan.scratch, ignore_errors=True)
+        raise UsageError(taken)
+    return plan
+
+
+def _write_files(files: list[tuple[Path | None, Callable[[], str]]]) -> None:
+    for path, render in files:
         if path is not None:
             try:
                 path.write_text(render(), encoding="utf-8")
-            except OSError as exc:
-                print(f"graceshut simulate: error: cannot write {path}: {exc}", file=sys.stderr)
-                return EXIT_USAGE
-    return EXIT_CLEAN if data["clean"] else EXIT_NOT_CLEAN
+            except OSError as exc:  # checked up front, yet a disk can fill: keep the verdict
+                print(
+                    f"graceshut simulate: warning: cannot write {path}: {exc.strerror or exc}",
+                    file=sys.stderr,
+                )
 
 
 def _non_negative(text: str) -> float:

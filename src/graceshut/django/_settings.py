@@ -6,6 +6,8 @@ import threading
 from typing import Any
 
 from .._core._coordinator import Coordinator
+from .._http._arguments import check_routes
+from .._http._responses import check_retry_after
 
 #: Keys of ``settings.GRACESHUT`` and their defaults (None: the environment, else
 #: graceshut's default, as for `graceshut.Coordinator`).
@@ -22,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "ADMIN_ADDRESS": None,
 }
 
+_PATHS = ("SHUTDOWN_PATH", "READINESS_PATH", "LIVENESS_PATH")
+
 _lock = threading.Lock()
 _coordinator: Coordinator | None = None
 
@@ -31,6 +35,7 @@ def options() -> dict[str, Any]:
 
     Raises:
         django.core.exceptions.ImproperlyConfigured: Not a dict, or an unknown key.
+        graceshut.ConfigError: A path or ``RETRY_AFTER`` that cannot work, naming the key.
     """
     from django.conf import settings  # noqa: PLC0415 - optional dependency
     from django.core.exceptions import ImproperlyConfigured  # noqa: PLC0415
@@ -44,7 +49,11 @@ def options() -> dict[str, Any]:
             f"settings.GRACESHUT has unknown key(s) {', '.join(unknown)}; "
             f"known: {', '.join(DEFAULTS)}"
         )
-    return {**DEFAULTS, **given}
+    merged = {**DEFAULTS, **given}
+    # Named as the settings are, not as the arguments they become.
+    check_routes([(f"GRACESHUT[{key!r}]", merged[key]) for key in _PATHS])
+    check_retry_after(merged["RETRY_AFTER"], "GRACESHUT['RETRY_AFTER']")
+    return merged
 
 
 def get_coordinator() -> Coordinator:

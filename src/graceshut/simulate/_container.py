@@ -138,10 +138,17 @@ class Container:
 
 
 class Output:
-    """Reads the app's output: keeps the last lines, and copies it all to a file if asked."""
+    """Reads the app's output: keeps the last lines, and copies it all to a file if asked.
+
+    The reading never stops before the app's output ends, whatever happens to the copy:
+    a reader that died would leave the app blocked on a full pipe (64 KiB). A copy that
+    cannot be written is given up, and `error` says why.
+    """
 
     def __init__(self, stream: IO[bytes], copy: Path | None = None, lines: int = 40) -> None:
         self.tail: collections.deque[str] = collections.deque(maxlen=lines)
+        self.error: str | None = None
+        """Why the copy to the file stopped, if it did."""
         self._stream = stream
         self._copy = copy
         self._thread = threading.Thread(target=self._read, name="app-output", daemon=True)
@@ -153,13 +160,41 @@ class Output:
         return list(self.tail)
 
     def _read(self) -> None:
-        sink = self._copy.open("wb") if self._copy is not None else None
+        sink = self._open()
         try:
             for line in self._stream:
                 self.tail.append(line.decode(errors="replace").rstrip("\r\n"))
                 if sink is not None:
-                    sink.write(line)
-                    sink.flush()
+                    try:
+                        sink.write(line)
+                        sink.flush()
+                    except OSError as exc:
+                        self._close(sink, exc)
+                        sink = None
         finally:
             if sink is not None:
-                sink.close()
+                self._close(sink)
+
+    def _open(self) -> IO[bytes] | None:
+        if self._copy is None:
+            return None
+        try:
+            return self._copy.open("wb")
+        except OSError as exc:
+            self._failed(exc)
+            return None
+
+    def _close(self, sink: IO[bytes], failure: OSError | None = None) -> None:
+        if failure is not None:
+            self._failed(failure)
+        try:
+            sink.close()
+        except OSError as late:  # the last flush
+            if self.error is None:
+                self._failed(late)
+
+    def _failed(self, exc: OSError) -> None:
+        self.error = (
+            f"the app's output could not be written to {self._copy} "
+            f"({exc.strerror or exc}); it was read to the end all the same"
+        )

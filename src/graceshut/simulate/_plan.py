@@ -72,7 +72,10 @@ def build_plan(args: argparse.Namespace) -> Plan:
                 raise ManifestError(f"{spec.source if spec else 'options'}: {exc}") from None
     _check_grace_setting(env, grace, warnings)
     pid_namespace, pid1_note = _pid_namespace(args.pid_namespace)
-    stop_signal = _stop_signal(args.stop_signal or (spec.stop_signal if spec else None))
+    stop_signal = _stop_signal(
+        args.stop_signal or (spec.stop_signal if spec else None),
+        "--stop-signal" if args.stop_signal else "the manifest's stopSignal",
+    )
     replicas = args.replicas or (spec.replicas if spec is not None else None) or DEFAULT_REPLICAS
     volumes: tuple[tuple[str, str], ...] = ()
     scratch = None
@@ -235,7 +238,7 @@ def _pid_namespace(mode: str) -> tuple[bool, str | None]:
     return False, why
 
 
-def _stop_signal(name: str | None) -> int:
+def _stop_signal(name: str | None, source: str) -> int:
     if name is None:
         return signal.SIGTERM
     text = name.strip().upper()
@@ -246,9 +249,7 @@ def _stop_signal(name: str | None) -> int:
             else signal.Signals[text if text.startswith("SIG") else f"SIG{text}"]
         )
     except (KeyError, ValueError):
-        raise UsageError(
-            f"stop signal {name!r} is not a signal name (SIGTERM, SIGQUIT...)"
-        ) from None
+        raise UsageError(f"{source} {name!r} is not a signal name (SIGTERM, SIGQUIT...)") from None
 
 
 def _map_volumes(

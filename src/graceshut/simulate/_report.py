@@ -81,6 +81,7 @@ def warnings(outcome: Outcome) -> list[str]:
         "container whose liveness probe keeps failing)"
         for _, what in outcome.liveness_failures
     ]
+    found += outcome.notes
     return found
 
 

@@ -22,6 +22,7 @@ from ._actions import Action, Exec, HttpGet, Target, TcpSocket
 from ._container import Container, Output
 from ._kubelet import Probe, ProbeWatcher, Termination, describe_exit, terminate
 from ._load import Failure, LoadGenerator, LoadSpec
+from ._preflight import port_taken
 from ._service import Endpoints
 from ._timeline import Timeline
 
@@ -78,6 +79,8 @@ class Outcome:
     """`LoadStats.series`: outcomes per tenth of a second."""
     deleted_wall: float | None = None
     """`time.time` at the deletion, to place the app's own phases on the timeline."""
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """Warnings of the run itself (a file that could not be written), for the report."""
 
 
 class Progress:
@@ -242,6 +245,8 @@ class _Run:
             f for w in self.watchers if w.name == "liveness" for f in w.failures
         ]
         outcome.app_output = self.output.join(2)
+        if self.output.error is not None:
+            outcome.notes.append(self.output.error)
 
     def _deleted(self, at: float) -> None:
         self.outcome.deleted_wall = time.time() - (time.monotonic() - at)
@@ -288,6 +293,10 @@ def _wait_ready(plan: Plan, container: Container, timeline: Timeline) -> str | N
             return None
         last = result.summary()
         if result.error == "connection refused" and _listens_on_loopback_only(plan, probe.action):
+            # Someone else's socket first: the app may have failed to bind the port.
+            taken = port_taken(plan.load.port, container.process.pid)
+            if taken is not None:
+                return taken
             return (
                 f"the app listens on 127.0.0.1 only, but in a pod the kubelet's probes and "
                 f"hooks and the Service's traffic come to the pod IP ({plan.target.host}): "
