@@ -17,6 +17,11 @@ ENV_SAFETY_MARGIN = "GRACESHUT_SAFETY_MARGIN"
 ENV_PROPAGATION_DELAY = "GRACESHUT_PROPAGATION_DELAY"
 ENV_STREAM_GRACE = "GRACESHUT_STREAM_GRACE"
 ENV_TOKEN = "GRACESHUT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+ENV_DEADLINE_SOURCE = "GRACESHUT_DEADLINE_SOURCE"
+ENV_API_TIMEOUT = "GRACESHUT_API_TIMEOUT"
+
+DEADLINE_SOURCES = ("config", "api")
+DEFAULT_API_TIMEOUT = 0.5
 
 
 class ConfigError(ValueError):
@@ -58,6 +63,14 @@ class Settings:
     propagation_delay: float
     stream_grace: float = DEFAULT_STREAM_GRACE
     """Seconds a response still streaming when the drain begins gets before it is ended."""
+    deadline_source: str = "config"
+    """``config``: the deadline is the first trigger + the grace period - the margin;
+    ``api``: the pod's ``deletionTimestamp`` from the API server, when it is sooner."""
+    api_timeout: float = DEFAULT_API_TIMEOUT
+    """Seconds one read of the pod from the API server may take."""
+    grace_period_source: str = "default"
+    """Where the grace period came from: the argument's name, the variable's, the
+    pod's spec (``spec.terminationGracePeriodSeconds``) or ``default``."""
 
     @property
     def budget(self) -> float:
@@ -71,6 +84,9 @@ def resolve_settings(
     propagation_delay: Seconds,
     environ: Mapping[str, str] | None = None,
     stream_grace: Seconds = None,
+    *,
+    deadline_source: str | None = None,
+    api_timeout: Seconds = None,
 ) -> Settings:
     """Merge arguments, environment and defaults, and reject what cannot work."""
     env = os.environ if environ is None else environ
@@ -91,7 +107,37 @@ def resolve_settings(
             f"{margin.source}={margin.raw!r} must be smaller than "
             f"{grace.source}={grace.raw!r}: nothing would be left for the shutdown"
         )
-    return Settings(grace.value, margin.value, delay.value, stream.value)
+    source = resolve_deadline_source(deadline_source, env)
+    timeout = _seconds("api_timeout", api_timeout, ENV_API_TIMEOUT, DEFAULT_API_TIMEOUT, env)
+    if timeout.value <= 0:
+        raise ConfigError(f"{timeout.source}={timeout.raw!r} must be greater than 0 seconds")
+    return Settings(
+        grace.value,
+        margin.value,
+        delay.value,
+        stream.value,
+        deadline_source=source,
+        api_timeout=timeout.value,
+        grace_period_source="default" if grace.default else grace.source,
+    )
+
+
+def resolve_deadline_source(given: str | None, env: Mapping[str, str]) -> str:
+    """``config`` or ``api``, from the argument, else ``GRACESHUT_DEADLINE_SOURCE``."""
+    raw: object
+    if given is not None:
+        source, raw = "deadline_source", given
+    else:
+        source, raw = ENV_DEADLINE_SOURCE, env.get(ENV_DEADLINE_SOURCE)
+    if raw is None:
+        return "config"
+    value = raw.strip().lower() if isinstance(raw, str) else None
+    if value is None or value not in DEADLINE_SOURCES:
+        raise ConfigError(
+            f"{source}={raw!r} is not a deadline source: use 'config' (the grace period "
+            "as configured) or 'api' (the pod's deletionTimestamp from the API server)"
+        )
+    return value
 
 
 def resolve_token(token: str | None, environ: Mapping[str, str] | None = None) -> str | None:
@@ -120,6 +166,7 @@ class _Value:
     source: str
     raw: object
     value: float
+    default: bool = False
 
 
 def _seconds(
@@ -133,7 +180,7 @@ def _seconds(
     elif variable in env:
         source, raw = variable, env[variable]
     else:
-        return _Value(argument, default, default)
+        return _Value(argument, default, default, default=True)
     if isinstance(raw, bool):
         raise ConfigError(f"{source}={raw!r} is not a number of seconds")
     try:

@@ -17,6 +17,7 @@ import anyio
 
 from ._background import spawn as spawn_tracked
 from ._config import Seconds, Settings, resolve_settings
+from ._deadline import grace_period_from_pod
 from ._handlers import Handler, HandlerFunc, make_handler
 from ._loop import LoopHandle
 from ._membership import PodMembership
@@ -54,13 +55,23 @@ class Coordinator:
         stream_grace: Seconds a response still streaming when the drain begins gets to
             end by itself (it learns of the drain from `draining` or `drain_started`)
             before graceshut ends it. ``None`` reads ``GRACESHUT_STREAM_GRACE``, else 5.
+        deadline_source: ``"config"`` (the default): the deadline is the first trigger +
+            the grace period - the safety margin. ``"api"``: at the trigger, also read
+            this pod from the API server (its service account needs ``get`` on its own
+            pod) and take its ``metadata.deletionTimestamp`` as the end when it is
+            sooner (``kubectl delete --grace-period``, evictions); at startup, take
+            ``spec.terminationGracePeriodSeconds`` as the grace period when none is
+            configured. ``None`` reads ``GRACESHUT_DEADLINE_SOURCE``, else ``config``.
+        api_timeout: Seconds one read of the pod may take before the configured
+            deadline stands. ``None`` reads ``GRACESHUT_API_TIMEOUT``, else 0.5.
         environ: Where to read the variables (default `os.environ`); for tests.
 
     Each setting may also be `graceshut.env_default(value)`: your default, which the
     variable still overrides.
 
     Raises:
-        ConfigError: A setting is not a number, negative, or leaves no time.
+        ConfigError: A setting is not a number, negative, or leaves no time, or the
+            deadline source is neither ``config`` nor ``api``.
 
     Example::
 
@@ -78,11 +89,20 @@ class Coordinator:
         propagation_delay: Seconds = None,
         *,
         stream_grace: Seconds = None,
+        deadline_source: str | None = None,
+        api_timeout: Seconds = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
-            grace_period, safety_margin, propagation_delay, environ, stream_grace
+            grace_period,
+            safety_margin,
+            propagation_delay,
+            environ,
+            stream_grace,
+            deadline_source=deadline_source,
+            api_timeout=api_timeout,
         )
+        self._environ = environ
         #: The hot state: flags and in-flight count, read by the middleware per request.
         self.in_flight = InFlight()
         self.drain_started = threading.Event()
@@ -395,6 +415,8 @@ class Coordinator:
         try:
             if chain is not None:
                 chain.install()
+            if self.settings.deadline_source == "api":
+                self.settings = await grace_period_from_pod(self.settings, self._environ)
             state.pod = PodMembership.join()
             if state.pod is not None:
                 state.pod.follow(loop, self._trigger_from_sibling)
@@ -447,6 +469,11 @@ class Coordinator:
 
     def _spawn_sequence(self) -> None:
         sequence = Sequence(
-            self.settings, self._registry, self._state, self.in_flight, self.drain_started
+            self.settings,
+            self._registry,
+            self._state,
+            self.in_flight,
+            self.drain_started,
+            environ=self._environ,
         )
         self._attached().spawn(sequence.run)

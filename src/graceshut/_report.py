@@ -135,6 +135,12 @@ class ShutdownReport:
         handlers: One record per handler, in phase order.
         phases: When each step ran, in order.
         pid: The process that ran the sequence.
+        deadline_source: Where the run's deadline came from: ``config`` (the first
+            trigger + the grace period - the safety margin) or ``api`` (the pod's
+            ``deletionTimestamp``, sooner, from the API server).
+        budget: Seconds from the first trigger to the deadline the run used.
+        deadline_detail: One line on how that deadline was chosen (and, when the API
+            server was asked but not used, why).
     """
 
     reason: str
@@ -146,6 +152,9 @@ class ShutdownReport:
     phases: tuple[PhaseResult, ...] = ()
     abandoned: tuple[str, ...] = ()
     pid: int = dataclasses.field(default_factory=os.getpid)
+    deadline_source: str = "config"
+    budget: float | None = None
+    deadline_detail: str = ""
 
     @property
     def ok(self) -> bool:
@@ -184,6 +193,9 @@ class ShutdownReport:
             "pid": self.pid,
             "handlers": [h.to_dict() for h in self.handlers],
             "phases": [p.to_dict() for p in self.phases],
+            "deadline_source": self.deadline_source,
+            "budget": None if self.budget is None else round(self.budget, 3),
+            "deadline_detail": self.deadline_detail,
         }
 
     def summary(self) -> str:
