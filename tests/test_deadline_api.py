@@ -1,7 +1,8 @@
-"""The deadline from the API server: a real HTTPS server with its own CA, files laid out as in a pod."""
+"""The deadline from the API server: an HTTPS server with its own CA, files laid out as in a pod."""
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import time
@@ -72,8 +73,9 @@ async def test_a_deletion_in_progress_shrinks_the_deadline_and_the_flush_still_r
     assert "deletionGracePeriodSeconds 5" in report.deadline_detail
     assert [h.outcome for h in report.handlers] == [Outcome.OK]
     assert report.abandoned == ("export",)
-    deleted_end = time.mktime(time.strptime(end, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
-    assert flushed and flushed[0] < deleted_end
+    deleted_end = calendar.timegm(time.strptime(end, "%Y-%m-%dT%H:%M:%SZ"))
+    assert flushed
+    assert flushed[0] < deleted_end
     assert time.time() < deleted_end, "the whole run ended before the pod's end"
     assert api.requests == 1
     data = report.to_dict()
@@ -98,7 +100,7 @@ async def test_a_deletion_in_progress_shrinks_the_deadline_and_the_flush_still_r
 async def test_every_failure_keeps_the_configured_deadline_and_says_why(
     answer: Answer, why: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A 403, a slow or a malformed answer: the configured deadline stands, one log line says why."""
+    """A 403, a slow or a malformed answer: the configured deadline stands, one line says why."""
     with ApiServer(grace_period=60, answer=lambda: answer) as server:
         coordinator = Coordinator(
             grace_period=60, safety_margin=1, propagation_delay=0, deadline_source="api",
