@@ -58,7 +58,12 @@ class Run:
         """
         if self.progress is None:
             return
-        record = {"event": event, "t": round(time.monotonic() - self.start, 3), **fields}
+        record = {
+            "event": event,
+            "t": round(time.monotonic() - self.start, 3),
+            "wall": round(time.time(), 3),
+            **fields,
+        }
         line = (json.dumps(record) + "\n").encode()
         with contextlib.suppress(OSError):
             fd = os.open(self.progress, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
