@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from graceshut import ConfigError, Coordinator, Outcome, ShutdownContext
+from graceshut._pod_api import ApiUnavailable, PodTiming, deadline_from, parse_pod
 from graceshut.contrib.termination import write_termination_message
 from graceshut.simulate._apiserver import Answer, ApiServer
 
@@ -262,3 +263,59 @@ async def test_startup_does_not_ask_without_the_opt_in(api: ApiServer) -> None:
     assert api.requests == 0
     assert coordinator.report is not None
     assert coordinator.report.deadline_source == "config"
+
+
+def test_the_deadline_is_the_deletion_timestamp_less_the_margin() -> None:
+    """deletionTimestamp 10 s from now, 1 s margin: the deadline is 9 s from now."""
+    now = time.monotonic()
+    timing = PodTiming(time.time() + 10, 30, 60)
+    assert deadline_from(timing, now, 1.0) == pytest.approx(now + 9, abs=0.1)
+
+
+def test_a_node_clock_behind_never_stretches_past_the_grace_from_the_trigger() -> None:
+    """A timestamp that looks 40 s away with a 15 s deletion: 15 s from the trigger it is."""
+    now = time.monotonic()
+    timing = PodTiming(time.time() + 40, 15, 60)
+    assert deadline_from(timing, now, 1.0) == pytest.approx(now + 14, abs=0.1)
+
+
+def test_a_timestamp_before_the_trigger_falls_back_to_the_grace_period() -> None:
+    """A node clock ahead puts the end before the trigger: the deletion's grace counts instead."""
+    now = time.monotonic()
+    timing = PodTiming(time.time() - 5, 15, 60)
+    assert deadline_from(timing, now, 1.0) == pytest.approx(now + 14, abs=0.1)
+
+
+def test_no_deletion_is_no_deadline() -> None:
+    """A pod with no deletionTimestamp gives no deadline, and says so."""
+    with pytest.raises(ApiUnavailable, match="no deletionTimestamp"):
+        deadline_from(PodTiming(None, None, 30), time.monotonic(), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"metadata": {"deletionGracePeriodSeconds": "15"}}', "is not a number"),
+        (b'{"metadata": {"deletionTimestamp": 5}}', "is not a string"),
+        (b'{"metadata": {}, "spec": {"terminationGracePeriodSeconds": true}}', "not a number"),
+        (b'{"kind": "Status"}', "is not a pod object"),
+    ],
+)
+def test_a_malformed_pod_is_named(body: bytes, why: str) -> None:
+    """Fields of the wrong type are refused with a reason, not taken for a deadline."""
+    with pytest.raises(ApiUnavailable, match=why):
+        parse_pod(body)
+
+
+def test_a_pod_object_is_read_whole() -> None:
+    """The three timing fields of a pod, the timestamp in RFC 3339 with a Z."""
+    body = json.dumps(
+        {
+            "metadata": {
+                "deletionTimestamp": "2027-01-15T08:00:15Z",
+                "deletionGracePeriodSeconds": 15,
+            },
+            "spec": {"terminationGracePeriodSeconds": 60},
+        }
+    ).encode()
+    assert parse_pod(body) == PodTiming(1_800_000_015.0, 15.0, 60.0)

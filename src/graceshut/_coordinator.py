@@ -458,7 +458,8 @@ class Coordinator:
         state = self._state
         if state.pod is None:
             return data
-        workers = await state.pod.gather(state.started_monotonic + self.settings.budget)
+        deadline = state.deadline or state.started_monotonic + self.settings.budget
+        workers = await state.pod.gather(deadline)
         data["workers"] = workers
         data["ok"] = all(bool(w.get("ok")) for w in workers)
         return data

@@ -66,6 +66,7 @@ class Sequence:
         env = os.environ if self._environ is None else self._environ
         run.progress = env.get(ENV_PROGRESS_FILE) or None
         run.note("start", reason=run.reason, budget=round(settings.budget, 3))
+        state.deadline = run.deadline
         try:
             with anyio.CancelScope(shield=True):
                 await self._steps(run)
@@ -99,6 +100,7 @@ class Sequence:
                 # The steps after it are timed once the answer (or the timeout) is in.
                 tg.start_soon(deadline_from_api, run, settings, self._environ)
             await self._phase(run, Phase.ANNOUNCE, end)
+        self._state.deadline = run.deadline
 
         if run.reason not in _SERVER_ALREADY_STOPPED:
             self._state.phase = None
