@@ -197,7 +197,8 @@ def to_dict(outcome: Outcome) -> dict[str, Any]:
             "rejected_no_endpoint": endpoints.rejected if endpoints else 0,
         },
         "series": _series(outcome),
-        "app_phases": _phases(outcome, report),
+        "app_phases": _phases(outcome, report)
+        or _cut_phases(outcome, t(done.sigkill_at) if done else None),
         "app_report": report,
         "app_output_tail": outcome.app_output,
         "app_steps": app_steps(outcome.app_progress, outcome.deleted_wall),
@@ -245,6 +246,21 @@ def _phases(outcome: Outcome, report: dict[str, Any] | None) -> list[dict[str, A
         for phase in report.get("phases", [])
         if isinstance(phase, dict)
     ]
+
+
+def _cut_phases(outcome: Outcome, killed: float | None) -> list[dict[str, Any]]:
+    """Without the app's report (it was killed): its steps from its notes, to the kill."""
+    steps = app_steps(outcome.app_progress, outcome.deleted_wall)
+    if steps is None:
+        return []
+    phases = []
+    for step in steps["steps"]:
+        duration = step["duration"]
+        if duration is None and killed is not None and step["t"] is not None:
+            duration = round(max(0.0, killed - step["t"]), 3)
+        if step["t"] is not None and duration is not None:
+            phases.append({"name": step["name"], "t": step["t"], "duration": duration})
+    return phases
 
 
 def _exit(status: int | None) -> dict[str, Any]:
