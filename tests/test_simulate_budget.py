@@ -58,7 +58,8 @@ def test_a_15s_deletion_cuts_the_flush_of_an_app_planned_for_60s(tmp_path: Path)
     assert [p["name"] for p in phases] == ["announce", "propagation", "drain"]
     assert phases[-1]["t"] + phases[-1]["duration"] == pytest.approx(report["sigkill_at"], abs=0.01)
     pod_deleted = report["timeline"][[e["event"] for e in report["timeline"]].index("pod deleted")]
-    assert "deleted with --grace-period=15 (the manifest says 60s)" in pod_deleted["detail"]
+    said = "deleted with --grace-period=15 (terminationGracePeriodSeconds: 60s)"
+    assert said in pod_deleted["detail"]
 
 
 @pytest.mark.e2e

@@ -128,7 +128,9 @@ def _override(args: argparse.Namespace, grace: float) -> tuple[float | None, str
     """
     given = getattr(args, "grace_period_override", None)
     if given is not None:
-        return float(given), f"deleted with --grace-period={given} (the manifest says {grace:g}s)"
+        return float(given), (
+            f"deleted with --grace-period={given} (terminationGracePeriodSeconds: {grace:g}s)"
+        )
     node = getattr(args, "node_shutdown", None)
     if node is None:
         return None, None
@@ -141,7 +143,7 @@ def _override(args: argparse.Namespace, grace: float) -> tuple[float | None, str
         )
     return float(group), (
         f"node shutdown: shutdownGracePeriod {total}s - shutdownGracePeriodCriticalPods "
-        f"{critical}s = {group}s for non-critical pods (the manifest says {grace:g}s)"
+        f"{critical}s = {group}s for non-critical pods (terminationGracePeriodSeconds: {grace:g}s)"
     )
 
 
