@@ -77,3 +77,21 @@ def test_a_run_records_each_step_from_its_start() -> None:
     assert step.duration >= 0.01
     assert 0 <= step.started < step.started + step.duration < 1
     assert 9 < run.remaining() <= 10
+
+
+def test_the_worked_example_of_the_docs() -> None:
+    """docs/budget.md: 14 s for a 5 s delay, a 3 s drain handler, flush 5 s, release 2 s."""
+    needs = {Phase.ANNOUNCE: 0.0, Phase.DRAIN: 3.0, Phase.FLUSH: 5.0, Phase.RELEASE: 2.0,
+             Phase.REPORT: 0.0}  # fmt: skip
+    after = reserved_after(needs)
+    firm = after[Phase.DRAIN]
+    start = time.monotonic()
+    deadline = start + 14
+    propagation = elastic_end(deadline, 5, after[Phase.ANNOUNCE], firm)
+    assert min(start + 5, propagation) - start == pytest.approx(4)
+    assert elastic_end(deadline, needs[Phase.DRAIN], firm, firm) - start == pytest.approx(7)
+    assert step_end(deadline, needs[Phase.FLUSH], after[Phase.FLUSH]) - start == pytest.approx(12)
+    # 8 s: the delay gets nothing, the drain 1 s, flush and release all they ask for.
+    deadline = time.monotonic() + 8
+    assert elastic_end(deadline, 5, after[Phase.ANNOUNCE], firm) < time.monotonic()
+    assert elastic_end(deadline, 3, firm, firm) == deadline - 7
