@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from graceshut.cli import main
-from graceshut.simulate._apiserver import ApiServer
+from graceshut.simulate import _run
+from graceshut.simulate._apiserver import ApiServer, TlsError
 from graceshut.simulate._plan import _override
 from graceshut.simulate._steps import app_steps
 
@@ -187,3 +188,25 @@ def test_steps_cut_by_a_kill_are_told_from_the_notes() -> None:
     assert steps["cut_off"] == ["drain", "flush", "release", "report"]
     assert steps["steps"][1] == {"name": "propagation", "t": 0.1, "duration": 4.9}
     assert app_steps([], deleted_wall=None) is None
+
+
+def test_without_openssl_the_run_goes_on_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """No certificate can be made: the pod object is not served, and a warning says so."""
+
+    def no_tls(**_: object) -> ApiServer:
+        raise TlsError("the openssl command is not installed")
+
+    monkeypatch.setattr(_run, "ApiServer", no_tls)
+    port = free_port()
+    main([
+        "simulate", "--no-progress", "--json", "--port", str(port), "--ready-path", "/",
+        "--grace-period", "2", "--warmup", "0.5", "--endpoint-lag", "0.2",
+        "--", sys.executable, "-m", "http.server", str(port), "--bind", "0.0.0.0",
+        "--directory", str(tmp_path),
+    ])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["api_server"] == "not served: the openssl command is not installed"
+    assert any("an app with deadline_source" in w for w in report["warnings"])
+    assert report["app_steps"] is None

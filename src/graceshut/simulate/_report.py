@@ -81,6 +81,11 @@ def warnings(outcome: Outcome) -> list[str]:
             f"but the app did not take it as its cue to shut down): {body}"
         )
     found += _explain.hook_warnings(done)
+    if outcome.api is not None and outcome.api.startswith("not served"):
+        found.append(
+            f'the pod object was {outcome.api}: an app with deadline_source="api" keeps '
+            "its configured deadline here"
+        )
     found += _explain.service_warnings(outcome)
     found += _explain.pid1_warnings(outcome)
     # The kubelet stops the liveness probe before the hook: only earlier failures count.
