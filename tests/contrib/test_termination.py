@@ -10,6 +10,7 @@ from graceshut.contrib.termination import (
     DEFAULT_PATH,
     ENV_TERMINATION_LOG,
     MAX_BYTES,
+    deadline_line,
     render_termination_message,
     write_termination_message,
 )
@@ -41,19 +42,21 @@ async def test_writes_the_summary_and_the_failed_handlers(tmp_path: Path) -> Non
     lines = target.read_text().splitlines()
     assert lines[0] == report.summary()
     assert lines[0].startswith("shutdown (SIGTERM) finished with failures in ")
-    assert len(lines) == 2
-    assert lines[1].startswith("- release/unlock: error after 0.0")
-    assert lines[1].endswith("RuntimeError: lock server gone second line")
+    assert len(lines) == 3
+    assert lines[1] == deadline_line(report)
+    assert lines[1].startswith("deadline: 9.0s after the first trigger (config): configured")
+    assert lines[2].startswith("- release/unlock: error after 0.0")
+    assert lines[2].endswith("RuntimeError: lock server gone second line")
 
 
-async def test_a_clean_run_is_one_line(tmp_path: Path) -> None:
-    """A clean shutdown writes its summary line only."""
+async def test_a_clean_run_is_the_summary_and_the_deadline(tmp_path: Path) -> None:
+    """A clean shutdown writes its summary line and the deadline's, nothing more."""
     target = tmp_path / "log"
     coordinator = fast()
     write_termination_message(coordinator, str(target))
     coordinator.add_handler(lambda: None, phase="flush", timeout=1, name="noop")
     report = await coordinator.shutdown()
-    assert target.read_text() == report.summary()
+    assert target.read_text() == f"{report.summary()}\n{deadline_line(report)}"
     assert "finished clean" in report.summary()
 
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 
 from ._phases import PHASES, Phase
 from ._propagation import DelayEnd
 from ._report import HandlerResult, PhaseResult
+
+ENV_PROGRESS_FILE = "GRACESHUT_PROGRESS_FILE"
+"""A file the run appends a JSON line to as each step begins and ends: what a SIGKILL
+cut off can be told from it afterwards (``graceshut simulate`` sets it)."""
 
 
 class Run:
@@ -18,6 +24,12 @@ class Run:
         self.reason = reason
         self.start = start
         self.deadline = start + budget
+        self.deadline_source = "config"
+        """Where the deadline came from: ``config`` or ``api`` (the pod's deletion)."""
+        self.deadline_detail = ""
+        """One line on how the deadline was chosen, for the report."""
+        self.progress: str | None = None
+        """Where to note the steps as they go (`ENV_PROGRESS_FILE`), if anywhere."""
         self.handlers: list[HandlerResult] = []
         self.phases: list[PhaseResult] = []
         self.abandoned = 0
@@ -33,11 +45,35 @@ class Run:
     def step(self, name: str) -> Iterator[None]:
         """Record when the step *name* started and how long it took."""
         began = time.monotonic()
+        self.note("begin", step=name)
         try:
             yield
         finally:
             ended = time.monotonic()
             self.phases.append(PhaseResult(name, began - self.start, ended - began))
+            self.note("end", step=name)
+
+    def note(self, event: str, **fields: object) -> None:
+        """Append *event* to the progress file, when there is one; never fails the run.
+
+        One ``write`` of one line on a file opened for appending: a SIGKILL leaves
+        whole lines behind.
+        """
+        if self.progress is None:
+            return
+        record = {
+            "event": event,
+            "t": round(time.monotonic() - self.start, 3),
+            "wall": round(time.time(), 3),
+            **fields,
+        }
+        line = (json.dumps(record) + "\n").encode()
+        with contextlib.suppress(OSError):
+            fd = os.open(self.progress, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
 
 
 def reserved_after(needs: Mapping[Phase, float]) -> dict[Phase, float]:
@@ -51,11 +87,11 @@ def reserved_after(needs: Mapping[Phase, float]) -> dict[Phase, float]:
 
 
 def step_end(deadline: float, need: float, reserved: float) -> float:
-    """When a step must end so that the steps after it keep their time (*reserved*).
+    """When a firm step (announce, flush, release, report) must end.
 
-    Each later phase keeps the longest timeout among its handlers. When what is left
-    cannot cover this step and the later ones, all of them shrink in proportion, so a
-    slow early phase never starves a later one and no phase is skipped outright.
+    *reserved* is what the firm steps after it keep. When what is left cannot cover
+    this step and those, all of them shrink in proportion, so a slow early phase never
+    starves a later one and no phase is skipped outright.
     """
     remaining = deadline - time.monotonic()
     wanted = need + reserved
@@ -64,13 +100,18 @@ def step_end(deadline: float, need: float, reserved: float) -> float:
     return deadline - reserved * max(0.0, remaining) / wanted
 
 
-def elastic_end(deadline: float, want: float, reserved: float) -> float:
-    """When the propagation delay must end: cut first, before the handlers' time.
+def elastic_end(deadline: float, want: float, reserved: float, firm: float) -> float:
+    """When an elastic step (the propagation delay, the drain) must end.
 
-    Only when the handlers' timeouts alone exceed what is left does it get a share in
-    proportion to its length, like the phases, rather than nothing at all.
+    The short-budget rule: the elastic steps give way before the firm phases (announce,
+    flush, release, report) lose any of their time. *reserved* is all the time kept
+    after this step, *firm* the firm phases' part of it; the propagation delay gives way
+    to the drain's handlers too. While what is left covers the firm phases, the step
+    ends where *reserved* begins, at once when that is already past. Only when the
+    firm phases alone ask for more than what is left (their timeouts overcommit the
+    budget) does every step share in proportion (`step_end`), so that no phase is
+    skipped outright.
     """
-    remaining = deadline - time.monotonic()
-    if reserved <= remaining:
-        return deadline - reserved
+    if firm <= deadline - time.monotonic():
+        return min(deadline, deadline - reserved)
     return step_end(deadline, want, reserved)

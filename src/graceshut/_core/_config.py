@@ -25,6 +25,11 @@ ENV_PROPAGATION_CAP = "GRACESHUT_PROPAGATION_CAP"
 ENV_QUIET_WINDOW = "GRACESHUT_QUIET_WINDOW"
 ENV_READINESS_ON_TERMINATE = "GRACESHUT_READINESS_ON_TERMINATE"
 ENV_TOKEN = "GRACESHUT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+ENV_DEADLINE_SOURCE = "GRACESHUT_DEADLINE_SOURCE"
+ENV_API_TIMEOUT = "GRACESHUT_API_TIMEOUT"
+
+DEADLINE_SOURCES = ("config", "api")
+DEFAULT_API_TIMEOUT = 0.5
 
 
 class ConfigError(ValueError):
@@ -79,6 +84,14 @@ class Settings:
     """With ``auto``: seconds without a new request that end the delay early."""
     readiness_on_terminate: str = "fail"
     """``fail``: readiness fails at the trigger; ``serve``: at the start of the drain."""
+    deadline_source: str = "config"
+    """``config``: the deadline is the first trigger + the grace period - the margin;
+    ``api``: the pod's ``deletionTimestamp`` from the API server, when it is sooner."""
+    api_timeout: float = DEFAULT_API_TIMEOUT
+    """Seconds one read of the pod from the API server may take."""
+    grace_period_source: str = "default"
+    """Where the grace period came from: the argument's name, the variable's, the
+    pod's spec (``spec.terminationGracePeriodSeconds``) or ``default``."""
 
     @property
     def budget(self) -> float:
@@ -97,6 +110,8 @@ def resolve_settings(
     propagation_cap: Seconds = None,
     quiet_window: Seconds = None,
     readiness_on_terminate: str | None = None,
+    deadline_source: str | None = None,
+    api_timeout: Seconds = None,
 ) -> Settings:
     """Merge arguments, environment and defaults, and reject what cannot work."""
     env = os.environ if environ is None else environ
@@ -146,6 +161,10 @@ def resolve_settings(
             f"{margin.source}={margin.raw!r} must be smaller than "
             f"{grace.source}={grace.raw!r}: nothing would be left for the shutdown"
         )
+    source = resolve_deadline_source(deadline_source, env)
+    timeout = _seconds("api_timeout", api_timeout, ENV_API_TIMEOUT, DEFAULT_API_TIMEOUT, env)
+    if timeout.value <= 0:
+        raise ConfigError(f"{timeout.source}={timeout.raw!r} must be greater than 0 seconds")
     return Settings(
         grace.value,
         margin.value,
@@ -155,6 +174,9 @@ def resolve_settings(
         propagation_floor=floor.value if auto else DEFAULT_PROPAGATION_FLOOR,
         quiet_window=quiet.value if auto else DEFAULT_QUIET_WINDOW,
         readiness_on_terminate=readiness,
+        deadline_source=source,
+        api_timeout=timeout.value,
+        grace_period_source="default" if grace.default else grace.source,
     )
 
 
@@ -181,6 +203,24 @@ def _choice(
     value = str(raw).strip().lower()
     if value not in choices:
         raise ConfigError(f"{source}={raw!r} must be one of: {', '.join(choices)}")
+    return value
+
+
+def resolve_deadline_source(given: str | None, env: Mapping[str, str]) -> str:
+    """``config`` or ``api``, from the argument, else ``GRACESHUT_DEADLINE_SOURCE``."""
+    raw: object
+    if given is not None:
+        source, raw = "deadline_source", given
+    else:
+        source, raw = ENV_DEADLINE_SOURCE, env.get(ENV_DEADLINE_SOURCE)
+    if raw is None:
+        return "config"
+    value = raw.strip().lower() if isinstance(raw, str) else None
+    if value is None or value not in DEADLINE_SOURCES:
+        raise ConfigError(
+            f"{source}={raw!r} is not a deadline source: use 'config' (the grace period "
+            "as configured) or 'api' (the pod's deletionTimestamp from the API server)"
+        )
     return value
 
 
@@ -212,6 +252,7 @@ class _Value:
     source: str
     raw: object
     value: float
+    default: bool = False
 
 
 def _seconds(
@@ -225,7 +266,7 @@ def _seconds(
     elif variable in env:
         source, raw = variable, env[variable]
     else:
-        return _Value(argument, default, default)
+        return _Value(argument, default, default, default=True)
     if isinstance(raw, bool):
         raise ConfigError(f"{source}={raw!r} is not a number of seconds")
     try:

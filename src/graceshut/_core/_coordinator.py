@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._process._serving import serving
-from .._process._workers import configured_directory
+from .._process._serving import check_environment, serving
 from ._background import spawn as spawn_tracked
 from ._config import Delay, Seconds, Settings, resolve_settings
 from ._loop import LoopHandle
@@ -68,13 +67,23 @@ class Coordinator(Registration):
         stream_grace: Seconds a response still streaming when the drain begins gets to
             end by itself (it learns of the drain from `draining` or `drain_started`)
             before graceshut ends it. ``None`` reads ``GRACESHUT_STREAM_GRACE``, else 5.
+        deadline_source: ``"config"`` (the default): the deadline is the first trigger +
+            the grace period - the safety margin. ``"api"``: at the trigger, also read
+            this pod from the API server (its service account needs ``get`` on its own
+            pod) and take its ``metadata.deletionTimestamp`` as the end when it is
+            sooner (``kubectl delete --grace-period``, evictions); at startup, take
+            ``spec.terminationGracePeriodSeconds`` as the grace period when none is
+            configured. ``None`` reads ``GRACESHUT_DEADLINE_SOURCE``, else ``config``.
+        api_timeout: Seconds one read of the pod may take before the configured
+            deadline stands. ``None`` reads ``GRACESHUT_API_TIMEOUT``, else 0.5.
         environ: Where to read the variables (default `os.environ`); for tests.
 
     Each setting may also be `graceshut.env_default(value)`: your default, which the
     variable still overrides.
 
     Raises:
-        ConfigError: A setting is not a number, negative, or leaves no time; or
+        ConfigError: A setting is not a number, negative, or leaves no time; the
+            deadline source is neither ``config`` nor ``api``; or
             ``GRACESHUT_WORKER_DIR`` is a relative path.
 
     Example::
@@ -97,6 +106,8 @@ class Coordinator(Registration):
         propagation_cap: Seconds = None,
         quiet_window: Seconds = None,
         readiness_on_terminate: str | None = None,
+        deadline_source: str | None = None,
+        api_timeout: Seconds = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
@@ -109,8 +120,11 @@ class Coordinator(Registration):
             propagation_cap=propagation_cap,
             quiet_window=quiet_window,
             readiness_on_terminate=readiness_on_terminate,
+            deadline_source=deadline_source,
+            api_timeout=api_timeout,
         )
-        configured_directory(os.environ if environ is None else environ)  # fail here, not at start
+        check_environment(os.environ if environ is None else environ)  # fail here, not at start
+        self._environ = environ
         #: The hot state: flags and in-flight count, read by the middleware per request.
         self.in_flight = InFlight()
         self.drain_started = threading.Event()
@@ -295,7 +309,14 @@ class Coordinator(Registration):
         processes per pod, the worker joins its pod's group for the block. Framework-
         agnostic: `graceshut.starlette.install` uses it for the ASGI lifespan.
         """
-        return serving(self, self._state, self._attached(), self._trigger_from_sibling, signals)
+        return serving(
+            self,
+            self._state,
+            self._attached(),
+            self._trigger_from_sibling,
+            signals=signals,
+            environ=self._environ,
+        )
 
     def pod_triggered(self) -> bool:
         """True once this worker, or any worker of its pod, started a shutdown."""
@@ -325,7 +346,8 @@ class Coordinator(Registration):
         state = self._state
         if state.pod is None:
             return data
-        workers = await state.pod.gather(state.started_monotonic + self.settings.budget)
+        deadline = state.deadline or state.started_monotonic + self.settings.budget
+        workers = await state.pod.gather(deadline)
         data["workers"] = workers
         data["ok"] = all(bool(w.get("ok")) for w in workers)
         return data
@@ -336,6 +358,11 @@ class Coordinator(Registration):
 
     def _spawn_sequence(self) -> None:
         sequence = Sequence(
-            self.settings, self._registry, self._state, self.in_flight, self.drain_started
+            self.settings,
+            self._registry,
+            self._state,
+            self.in_flight,
+            self.drain_started,
+            environ=self._environ,
         )
         self._attached().spawn(sequence.run)

@@ -92,8 +92,9 @@ class Registry:
         if needed > budget:
             logger.warning(
                 "handler timeouts add up to %.1fs across phases, more than the %.1fs budget: "
-                "if they all run long, each phase (and the propagation delay) gets a share in "
-                "proportion to what it asks for, and in-flight requests get no extra time",
+                "if they all run long, the propagation delay and the drain give way first, "
+                "then announce, flush, release and report share what is left in proportion "
+                "to what they ask for",
                 needed,
                 budget,
                 extra={"handler": handler.name, "phase": handler.phase.value},

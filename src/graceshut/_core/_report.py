@@ -139,6 +139,12 @@ class ShutdownReport:
             ``evidence`` or ``cap`` (``propagation_delay="auto"``), ``budget`` (cut
             for the later phases); None when there was none (its length is the
             ``propagation`` step in `phases`).
+        deadline_source: Where the run's deadline came from: ``config`` (the first
+            trigger + the grace period - the safety margin) or ``api`` (the pod's
+            ``deletionTimestamp``, sooner, from the API server).
+        budget: Seconds from the first trigger to the deadline the run used.
+        deadline_detail: One line on how that deadline was chosen (and, when the API
+            server was asked but not used, why).
     """
 
     reason: str
@@ -151,6 +157,9 @@ class ShutdownReport:
     abandoned: tuple[str, ...] = ()
     pid: int = dataclasses.field(default_factory=os.getpid)
     propagation: str | None = None
+    deadline_source: str = "config"
+    budget: float | None = None
+    deadline_detail: str = ""
 
     @property
     def ok(self) -> bool:
@@ -190,6 +199,9 @@ class ShutdownReport:
             "handlers": [h.to_dict() for h in self.handlers],
             "phases": [p.to_dict() for p in self.phases],
             "propagation": self.propagation,
+            "deadline_source": self.deadline_source,
+            "budget": None if self.budget is None else round(self.budget, 3),
+            "deadline_detail": self.deadline_detail,
         }
 
     def summary(self) -> str:

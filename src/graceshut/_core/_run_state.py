@@ -48,6 +48,9 @@ class RunState:
     """Woken when the drain begins."""
     start_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     """Won by the first trigger, without blocking: safe from signal handlers."""
+    deadline: float | None = None
+    """The run's deadline (monotonic) once it started: the configured one, or sooner
+    when the API server says the deletion gives less."""
 
     def start(
         self,

@@ -8,14 +8,17 @@ report listeners and then to every waiter.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Mapping
 
 import anyio
 
-from ._budget import Run, elastic_end, reserved_after, step_end
+from ._budget import ENV_PROGRESS_FILE, Run, elastic_end, reserved_after, step_end
 from ._concurrent import still_running
 from ._config import Settings
+from ._deadline import deadline_from_api
 from ._draining import drain
 from ._handlers import run_handlers
 from ._phases import PHASES, Phase
@@ -42,7 +45,10 @@ class Sequence:
         state: RunState,
         in_flight: InFlight,
         drain_started: threading.Event,
+        *,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        self._environ = environ
         self._settings = settings
         self._registry = registry
         self._state = state
@@ -52,7 +58,16 @@ class Sequence:
     async def run(self) -> None:
         """Run every step, shielded from cancellation; the report is made whatever happens."""
         state = self._state
-        run = Run(state.reason or "manual", state.started_monotonic, self._settings.budget)
+        settings = self._settings
+        run = Run(state.reason or "manual", state.started_monotonic, settings.budget)
+        run.deadline_detail = (
+            f"configured: grace period {settings.grace_period:g}s "
+            f"({settings.grace_period_source}) - safety margin {settings.safety_margin:g}s"
+        )
+        env = os.environ if self._environ is None else self._environ
+        run.progress = env.get(ENV_PROGRESS_FILE) or None
+        run.note("start", reason=run.reason, budget=round(settings.budget, 3))
+        state.deadline = run.deadline
         try:
             with anyio.CancelScope(shield=True):
                 await self._steps(run)
@@ -77,18 +92,23 @@ class Sequence:
         )
 
         evidence = self._in_flight.evidence if settings.propagation_auto else None
-        end = step_end(run.deadline, needs[Phase.ANNOUNCE], after[Phase.ANNOUNCE])
-        await self._phase(run, Phase.ANNOUNCE, end)
+        # The short-budget rule (`_budget`): the propagation delay and the drain are
+        # elastic and give way first; announce, flush, release and report are firm.
+        firm = after[Phase.DRAIN]  # flush, release and report
+        end = step_end(run.deadline, needs[Phase.ANNOUNCE], firm)
+        async with anyio.create_task_group() as tg:
+            if settings.deadline_source == "api":
+                # Alongside the announce, never before it: readiness already fails.
+                # The steps after it are timed once the answer (or the timeout) is in.
+                tg.start_soon(deadline_from_api, run, settings, self._environ)
+            await self._phase(run, Phase.ANNOUNCE, end)
+        self._state.deadline = run.deadline
 
         if run.reason not in _SERVER_ALREADY_STOPPED:
-            await self._propagation(
-                run,
-                elastic_end(run.deadline, settings.propagation_delay, after[Phase.ANNOUNCE]),
-                evidence,
-            )
+            end = elastic_end(run.deadline, settings.propagation_delay, after[Phase.ANNOUNCE], firm)
+            await self._propagation(run, end, evidence)
 
-        end = step_end(run.deadline, needs[Phase.DRAIN], after[Phase.DRAIN])
-        await self._drain(run, end)
+        await self._drain(run, elastic_end(run.deadline, needs[Phase.DRAIN], firm, firm))
 
         for phase in (Phase.FLUSH, Phase.RELEASE, Phase.REPORT):
             end = step_end(run.deadline, needs[phase], after[phase])
@@ -220,8 +240,12 @@ class Sequence:
             handlers=tuple(sorted(run.handlers, key=lambda h: PHASES.index(h.phase))),
             phases=tuple(run.phases),
             propagation=str(run.delay_end) if run.delay_end is not None else None,
+            deadline_source=run.deadline_source,
+            budget=run.deadline - run.start,
+            deadline_detail=run.deadline_detail,
         )
         state.report = report
+        run.note("done", ok=report.ok, deadline_source=run.deadline_source)
         log = logger.info if report.ok else logger.warning
         log(
             "%s",

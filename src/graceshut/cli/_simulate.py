@@ -90,6 +90,24 @@ def add_simulate_command(commands: Any) -> None:
         help="terminationGracePeriodSeconds, whole seconds; 0 is 1 to the kubelet "
         "(default: the manifest's, else 30)",
     )
+    shorter = kubelet.add_mutually_exclusive_group()
+    shorter.add_argument(
+        "--grace-period-override",
+        type=_whole_seconds,
+        metavar="SECONDS",
+        help="delete the pod with this grace period instead of the manifest's, as kubectl "
+        "delete --grace-period, kubectl drain --grace-period and the Eviction API's "
+        "gracePeriodSeconds (spot-interruption handlers, Karpenter, the cluster "
+        "autoscaler) do; the pod object gets the deletionTimestamp that says so",
+    )
+    shorter.add_argument(
+        "--node-shutdown",
+        type=_node_shutdown,
+        metavar="GRACE[,CRITICAL]",
+        help="the kubelet's graceful node shutdown (shutdownGracePeriod and "
+        "shutdownGracePeriodCriticalPods, whole seconds): a non-critical pod gets "
+        "GRACE - CRITICAL, or its own grace period when shorter, and no deletionTimestamp",
+    )
     kubelet.add_argument(
         "--stop-signal",
         metavar="SIGNAL",
@@ -303,6 +321,21 @@ def _whole_seconds(text: str) -> int:
             "(the API field is an integer, and kubectl --grace-period refuses a fraction)"
         )
     return int(value)
+
+
+def _node_shutdown(text: str) -> tuple[int, int]:
+    grace, _, critical = text.partition(",")
+    values = (_whole_seconds(grace.strip()), _whole_seconds(critical.strip() or "0"))
+    if values[0] == 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a shutdownGracePeriod of 0 turns graceful node shutdown off"
+        )
+    if values[1] > values[0]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: shutdownGracePeriodCriticalPods is longer than shutdownGracePeriod "
+            "(the kubelet then turns graceful node shutdown off)"
+        )
+    return values
 
 
 def _whole_number(low: int, high: int, what: str) -> Callable[[str], int]:

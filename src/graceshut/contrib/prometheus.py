@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._core._phases import PHASES
-from .._process._pod import pod_name
+from .._core._pod import pod_name
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, push_to_gateway

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_PATH",
     "ENV_TERMINATION_LOG",
     "MAX_BYTES",
+    "deadline_line",
     "render_termination_message",
     "write_termination_message",
 ]
@@ -44,7 +45,7 @@ _MAX_LINE = 512  # one long error must not crowd out the others
 
 
 def render_termination_message(report: ShutdownReport, *, max_bytes: int = MAX_BYTES) -> str:
-    """The message for *report*: the summary line, then one line per handler not ``ok``.
+    """The message for *report*: the summary, the deadline, one line per handler not ``ok``.
 
     At most *max_bytes* bytes of UTF-8. Each handler line is cut at 512 bytes; when not
     all of them fit, the last line says how many were left out.
@@ -53,6 +54,7 @@ def render_termination_message(report: ShutdownReport, *, max_bytes: int = MAX_B
 
         print(render_termination_message(report))
         # shutdown (SIGTERM) finished with failures in 4.212s: 1 ok, 1 timeout; ...
+        # deadline: 14.0s after the first trigger (api): from the API server: ...
         # - drain/queue-consumer: timeout after 3.000s: did not finish within 3.000s
     """
     if max_bytes < 1:
@@ -60,6 +62,10 @@ def render_termination_message(report: ShutdownReport, *, max_bytes: int = MAX_B
     summary = _cut(report.summary(), max_bytes)
     lines = [summary]
     used = len(summary.encode())
+    deadline = _cut(deadline_line(report), _MAX_LINE)
+    if report.budget is not None and used + 1 + len(deadline.encode()) <= max_bytes:
+        lines.append(deadline)
+        used += 1 + len(deadline.encode())
     failed = report.failed()
     for index, result in enumerate(failed):
         line = _cut(_describe(result), _MAX_LINE)
@@ -137,6 +143,14 @@ def write_termination_message(
 
     coordinator.on_report(write)
     return target
+
+
+def deadline_line(report: ShutdownReport) -> str:
+    """Which deadline the run used and where it came from, in one line."""
+    budget = f"{report.budget:.1f}s" if report.budget is not None else "unknown"
+    return f"deadline: {budget} after the first trigger ({report.deadline_source}): " + (
+        report.deadline_detail or "configured"
+    )
 
 
 def _describe(result: HandlerResult) -> str:

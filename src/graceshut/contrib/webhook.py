@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._core._phases import Phase
-from .._process._pod import pod_name
+from .._core._pod import pod_name
 from ._errors import IntegrationError
 from .spill import ReplayResult, SpillDirectory, SpillFallback, SpillTarget
 

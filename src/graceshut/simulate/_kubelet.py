@@ -103,20 +103,19 @@ def terminate(
     on_deleted: Callable[[float], object] | None = None,
     before_hook: Callable[[], object] | None = None,
     stop_signal: int = signal.SIGTERM,
+    cause: str | None = None,
 ) -> Termination:
     """Play the kubelet's part from the pod's deletion to the container's end.
 
     *on_deleted* is called with the moment of deletion (the Service starts dropping the
     pod from its endpoints then, at the same time as the hook starts); *before_hook*
     when the kubelet stops the liveness and startup probes, just before the hook.
+    *cause* says who gave a grace period other than the manifest's.
     """
     deleted = time.monotonic()
     timeline.origin = deleted
     grace = effective_grace_period(grace_period)
-    what = f"grace period {grace}s from now"
-    if grace != grace_period:
-        what += f" (the kubelet makes {grace_period:g}s {grace}s: it never uses 0)"
-    timeline.add("pod deleted", what, at=deleted)
+    timeline.add("pod deleted", _describe_grace(grace_period, grace, cause), at=deleted)
     if on_deleted is not None:
         on_deleted(deleted)
     done = Termination(
@@ -170,6 +169,13 @@ def terminate(
         if done.hook_result is None:
             done.hook_result = runner.result
     return done
+
+
+def _describe_grace(asked: float, grace: int, cause: str | None) -> str:
+    what = f"grace period {grace}s from now"
+    if grace != asked:
+        what += f" (the kubelet makes {asked:g}s {grace}s: it never uses 0)"
+    return what if cause is None else f"{what}: {cause}"
 
 
 def signal_label(signum: int) -> str:

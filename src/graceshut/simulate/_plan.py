@@ -60,6 +60,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     grace = args.grace_period
     if grace is None:
         grace = spec.grace_period if spec is not None else DEFAULT_GRACE_PERIOD
+    override, cause = _override(args, grace)
     prestop = _prestop(args, spec, hook_port)
     _check_sleep(prestop, grace, args)
     readiness = _readiness(args, spec, hook_port, warnings)
@@ -98,6 +99,9 @@ def build_plan(args: argparse.Namespace) -> Plan:
         target=target,
         load=load,
         grace_period=grace,
+        grace_override=override,
+        override_cause=cause,
+        api_deletion=getattr(args, "node_shutdown", None) is None,
         prestop=prestop,
         readiness=readiness,
         liveness=liveness,
@@ -115,6 +119,34 @@ def build_plan(args: argparse.Namespace) -> Plan:
         app_log=args.app_log,
         source=spec.source if spec is not None else None,
         warnings=tuple(warnings),
+    )
+
+
+def _override(args: argparse.Namespace, grace: float) -> tuple[float | None, str | None]:
+    """The grace period the kubelet is given instead of the manifest's, and by whom.
+
+    Graceful node shutdown, as the kubelet's ``nodeshutdown`` manager computes it: a
+    non-critical pod's group gets ``shutdownGracePeriod - shutdownGracePeriodCriticalPods``
+    and the pod its own ``terminationGracePeriodSeconds`` when that is not longer.
+    """
+    given = getattr(args, "grace_period_override", None)
+    if given is not None:
+        return float(given), (
+            f"deleted with --grace-period={given} (terminationGracePeriodSeconds: {grace:g}s)"
+        )
+    node = getattr(args, "node_shutdown", None)
+    if node is None:
+        return None, None
+    total, critical = node
+    group = total - critical
+    if grace <= group:
+        return float(grace), (
+            f"node shutdown ({total}s, {critical}s for critical pods): the pod's own "
+            f"{grace:g}s is not longer than the {group}s of its group"
+        )
+    return float(group), (
+        f"node shutdown: shutdownGracePeriod {total}s - shutdownGracePeriodCriticalPods "
+        f"{critical}s = {group}s for non-critical pods (terminationGracePeriodSeconds: {grace:g}s)"
     )
 
 

@@ -15,6 +15,7 @@ from . import _explain
 from ._kubelet import Termination, describe_exit, signal_label, signal_name
 from ._load import KINDS, STATUS, LoadStats
 from ._run import Outcome, Plan
+from ._steps import app_steps, describe_cut, short_budget, steps_text
 
 SCHEMA = 1
 
@@ -37,13 +38,7 @@ def problems(outcome: Outcome) -> list[str]:
         elif done.hook_result is not None and not done.hook_result.ok:
             found.append(f"the preStop hook failed: {done.hook_result.summary()}")
         if done.sigkill_at is not None:
-            found.append(
-                f"SIGKILL was needed: the app was still running {done.stop_timeout:g}s "
-                f"after {signal_label(done.stop_signal)}"
-            )
-            cause = _explain.pid1_problem(done)
-            if cause is not None:
-                found.append(cause)
+            found += _killed(outcome, done)
     if outcome.error is None and outcome.exit_status is not None and outcome.exit_status != 0:
         status = outcome.exit_status
         verb = "was" if status < 0 else "exited with"
@@ -61,6 +56,19 @@ def problems(outcome: Outcome) -> list[str]:
     return found
 
 
+def _killed(outcome: Outcome, done: Termination) -> list[str]:
+    """What the SIGKILL says: the app outlived its time, why, and what it cut off."""
+    sig = signal_label(done.stop_signal)
+    found = [f"SIGKILL was needed: the app was still running {done.stop_timeout:g}s after {sig}"]
+    cause = _explain.pid1_problem(done)
+    if cause is not None:
+        found.append(cause)
+    steps = app_steps(outcome.app_progress, outcome.deleted_wall)
+    if steps is not None and steps["cut_off"]:
+        found.append(describe_cut(steps, "the SIGKILL") + short_budget(outcome.plan, steps))
+    return found
+
+
 def warnings(outcome: Outcome) -> list[str]:
     """What deserves a look without failing the run."""
     found = list(outcome.plan.warnings)
@@ -73,6 +81,11 @@ def warnings(outcome: Outcome) -> list[str]:
             f"but the app did not take it as its cue to shut down): {body}"
         )
     found += _explain.hook_warnings(done)
+    if outcome.api is not None and outcome.api.startswith("not served"):
+        found.append(
+            f'the pod object was {outcome.api}: an app with deadline_source="api" keeps '
+            "its configured deadline here"
+        )
     found += _explain.service_warnings(outcome)
     found += _explain.pid1_warnings(outcome)
     # The kubelet stops the liveness probe before the hook: only earlier failures count.
@@ -109,6 +122,8 @@ def settings(plan: Plan) -> dict[str, Any]:
         "manifest": plan.source,
         "pod": f"{target.host}:{load.port}",
         "grace_period": plan.grace_period,
+        "grace_period_override": plan.grace_override,
+        "override_cause": plan.override_cause,
         "prestop": plan.prestop.describe(target) if plan.prestop is not None else None,
         "readiness": plan.readiness.action.describe(target),
         "liveness": plan.liveness.action.describe(target) if plan.liveness else None,
@@ -188,9 +203,12 @@ def to_dict(outcome: Outcome) -> dict[str, Any]:
             "rejected_no_endpoint": endpoints.rejected if endpoints else 0,
         },
         "series": _series(outcome),
-        "app_phases": _phases(outcome, report),
+        "app_phases": _phases(outcome, report)
+        or _cut_phases(outcome, t(done.sigkill_at) if done else None),
         "app_report": report,
         "app_output_tail": outcome.app_output,
+        "app_steps": app_steps(outcome.app_progress, outcome.deleted_wall),
+        "api_server": outcome.api,
     }
 
 
@@ -236,6 +254,21 @@ def _phases(outcome: Outcome, report: dict[str, Any] | None) -> list[dict[str, A
     ]
 
 
+def _cut_phases(outcome: Outcome, killed: float | None) -> list[dict[str, Any]]:
+    """Without the app's report (it was killed): its steps from its notes, to the kill."""
+    steps = app_steps(outcome.app_progress, outcome.deleted_wall)
+    if steps is None:
+        return []
+    phases = []
+    for step in steps["steps"]:
+        duration = step["duration"]
+        if duration is None and killed is not None and step["t"] is not None:
+            duration = round(max(0.0, killed - step["t"]), 3)
+        if step["t"] is not None and duration is not None:
+            phases.append({"name": step["name"], "t": step["t"], "duration": duration})
+    return phases
+
+
 def _exit(status: int | None) -> dict[str, Any]:
     if status is None:
         return {"status": None, "signal": None, "description": "not terminated by the kubelet"}
@@ -258,6 +291,7 @@ def render_text(data: dict[str, Any]) -> str:
         lines.append(f"  {event['t']:+8.3f}s  {event['event']}{detail}")
     lines += _requests_text(data["requests"])
     lines += _app_report_text(data["app_report"])
+    lines += steps_text(data.get("app_steps"))
     lines += ["", f"exit: {data['exit']['description']}"]
     lines += [f"warning: {warning}" for warning in data["warnings"]]
     if data["clean"]:
@@ -281,6 +315,8 @@ def _settings_text(settings: dict[str, Any]) -> list[str]:
         f"  pod {settings['pod']}, grace period {settings['grace_period']:g}s, new connections "
         f"until {settings['endpoint_lag']:g}s after the deletion"
     )
+    if settings.get("grace_period_override") is not None:
+        pod += f"; {settings['override_cause']}"
     replicas = settings["replicas"]
     service = f"  Service: {replicas} replica{'' if replicas == 1 else 's'}"
     if settings["publish_not_ready_addresses"]:

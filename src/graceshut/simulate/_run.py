@@ -12,18 +12,22 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from .._core._budget import ENV_PROGRESS_FILE
 from ._actions import Action, Exec, HttpGet, Target, TcpSocket
+from ._apiserver import ApiServer, TlsError
 from ._container import Container, Output
 from ._kubelet import Probe, ProbeWatcher, Termination, describe_exit, terminate
 from ._load import Failure, LoadGenerator, LoadSpec
 from ._preflight import port_taken
 from ._service import Endpoints
+from ._steps import read_progress
 from ._timeline import Timeline
 
 
@@ -36,6 +40,7 @@ class Plan:
     target: Target
     load: LoadSpec
     grace_period: float
+    """``terminationGracePeriodSeconds``: the manifest's (or ``--grace-period``)."""
     prestop: Action | None
     readiness: Probe
     liveness: Probe | None = None
@@ -59,6 +64,19 @@ class Plan:
     source: str | None = None
     """The manifest and container the settings come from, if any."""
     warnings: tuple[str, ...] = ()
+    grace_override: float | None = None
+    """The grace period the deletion gives instead (``--grace-period-override``,
+    ``--node-shutdown``), or None."""
+    override_cause: str | None = None
+    """Who gives the shorter grace period, in words."""
+    api_deletion: bool = True
+    """The deletion goes through the API server (the pod object gets its
+    ``deletionTimestamp``), not the kubelet's own kill (node shutdown)."""
+
+    @property
+    def kill_grace(self) -> float:
+        """The grace period the kubelet uses for this termination."""
+        return self.grace_period if self.grace_override is None else self.grace_override
 
 
 @dataclasses.dataclass
@@ -81,6 +99,10 @@ class Outcome:
     """`time.time` at the deletion, to place the app's own phases on the timeline."""
     notes: list[str] = dataclasses.field(default_factory=list)
     """Warnings of the run itself (a file that could not be written), for the report."""
+    app_progress: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The app's notes on its steps as they began and ended (``GRACESHUT_PROGRESS_FILE``)."""
+    api: str | None = None
+    """How the pod object was served to the app, or why it was not."""
 
 
 class Progress:
@@ -137,10 +159,22 @@ def simulate(plan: Plan, progress: Progress | None = None) -> Outcome:
 
 class _Run:
     def __init__(self, plan: Plan, progress: Progress | None) -> None:
-        self.plan = plan
+        self.scratch = Path(tempfile.mkdtemp(prefix="graceshut-simulate-run-"))
+        self.progress_file = self.scratch / "progress.jsonl"
+        self.api: ApiServer | None = None
+        served = "not served"
+        try:
+            self.api = ApiServer(grace_period=plan.grace_period)
+            served = f"served on 127.0.0.1:{self.api.port} as pod {self.api.name}"
+        except (TlsError, OSError) as exc:
+            served = f"not served: {exc}"
+        env = {**plan.env, ENV_PROGRESS_FILE: str(self.progress_file)}
+        if self.api is not None:
+            env.update(self.api.environment())
+        self.plan = plan = dataclasses.replace(plan, env=env)
         self.progress = progress
         self.timeline = timeline = Timeline()
-        self.outcome = Outcome(plan, timeline)
+        self.outcome = Outcome(plan, timeline, api=served)
         if progress is not None:
             progress.timeline = timeline
 
@@ -213,13 +247,14 @@ class _Run:
         outcome.termination = terminate(
             container,
             hook=plan.prestop,
-            grace_period=plan.grace_period,
+            grace_period=plan.kill_grace,
             target=plan.target,
             env=plan.env,
             timeline=timeline,
             on_deleted=self._deleted,
             before_hook=self._stop_liveness,
             stop_signal=plan.stop_signal,
+            cause=plan.override_cause,
         )
         outcome.exit_status = outcome.termination.exit_status
         # Until the Service has dropped the pod, new connections still come: count them.
@@ -247,9 +282,17 @@ class _Run:
         outcome.app_output = self.output.join(2)
         if self.output.error is not None:
             outcome.notes.append(self.output.error)
+        outcome.app_progress = read_progress(self.progress_file)
+        if self.api is not None:
+            self.api.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _deleted(self, at: float) -> None:
-        self.outcome.deleted_wall = time.time() - (time.monotonic() - at)
+        self.outcome.deleted_wall = wall = time.time() - (time.monotonic() - at)
+        if self.api is not None and self.plan.api_deletion:
+            # kubectl and the API server make 0 (without --force) 1 s, as the kubelet does.
+            stamp = self.api.delete(max(1.0, self.plan.kill_grace), at=wall)
+            self.timeline.add("deletionTimestamp set", f"{stamp} on the pod object", at=at)
         if self.outcome.endpoints is not None:
             self.outcome.endpoints.deleted(at)
 
