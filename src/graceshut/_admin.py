@@ -112,6 +112,7 @@ class AdminListener:
         self._release_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._run_on_loop: Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any] | None = None
+        self._answering, self._answered = 0, threading.Condition()
 
     @property
     def serving(self) -> bool:
@@ -136,6 +137,16 @@ class AdminListener:
         self._thread.start()
         if not bound and not self._stopped.is_set():
             logger.debug("admin listener %s is served by another worker", self.address)
+
+    def wait_answered(self, timeout: float) -> bool:
+        """Block (in a thread) until no answer is being written (the report), or *timeout*."""
+        with self._answered:
+            return self._answered.wait_for(lambda: not self._answering, timeout)
+
+    def _count_answering(self, delta: int) -> None:
+        with self._answered:
+            self._answering += delta
+            self._answered.notify_all()
 
     def stop(self) -> None:
         """Stop serving and release the address (within ~0.2 s). Idempotent."""
@@ -326,6 +337,13 @@ class _AdminHandler(http.server.BaseHTTPRequestHandler):
     timeout = 10  # a client that sends nothing must not hold a thread forever
 
     def _respond(self) -> None:
+        self.admin._count_answering(+1)  # noqa: SLF001 - the listener's own handler
+        try:
+            self._answer()
+        finally:
+            self.admin._count_answering(-1)  # noqa: SLF001
+
+    def _answer(self) -> None:
         headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1", "replace"))
             for k, v in self.headers.items()

@@ -135,6 +135,8 @@ class ShutdownReport:
         handlers: One record per handler, in phase order.
         phases: When each step ran, in order.
         pid: The process that ran the sequence.
+        finished: Tracked work (`Coordinator.track` jobs, gRPC calls by method) that
+            ended by itself after the first trigger, counted by name.
     """
 
     reason: str
@@ -146,6 +148,7 @@ class ShutdownReport:
     phases: tuple[PhaseResult, ...] = ()
     abandoned: tuple[str, ...] = ()
     pid: int = dataclasses.field(default_factory=os.getpid)
+    finished: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -184,6 +187,7 @@ class ShutdownReport:
             "pid": self.pid,
             "handlers": [h.to_dict() for h in self.handlers],
             "phases": [p.to_dict() for p in self.phases],
+            "finished": dict(self.finished),
         }
 
     def summary(self) -> str:

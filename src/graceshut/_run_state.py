@@ -48,6 +48,8 @@ class RunState:
     """Woken when the drain begins."""
     start_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     """Won by the first trigger, without blocking: safe from signal handlers."""
+    drain_end: float | None = None
+    """When the drain step ends (monotonic), from the moment it begins."""
 
     def start(
         self,

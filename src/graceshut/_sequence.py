@@ -100,6 +100,7 @@ class Sequence:
     async def _drain(self, run: Run, end: float) -> None:
         in_flight = self._in_flight
         state = self._state
+        state.drain_end = end
         in_flight.draining = True
         in_flight.refresh()
         self._drain_started.set()
@@ -191,6 +192,7 @@ class Sequence:
             abandoned=tuple(run.ended),
             handlers=tuple(sorted(run.handlers, key=lambda h: PHASES.index(h.phase))),
             phases=tuple(run.phases),
+            finished=dict(self._in_flight.finished),
         )
         state.report = report
         log = logger.info if report.ok else logger.warning

@@ -72,7 +72,14 @@ backend pods
 class HAProxy:
     """A HAProxy process in front of the given ports."""
 
-    def __init__(self, directory: Path, ports: list[int], *, up: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        ports: list[int],
+        *,
+        up: int | None = None,
+        template: str = HAPROXY_CONFIG,
+    ) -> None:
         # Debian puts it in /usr/sbin, which is not on every user's PATH.
         binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
         if binary is None:
@@ -88,9 +95,7 @@ class HAProxy:
             f"    server pod{i} 127.0.0.1:{port} check" for i, port in enumerate(ports)
         )
         config = directory / "haproxy.cfg"
-        config.write_text(
-            HAPROXY_CONFIG.format(socket=self.socket, port=self.port, servers=servers)
-        )
+        config.write_text(template.format(socket=self.socket, port=self.port, servers=servers))
         self.log = directory / "haproxy.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -141,8 +146,8 @@ def haproxy(tmp_path: Path) -> Iterator[Callable[..., HAProxy]]:
     """Start HAProxy in front of ports; stopped at teardown."""
     started: list[HAProxy] = []
 
-    def start(ports: list[int], *, up: int | None = None) -> HAProxy:
-        proxy = HAProxy(tmp_path, ports, up=up)
+    def start(ports: list[int], *, up: int | None = None, **options: Any) -> HAProxy:
+        proxy = HAProxy(tmp_path, ports, up=up, **options)
         started.append(proxy)
         return proxy
 
