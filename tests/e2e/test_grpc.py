@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from graceshut.simulate._actions import HttpGet, Target
+from graceshut.simulate._actions import Exec, HttpGet, Target
 from graceshut.simulate._container import Container
 from graceshut.simulate._kubelet import Termination, terminate
 from graceshut.simulate._timeline import Timeline
@@ -98,12 +99,16 @@ def take_out_when_not_ready(
     return thread
 
 
-def kubelet_stop(server: GrpcServer, *, prestop: bool) -> Termination:
-    """preStop ``GET /shutdown`` on the admin port (or none), SIGTERM, SIGKILL at the end."""
-    hook = None
-    if prestop:
+def kubelet_stop(server: GrpcServer, *, prestop: str | None) -> Termination:
+    """The preStop hook (``GET /shutdown`` on the admin port, ``graceshut prestop``, or
+    none), then SIGTERM, then SIGKILL at the end of the grace period."""
+    url = f"http://127.0.0.1:{server.admin_port}/shutdown"
+    hook: HttpGet | Exec | None = None
+    if prestop == "http":
         credential = tuple(pod_credential(required=False).items())
         hook = HttpGet(path="/shutdown", port=server.admin_port, headers=credential)
+    elif prestop == "exec":
+        hook = Exec((sys.executable, "-m", "graceshut.cli", "prestop", url))
     return terminate(
         Container(server.process, own_group=False),
         hook=hook,
@@ -119,7 +124,7 @@ def rolling_restart(
     servers: Callable[..., GrpcServer],
     haproxy: Callable[..., HAProxy],
     *,
-    prestop: bool = False,
+    prestop: str | None = None,
 ) -> tuple[dict[str, Any], list[str], Termination, GrpcServer]:
     """Two pods behind the balancer under 100 unary calls/s; the first is terminated."""
     env = {"GRACESHUT_PROPAGATION_DELAY": "1.5"}
@@ -145,9 +150,9 @@ def rolling_restart(
     return requests, load.samples, termination, pods[0]
 
 
-@pytest.mark.parametrize("prestop", [False, True], ids=["sigterm", "prestop"])
+@pytest.mark.parametrize("prestop", [None, "http", "exec"], ids=["sigterm", "http", "exec"])
 def test_grpc_rolling_restart_fails_no_call_with_graceshut(
-    prestop: bool,
+    prestop: str | None,
     servers: Callable[..., GrpcServer],
     haproxy: Callable[..., HAProxy],
     capsys: pytest.CaptureFixture[str],
@@ -158,7 +163,7 @@ def test_grpc_rolling_restart_fails_no_call_with_graceshut(
     )
     with capsys.disabled():
         print(
-            f"\ngRPC rolling restart with graceshut ({'preStop' if prestop else 'SIGTERM'}): "
+            f"\ngRPC rolling restart with graceshut ({prestop or 'SIGTERM'}): "
             f"{requests['failed']} of {requests['sent']} calls failed {requests['failures']}"
         )
     assert requests["sent"] >= 200, requests
@@ -167,7 +172,9 @@ def test_grpc_rolling_restart_fails_no_call_with_graceshut(
     assert done.exit_status == 0, leaving.output()
     if prestop:
         assert done.hook_result is not None
-        assert done.hook_result.status == 200, (done.hook_result, leaving.output())
+        assert done.hook_result.ok, (done.hook_result, leaving.output())
+        if prestop == "http":
+            assert done.hook_result.status == 200
     report = leaving.report()
     assert report["ok"], report
     assert report["reason"] == ("prestop" if prestop else "SIGTERM")
