@@ -6,7 +6,9 @@ grpcio's asyncio server runs on asyncio only: these tests do not run on trio.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,6 +19,10 @@ from prometheus_client import CollectorRegistry
 
 import graceshut
 import graceshut.grpc
+from graceshut.cli import main
+from graceshut.simulate._actions import Grpc
+from graceshut.simulate._grpc import check
+from graceshut.simulate._manifest import ManifestError, read_manifest
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -184,3 +190,56 @@ async def test_metrics_count_calls_by_method_and_outcome() -> None:
     assert in_flight == 0
     await coordinator.shutdown("test")
     await task
+
+
+def test_a_manifest_grpc_probe_is_read(tmp_path: Path) -> None:
+    """simulate reads a ``grpc`` probe (port and service), as the kubelet runs it."""
+    manifest = tmp_path / "pod.json"
+    probe = {"grpc": {"port": 50051, "service": "liveness"}, "periodSeconds": 5}
+    container = {"name": "app", "command": ["app"], "livenessProbe": probe}
+    manifest.write_text(json.dumps({"kind": "Pod", "spec": {"containers": [container]}}))
+    spec = read_manifest(manifest, None)
+    assert spec.liveness is not None
+    assert spec.liveness.action == Grpc(port=50051, service="liveness")
+    assert spec.liveness.period == 5
+
+
+def test_a_grpc_probe_port_must_be_a_number(tmp_path: Path) -> None:
+    """Kubernetes takes no port name for a grpc probe: neither does simulate."""
+    manifest = tmp_path / "pod.json"
+    probe = {"grpc": {"port": "grpc"}}
+    container = {"name": "app", "command": ["app"], "readinessProbe": probe}
+    manifest.write_text(json.dumps({"kind": "Pod", "spec": {"containers": [container]}}))
+    with pytest.raises(ManifestError, match=r"readinessProbe\.grpc\.port"):
+        read_manifest(manifest, None)
+
+
+@pytest.mark.parametrize("method", ["test.Echo/Unary", "/test.Echo", "/test.Echo/", "//Unary"])
+def test_simulate_refuses_a_malformed_grpc_method(
+    method: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--grpc`` takes ``/package.Service/Method``; anything else exits 2 naming it."""
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate", "--grpc", method, "--", "app"])
+    assert exited.value.code == 2
+    assert "/package.Service/Method" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_the_grpc_probe_answers_as_the_kubelet_reads_it() -> None:
+    """SERVING passes; NOT_SERVING and an unknown name fail with the kubelet's words."""
+    coordinator = graceshut.Coordinator(grace_period=5, propagation_delay=0)
+    server, servicer, port = await make_server(coordinator)
+    await servicer.set("down", NOT_SERVING)
+    await server.start()
+    try:
+        results = {
+            name: await asyncio.to_thread(check, name, "127.0.0.1", port, 2.0)
+            for name in ("t.Echo", "down", "unknown")
+        }
+    finally:
+        await server.stop(0)
+    assert results["t.Echo"].ok
+    assert results["down"].error == "service unhealthy (responded with NOT_SERVING)"
+    assert not results["unknown"].ok
+    assert "NOT_FOUND" in str(results["unknown"].error)

@@ -358,9 +358,9 @@ def test_the_example_deployment_reads_as_written() -> None:
         (
             {
                 "kind": "Pod",
-                "spec": {"containers": [{"name": "a", "readinessProbe": {"grpc": {}}}]},
+                "spec": {"containers": [{"name": "a", "readinessProbe": {"udp": {}}}]},
             },
-            "plays httpGet, exec or tcpSocket; the manifest has grpc",
+            "plays httpGet, exec, tcpSocket or grpc; the manifest has udp",
         ),
         (
             {

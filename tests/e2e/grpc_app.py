@@ -31,6 +31,9 @@ from grpc_health.v1.health import aio as health_aio
 import graceshut
 import graceshut.grpc
 
+#: Where the port listens: 0.0.0.0 under ``graceshut simulate`` (probes come to the pod IP).
+HOST = os.environ.get("GRPC_APP_HOST", "127.0.0.1")
+
 
 def handlers(coordinator: graceshut.Coordinator | None) -> grpc.GenericRpcHandler:
     delay = float(os.environ.get("GRPC_APP_DELAY", "0.005"))
@@ -82,7 +85,7 @@ async def with_graceshut(port: str) -> int:
     server = grpc.aio.server(interceptors=[graceshut.grpc.interceptor(coordinator)])
     server.add_generic_rpc_handlers((handlers(coordinator),))
     health = await health_service(server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_insecure_port(f"{HOST}:{port}")
     installation = graceshut.grpc.install(server, coordinator, health=health, liveness="liveness")
     report = await installation.serve()
     print("REPORT " + json.dumps(report.to_dict()), flush=True)
@@ -93,7 +96,7 @@ async def baseline(port: str) -> int:
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handlers(None),))
     await health_service(server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_insecure_port(f"{HOST}:{port}")
     await server.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

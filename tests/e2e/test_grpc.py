@@ -8,9 +8,11 @@ balancer (no new connections) once it answers anything but SERVING.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -26,7 +28,7 @@ from graceshut.simulate._container import Container
 from graceshut.simulate._kubelet import Termination, terminate
 from graceshut.simulate._timeline import Timeline
 
-from ..asgi_servers import pod_credential
+from ..asgi_servers import ROOT, free_port, pod_credential
 from .grpc_harness import GrpcServer, Prober, UnaryLoad, Watcher, check
 from .test_rolling_restart import HAProxy, haproxy
 
@@ -283,3 +285,87 @@ def test_a_stream_still_running_at_the_deadline_is_ended_unavailable(
     report = server.report()
     assert report["abandoned"] == ["/test.Echo/Forever"], report
     assert report["in_flight_abandoned"] == 1
+
+
+GRPC_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: echo}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: echo}}}}
+  template:
+    metadata: {{labels: {{app: echo}}}}
+    spec:
+      terminationGracePeriodSeconds: 20
+      containers:
+        - name: echo
+          image: echo
+          command: [{python}, "-m", "tests.e2e.grpc_app", "{port}", "{mode}"]
+          ports:
+            - {{containerPort: {port}}}
+            - {{containerPort: {admin}}}
+          env:
+            - {{name: GRPC_APP_HOST, value: "0.0.0.0"}}
+            - {{name: GRACESHUT_ADMIN_ADDRESS, value: "{admin}"}}
+            - {{name: GRACESHUT_PROPAGATION_DELAY, value: "1"}}
+            - {{name: GRACESHUT_GRACE_PERIOD, value: "20"}}
+          readinessProbe:
+            grpc: {{port: {port}, service: test.Echo}}
+          livenessProbe:
+            grpc: {{port: {port}, service: liveness}}
+          lifecycle:
+            preStop:
+              exec:
+                command: ["graceshut", "prestop", "http://127.0.0.1:{admin}/shutdown"]
+"""
+
+
+def simulate_grpc(tmp_path: Path, mode: str, *options: str) -> tuple[int, dict[str, Any]]:
+    """``graceshut simulate --json`` of the gRPC app from a Deployment with grpc probes."""
+    manifest = tmp_path / "deployment.yaml"
+    manifest.write_text(
+        GRPC_DEPLOYMENT.format(
+            python=json.dumps(sys.executable), port=free_port(), admin=free_port(), mode=mode
+        )
+    )
+    command = [sys.executable, "-m", "graceshut.cli", "simulate", "--manifest", str(manifest)]
+    command += ["--endpoint-lag", "0.5", "--warmup", "1", "--rate", "100", "--no-progress"]
+    command += ["--json", "--grpc", "/test.Echo/Unary", "--grpc-stream", "/test.Echo/Ticks"]
+    result = subprocess.run(
+        [*command, *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    try:
+        return result.returncode, dict(json.loads(result.stdout))
+    except ValueError:
+        pytest.fail(f"no JSON report (status {result.returncode}): {result.stderr}")
+
+
+def test_simulate_plays_grpc_probes_and_load_clean(tmp_path: Path) -> None:
+    """simulate with the manifest's grpc probes and a gRPC load: graceshut's app stops clean."""
+    status, report = simulate_grpc(tmp_path, "graceshut")
+    assert status == 0, (report["problems"], report["app_output_tail"])
+    assert report["clean"] is True
+    requests = report["requests"]
+    assert requests["failed"] == 0
+    assert requests["ok"] >= 100
+    assert requests["rerouted"] > 0, "the channels went elsewhere after the GOAWAY"
+    assert report["settings"]["readiness"].startswith("grpc ")
+    assert report["app_report"]["reason"] == "prestop"
+    events = [e["event"] for e in report["timeline"]]
+    assert events.index("readiness probe fails") < events.index("SIGTERM")
+    readiness = next(e for e in report["timeline"] if e["event"] == "readiness probe fails")
+    assert "NOT_SERVING" in readiness["detail"]
+
+
+def test_simulate_finds_the_failures_of_stop_on_sigterm(tmp_path: Path) -> None:
+    """The same run against ``stop(grace)`` on SIGTERM: failed calls, verdict not clean."""
+    status, report = simulate_grpc(tmp_path, "baseline", "--no-prestop")
+    assert status != 0
+    assert report["clean"] is False
+    assert report["requests"]["failed"] > 0, report["requests"]

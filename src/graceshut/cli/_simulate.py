@@ -172,6 +172,21 @@ def add_simulate_command(commands: Any) -> None:
         metavar="PATH",
         help="path to request (repeatable, taken in turn; default /)",
     )
+    load.add_argument(
+        "--grpc",
+        action="append",
+        type=_grpc_method,
+        dest="grpc_unary",
+        metavar="/PKG.SERVICE/METHOD",
+        help="call this unary gRPC method instead of HTTP requests (repeatable; empty request)",
+    )
+    load.add_argument(
+        "--grpc-stream",
+        action="append",
+        type=_grpc_method,
+        metavar="/PKG.SERVICE/METHOD",
+        help="keep a call to this server-streaming gRPC method open (repeatable)",
+    )
     load.add_argument("--no-keep-alive", action="store_true", help="a new connection per request")
     load.add_argument(
         "--timeout",
@@ -292,6 +307,13 @@ _port = _whole_number(1, 65535, "a port number")
 def _path(text: str) -> str:
     if not text.startswith("/"):
         raise argparse.ArgumentTypeError(f"{text!r} must start with /")
+    return text
+
+
+def _grpc_method(text: str) -> str:
+    parts = text.split("/")
+    if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"{text!r} is not a gRPC method: /package.Service/Method")
     return text
 
 

@@ -125,6 +125,8 @@ def settings(plan: Plan) -> dict[str, Any]:
             "paths": list(load.paths),
             "keep_alive": load.keep_alive,
             "timeout": load.timeout,
+            "grpc_unary": list(load.grpc_unary),
+            "grpc_stream": list(load.grpc_stream),
         },
     }
 
@@ -273,6 +275,10 @@ def _settings_text(settings: dict[str, Any]) -> list[str]:
     load = settings["load"]
     rate = f"{load['rate']:g} req/s" if load["rate"] else "as many requests as they can"
     clients = "keep-alive clients" if load["keep_alive"] else "clients, a connection per request"
+    on = ", ".join(load["paths"])
+    if load.get("grpc_unary") or load.get("grpc_stream"):
+        rate, clients = rate.replace("req/s", "calls/s"), "gRPC channels"
+        on = ", ".join([*load["grpc_unary"], *(f"{m} (a stream)" for m in load["grpc_stream"])])
     lines = [f"graceshut simulate: {shlex.join(settings['command'])}"]
     if settings["manifest"]:
         lines.append(f"  manifest: {settings['manifest']}")
@@ -297,7 +303,7 @@ def _settings_text(settings: dict[str, Any]) -> list[str]:
     for mount, local in settings["volumes"].items():
         lines.append(f"  volume {mount}: {local}")
     lines.append(
-        f"  load: {rate} from {load['concurrency']} {clients} on {', '.join(load['paths'])}, "
+        f"  load: {rate} from {load['concurrency']} {clients} on {on}, "
         f"{settings['warmup']:g}s before the deletion and until the end"
     )
     return lines

@@ -14,11 +14,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from ._actions import Action, Exec, HttpGet, Target, TcpSocket
+from ._actions import Action, Exec, Grpc, HttpGet, Target, TcpSocket
 from ._container import Container, Output
 from ._kubelet import Probe, ProbeWatcher, Termination, describe_exit, terminate
 from ._load import Failure, LoadGenerator, LoadSpec
@@ -183,7 +183,7 @@ class _Run:
             serving=readiness.passing_at,
         )
         outcome.endpoints = endpoints
-        self.load = LoadGenerator(plan.load, route=endpoints.route)
+        self.load = _load_generator(plan.load, endpoints.route)
         self.load.start()
         if self.progress is not None:
             self.progress.load = self.load
@@ -266,7 +266,21 @@ def _interval(probe: Probe) -> float:
     return 0.5 if isinstance(probe.action, Exec) else 0.1
 
 
+def _load_generator(spec: LoadSpec, route: Callable[[], str]) -> LoadGenerator:
+    if not (spec.grpc_unary or spec.grpc_stream):
+        return LoadGenerator(spec, route=route)
+    from ._grpc import GrpcLoad  # noqa: PLC0415 - needs graceshut[grpc]
+
+    return GrpcLoad(spec, route=route)
+
+
 def _describe_load(spec: LoadSpec) -> str:
+    if spec.grpc_unary or spec.grpc_stream:
+        rate = f"{spec.rate:g} calls/s" if spec.rate > 0 else "as fast as possible"
+        parts = [f"{rate} from {spec.concurrency} gRPC channels on {', '.join(spec.grpc_unary)}"]
+        parts = parts if spec.grpc_unary else []
+        parts += [f"a stream on {method}" for method in spec.grpc_stream]
+        return "; ".join(parts)
     rate = f"{spec.rate:g} req/s" if spec.rate > 0 else "as fast as possible"
     kind = "keep-alive clients" if spec.keep_alive else "clients (no keep-alive)"
     return f"{rate} from {spec.concurrency} {kind} on {', '.join(spec.paths)}"
@@ -300,7 +314,7 @@ def _wait_ready(plan: Plan, container: Container, timeline: Timeline) -> str | N
 def _listens_on_loopback_only(plan: Plan, action: Action) -> bool:
     if isinstance(action, (Exec,)) or _is_loopback(plan.target.host):
         return False
-    if not isinstance(action, (HttpGet, TcpSocket)) or action.host:
+    if not isinstance(action, (HttpGet, TcpSocket, Grpc)) or getattr(action, "host", None):
         return False
     with (
         contextlib.suppress(OSError),
