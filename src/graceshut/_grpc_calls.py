@@ -55,21 +55,18 @@ class CallTracker:
 
     def wrap(self, handler: Any, method: str) -> Any:
         """The handler for *method*, its behaviour wrapped in counting (or as found)."""
-        if handler is None:
-            return None
+        if handler is None or not hasattr(handler, "_replace"):
+            return handler  # not grpcio's own handler tuple: left as it is
         for kind in _KINDS:
             function = getattr(handler, kind, None)
             if function is None:
                 continue
-            if method == WATCH_METHOD and inspect.iscoroutinefunction(function):
-                wrapped = self._watch(function, method)
-            elif inspect.iscoroutinefunction(function):
-                wrapped = self._call(function, method)
-            elif inspect.isasyncgenfunction(function):
-                wrapped = self._call(_writing(function), method)
-            else:
+            if inspect.isasyncgenfunction(function):
+                function = _writing(function)
+            elif not inspect.iscoroutinefunction(function):
                 return handler  # a sync handler: grpcio runs it in its thread pool
-            return handler._replace(**{kind: wrapped})
+            watch = method == WATCH_METHOD
+            return handler._replace(**{kind: self._counted(function, method, watch=watch)})
         return handler
 
     def end_watches(self) -> int:
@@ -83,19 +80,25 @@ class CallTracker:
                 scope.cancel()
         return len(self._watches)
 
-    def _call(self, function: Callable[..., Awaitable[Any]], method: str) -> Any:
+    def _counted(self, function: Callable[..., Awaitable[Any]], method: str, *, watch: bool) -> Any:
         in_flight = self.coordinator.in_flight
+        coordinator = self.coordinator
 
         async def call(request: Any, context: Any) -> Any:
             job = in_flight.start_job(method)
+            # A Watch gets a scope of its own, which ends it with OK when the drain
+            # begins (the job's scope ends calls at the drain's deadline).
+            ending = anyio.CancelScope()
+            if watch:
+                context = self._watches[ending] = _WatchContext(context, ending, coordinator)
             self.in_flight += 1
-            outcome = "error"
-            result = None
+            outcome, result = "error", None
             try:
-                with job:
+                with job, ending:
                     result = await function(request, context)
                 outcome = "cut" if job.cancelled_caught else "ok"
             finally:
+                self._watches.pop(ending, None)
                 self.in_flight -= 1
                 self.outcomes[method, outcome] += 1
                 in_flight.end_job(job)
@@ -104,32 +107,6 @@ class CallTracker:
             return result
 
         return call
-
-    def _watch(self, function: Callable[..., Awaitable[Any]], method: str) -> Any:
-        in_flight = self.coordinator.in_flight
-        coordinator = self.coordinator
-
-        async def watch(request: Any, context: Any) -> None:
-            job = in_flight.start_job(method)
-            ending = anyio.CancelScope()
-            wrapped = _WatchContext(context, ending, coordinator)
-            self._watches[ending] = wrapped
-            self.in_flight += 1
-            outcome = "error"
-            try:
-                with job, ending:
-                    await function(request, wrapped)
-                outcome = "cut" if job.cancelled_caught else "ok"
-            finally:
-                del self._watches[ending]
-                self.in_flight -= 1
-                self.outcomes[method, outcome] += 1
-                in_flight.end_job(job)
-            if outcome == "cut":
-                await context.abort(grpc.StatusCode.UNAVAILABLE, CUT_DETAILS)
-            # Ended by graceshut after its last status was written: a normal end (OK).
-
-        return watch
 
 
 class _WatchContext:
