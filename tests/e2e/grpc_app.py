@@ -9,6 +9,7 @@
   ``/test.Echo/Forever`` streams ticks until it is ended;
 - the health servicer knows ``""``, ``test.Echo`` (readiness) and ``liveness``.
 
+``sync``: the sync ``grpc.server``, wired as docs/grpc.md shows.
 ``graceshut``: the server wired with graceshut.grpc (admin listener on
 ``GRACESHUT_ADMIN_ADDRESS``). ``baseline``: the common practice, ``await
 server.stop(grace=5)`` on SIGTERM, with the health service left as it is.
@@ -105,9 +106,66 @@ async def baseline(port: str) -> int:
     return 0
 
 
+def sync_server(port: str) -> int:
+    """The sync ``grpc.server``, wired as docs/grpc.md shows."""
+    import time
+    from concurrent import futures
+
+    from grpc_health.v1 import health
+
+    slow = float(os.environ.get("GRPC_APP_SLOW", "2"))
+
+    def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return request
+
+    def slow_call(request: bytes, context: grpc.ServicerContext) -> bytes:
+        time.sleep(slow)
+        return b"slow " + request
+
+    coordinator = graceshut.Coordinator()
+    server = grpc.server(futures.ThreadPoolExecutor(8))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "test.Echo",
+                {
+                    "Unary": grpc.unary_unary_rpc_method_handler(unary),
+                    "Slow": grpc.unary_unary_rpc_method_handler(slow_call),
+                },
+            ),
+        )
+    )
+    servicer = health.HealthServicer()
+    for name in ("test.Echo", "liveness"):
+        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{HOST}:{port}")
+
+    @coordinator.on_shutdown("announce", timeout=1)
+    def not_ready() -> None:
+        servicer.set("test.Echo", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    @coordinator.on_shutdown("drain", timeout=15)
+    def stop(ctx: graceshut.ShutdownContext) -> None:
+        server.stop(grace=max(0.0, ctx.remaining() - 2)).wait()
+
+    # A listener: after the sequence, SIGTERM's default action ends the process at once.
+    coordinator.on_report(lambda report: print("REPORT " + json.dumps(report.to_dict())))
+
+    async def serve() -> None:
+        async with coordinator.lifespan():  # SIGTERM and SIGINT start the sequence
+            server.start()
+            await coordinator.wait()
+
+    asyncio.run(serve())
+    return 0
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     port, mode = sys.argv[1], sys.argv[2]
+    if mode == "sync":
+        return sync_server(port)
     return asyncio.run(with_graceshut(port) if mode == "graceshut" else baseline(port))
 
 

@@ -369,3 +369,22 @@ def test_simulate_finds_the_failures_of_stop_on_sigterm(tmp_path: Path) -> None:
     assert status != 0
     assert report["clean"] is False
     assert report["requests"]["failed"] > 0, report["requests"]
+
+
+def test_the_sync_server_recipe_drains_and_exits_clean(
+    servers: Callable[..., GrpcServer],
+) -> None:
+    """The documented sync ``grpc.server`` wiring: readiness fails, the call in flight ends."""
+    server = servers("sync", {"GRACESHUT_PROPAGATION_DELAY": "0.5", "GRPC_APP_SLOW": "2"})
+    with grpc.insecure_channel(server.address) as channel:
+        slow = channel.unary_unary("/test.Echo/Slow").future(b"x", timeout=30)
+        time.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        readiness = check(server.address, READINESS)
+        assert slow.result() == b"slow x"
+    assert readiness == "NOT_SERVING"
+    assert server.wait_exit() == 0, server.output()
+    report = server.report()
+    assert report["ok"], report
+    assert [h["name"].rsplit(".", 1)[-1] for h in report["handlers"]] == ["not_ready", "stop"]
