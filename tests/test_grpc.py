@@ -243,3 +243,16 @@ async def test_the_grpc_probe_answers_as_the_kubelet_reads_it() -> None:
     assert results["down"].error == "service unhealthy (responded with NOT_SERVING)"
     assert not results["unknown"].ok
     assert "NOT_FOUND" in str(results["unknown"].error)
+
+
+def test_server_options_set_a_connection_age_within_the_delay() -> None:
+    """The connection age fits in the propagation delay (grpcio adds up to 10%); none at 0."""
+    five = graceshut.Coordinator(grace_period=30, propagation_delay=5)
+    (name, age_ms), *rest = graceshut.grpc.server_options(five)
+    assert (name, rest) == ("grpc.max_connection_age_ms", [])
+    assert age_ms * 1.1 < 5000
+    assert graceshut.grpc.server_options(five, max_age=2.5) == [
+        ("grpc.max_connection_age_ms", 2500)
+    ]
+    none = graceshut.Coordinator(grace_period=30, propagation_delay=0)
+    assert graceshut.grpc.server_options(none) == []

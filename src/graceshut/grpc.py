@@ -20,15 +20,21 @@ Why the port stays open until then: ``stop()`` refuses new calls and closes the
 listener at once, so a liveness probe during a long drain would be refused. Measured
 with grpcio 1.85 behind HAProxy in TCP mode, four long-lived channels at 100 calls/s:
 ``stop(grace)`` on SIGTERM failed 24 calls (``UNAVAILABLE``); the readiness name
-NOT_SERVING, 1.5 s of serving, then ``stop(grace)``, failed none: its GOAWAY moved the
-channels without losing a call.
+NOT_SERVING, 1.5 s of serving, then ``stop(grace)``, failed none. grpcio sends a GOAWAY
+on demand only from ``stop()``, and cancels a call that crosses it (at 400 calls/s on
+eight channels, 3 calls in 10 restarts): `server_options` sets a connection age within
+the propagation delay, whose GOAWAY cancels nothing, so that the channels have moved
+before the drain (none in 11 restarts).
 
 Example::
 
     coordinator = graceshut.Coordinator()
 
     async def main() -> int:
-        server = grpc.aio.server(interceptors=[graceshut.grpc.interceptor(coordinator)])
+        server = grpc.aio.server(
+            interceptors=[graceshut.grpc.interceptor(coordinator)],
+            options=graceshut.grpc.server_options(coordinator),
+        )
         greeter_pb2_grpc.add_GreeterServicer_to_server(Greeter(), server)
         health = HealthServicer()  # grpc_health.v1.health.aio
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -73,7 +79,7 @@ if TYPE_CHECKING:
     from ._coordinator import Coordinator
     from ._report import ShutdownReport
 
-__all__ = ["GrpcInstallation", "install", "interceptor"]
+__all__ = ["GrpcInstallation", "install", "interceptor", "server_options"]
 
 logger = logging.getLogger("graceshut")
 
@@ -91,6 +97,30 @@ def interceptor(coordinator: Coordinator) -> GracefulInterceptor:
     if tracker is None:
         tracker = _trackers[coordinator] = CallTracker(coordinator)
     return GracefulInterceptor(tracker)
+
+
+def server_options(
+    coordinator: Coordinator, *, max_age: float | None = None
+) -> list[tuple[str, int]]:
+    """Channel arguments that move long-lived channels off the pod within its delay.
+
+    ``grpc.aio.server(options=graceshut.grpc.server_options(coordinator), ...)``: every
+    connection is sent a GOAWAY once it is *max_age* seconds old (grpcio adds up to 10%
+    either way), its calls and streams still served to their end, so that a channel
+    opened before the shutdown has moved, through the Service, to another pod before the
+    drain begins. ``stop()`` at the end of the drain then finds no client sending: a call
+    that crosses ``stop()`` is cancelled by grpcio. Behind an L4 balancer it also spreads
+    channels over new pods after a scale-up. The cost: each channel reconnects once per
+    *max_age*.
+
+    Args:
+        coordinator: Its propagation delay sets the default.
+        max_age: Seconds; default the propagation delay / 1.2, none when it is 0.
+    """
+    age = coordinator.settings.propagation_delay / 1.2 if max_age is None else max_age
+    if age <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", max(1, round(age * 1000)))]
 
 
 @dataclasses.dataclass

@@ -83,7 +83,15 @@ async def health_service(server: grpc.aio.Server) -> health_aio.HealthServicer:
 
 async def with_graceshut(port: str) -> int:
     coordinator = graceshut.Coordinator()
-    server = grpc.aio.server(interceptors=[graceshut.grpc.interceptor(coordinator)])
+    server = grpc.aio.server(
+        interceptors=[graceshut.grpc.interceptor(coordinator)],
+        # GRPC_APP_MAX_AGE=0: without the connection age (to measure what it changes).
+        options=graceshut.grpc.server_options(
+            coordinator, max_age=float(os.environ["GRPC_APP_MAX_AGE"])
+        )
+        if "GRPC_APP_MAX_AGE" in os.environ
+        else graceshut.grpc.server_options(coordinator),
+    )
     server.add_generic_rpc_handlers((handlers(coordinator),))
     health = await health_service(server)
     server.add_insecure_port(f"{HOST}:{port}")
