@@ -207,11 +207,16 @@ def test_watch_streams_do_not_hold_the_drain(
     server = servers("graceshut", {"GRACESHUT_PROPAGATION_DELAY": "0.5", "GRPC_APP_SLOW": "2"})
     watchers = [Watcher(server.address, READINESS if i % 2 else "liveness") for i in range(10)]
     with grpc.insecure_channel(server.address) as channel:
+        ticks = channel.unary_stream("/test.Echo/Ticks")(b"", timeout=30)
         slow = channel.unary_unary("/test.Echo/Slow").future(b"last", timeout=30)
         time.sleep(0.3)
         server.process.send_signal(signal.SIGTERM)
+        ticked = sum(1 for _ in ticks)  # a stream that ends itself once the drain begins
+        ticks_done = time.time()
         assert slow.result() == b"slow last"
         slow_done = time.time()
+    assert ticked > 0
+    assert ticks_done < slow_done
     assert server.wait_exit() == 0, server.output()
     for watcher in watchers:
         watcher.join(5)
@@ -234,6 +239,7 @@ def test_watch_streams_do_not_hold_the_drain(
     assert all(w.statuses == ["SERVING"] for w in watchers[0::2])
     assert report["finished"]["/grpc.health.v1.Health/Watch"] == 10, report
     assert report["finished"]["/test.Echo/Slow"] == 1
+    assert report["finished"]["/test.Echo/Ticks"] == 1
     assert report["abandoned"] == []
     # Ended by the last call, far from the budget (room for a loaded machine).
     assert drain["duration"] < budget / 2, (drain, budget)
