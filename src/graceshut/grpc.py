@@ -172,10 +172,10 @@ class GrpcInstallation:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.server.stop(0)  # idempotent: stopped in the drain already
-                if self.admin is not None:
-                    # The shutdown route's answer (the report) is still being written.
-                    await anyio.to_thread.run_sync(self.admin.wait_answered, 2.0)
-                    self.admin.stop()
+                    if self.admin is not None:
+                        # The shutdown route's answer (the report) may still be on its way.
+                        await anyio.to_thread.run_sync(self.admin.wait_answered, 2.0)
+                        self.admin.stop()
         return await coordinator.wait()
 
     def readiness_names(self) -> list[str]:
@@ -207,7 +207,7 @@ class GrpcInstallation:
             end = self.coordinator.drain_ends_at
             grace = 0.0 if end is None else max(0.0, end - time.monotonic())
             with anyio.CancelScope(shield=True):
-                # GOAWAY to every connection; calls that race it still get their grace.
+                # A GOAWAY to every connection still open; what still runs gets the grace.
                 await self.server.stop(grace)
             logger.info("gRPC server stopped", extra={"phase": "drain"})
 
