@@ -7,7 +7,8 @@
 - ``/test.Echo/Ticks`` streams a tick every 50 ms until the drain begins, then ends
   (a stream that learns of the drain from ``coordinator.draining``);
   ``/test.Echo/Forever`` streams ticks until it is ended;
-- the health servicer knows ``""``, ``test.Echo`` (readiness) and ``liveness``.
+- the health servicer knows ``""``, ``test.Echo`` (readiness) and ``liveness``;
+- ``GRPC_APP_FAIL=1`` adds a flush handler that fails.
 
 ``sync``: the sync ``grpc.server``, wired as docs/grpc.md shows.
 ``graceshut``: the server wired with graceshut.grpc (admin listener on
@@ -96,6 +97,12 @@ async def with_graceshut(port: str) -> int:
     health = await health_service(server)
     server.add_insecure_port(f"{HOST}:{port}")
     installation = graceshut.grpc.install(server, coordinator, health=health, liveness="liveness")
+    if os.environ.get("GRPC_APP_FAIL"):
+
+        @coordinator.on_shutdown("flush", timeout=1)
+        def flush_fails() -> None:
+            raise RuntimeError("the cache could not be written")
+
     report = await installation.serve()
     print("REPORT " + json.dumps(report.to_dict()), flush=True)
     return report.exit_code

@@ -394,3 +394,32 @@ def test_the_sync_server_recipe_drains_and_exits_clean(
     report = server.report()
     assert report["ok"], report
     assert [h["name"].rsplit(".", 1)[-1] for h in report["handlers"]] == ["not_ready", "stop"]
+
+
+def test_a_failed_handler_makes_the_exit_status_1(servers: Callable[..., GrpcServer]) -> None:
+    """The exit status says what the report says: a failed flush handler exits 1."""
+    server = servers("graceshut", {"GRACESHUT_PROPAGATION_DELAY": "0.2", "GRPC_APP_FAIL": "1"})
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 1, server.output()
+    report = server.report()
+    assert report["ok"] is False
+    assert [h["outcome"] for h in report["handlers"]] == ["ok", "error"]
+
+
+def test_without_graceshut_a_watch_stream_holds_stop_for_its_grace(
+    servers: Callable[..., GrpcServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The baseline, ``stop(grace=5)`` on SIGTERM: one Watch open keeps the process 5 s."""
+    server = servers("baseline")
+    watcher = Watcher(server.address, READINESS)
+    time.sleep(0.3)
+    sent = time.time()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0, server.output()
+    exited = time.time() - sent
+    watcher.join(5)
+    with capsys.disabled():
+        print(f"\nstop(grace=5) with one Watch open: exited {exited:.2f}s after SIGTERM")
+    assert watcher.statuses == ["SERVING"], "never told that the server was going"
+    assert watcher.ended != "OK"  # cut when the grace ran out
+    assert exited > 4, "the grace of 5 s ran out before the process could exit"
