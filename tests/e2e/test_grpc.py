@@ -78,8 +78,7 @@ def servers(tmp_path: Path) -> Iterator[Callable[..., GrpcServer]]:
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.stop()
+        server.stop()
 
 
 def take_out_when_not_ready(
