@@ -422,3 +422,28 @@ def test_without_graceshut_a_watch_stream_holds_stop_for_its_grace(
     assert watcher.statuses == ["SERVING"], "never told that the server was going"
     assert watcher.ended != "OK"  # cut when the grace ran out
     assert exited > 4, "the grace of 5 s ran out before the process could exit"
+
+
+def test_the_example_grpc_deployment_stops_clean_under_simulate() -> None:
+    """examples/k8s/deployment-grpc.yaml with examples/grpc_service.py: a clean verdict."""
+    port, admin = free_port(), free_port()
+    bin_dir = Path(sys.executable).parent  # where `graceshut` is installed
+    command = [sys.executable, "-m", "graceshut.cli", "simulate", "--manifest"]
+    command += [str(ROOT / "examples" / "k8s" / "deployment-grpc.yaml"), "--port", str(port)]
+    # The manifest's own ports and hook, on this run's free ports.
+    command += ["--env", f"PORT={port}", "--env", f"GRACESHUT_ADMIN_ADDRESS={admin}"]
+    command += ["--env", f"PATH={bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"]
+    command += ["--prestop-exec", f"graceshut prestop http://127.0.0.1:{admin}/shutdown"]
+    command += ["--env", "GRACESHUT_PROPAGATION_DELAY=1", "--endpoint-lag", "0.5"]
+    command += ["--warmup", "1", "--rate", "100", "--no-progress", "--json"]
+    command += ["--grpc", "/helloworld.Greeter/SayHello"]
+    command += ["--grpc-stream", "/helloworld.Greeter/Subscribe"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, (report["problems"], result.stderr, report["app_output_tail"])
+    assert report["requests"]["failed"] == 0
+    assert report["requests"]["ok"] >= 100
+    assert report["app_report"]["ok"] is True
+    assert report["settings"]["liveness"].endswith("service='liveness'")
