@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import inspect
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +32,6 @@ from grpc import aio as grpc_aio
 
 if TYPE_CHECKING:
     from ._coordinator import Coordinator
-
-logger = logging.getLogger("graceshut")
 
 WATCH_METHOD = "/grpc.health.v1.Health/Watch"
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
@@ -48,7 +45,8 @@ class CallTracker:
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
         #: Calls by (method, outcome): ``ok``, ``error`` (the handler failed or aborted
-        #: the call) or ``cut`` (graceshut ended it at the drain's deadline).
+        #: the call, or the client cancelled it) or ``cut`` (graceshut ended it at the
+        #: drain's deadline).
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.in_flight = 0
         self._watches: dict[anyio.CancelScope, _WatchContext] = {}

@@ -2,8 +2,8 @@
 
 - ``graceshut_grpc_calls_in_flight``: calls of async handlers running now.
 - ``graceshut_grpc_calls_total{method,outcome}``: calls ended, by outcome: ``ok``,
-  ``error`` (the handler failed or aborted the call) or ``cut`` (ended by graceshut
-  at the drain's deadline).
+  ``error`` (the handler failed or aborted the call, or the client cancelled it) or
+  ``cut`` (ended by graceshut at the drain's deadline).
 """
 
 from __future__ import annotations
