@@ -14,7 +14,7 @@ from graceshut.cli import main
 from graceshut.simulate._actions import Exec, HttpGet, Sleep
 from graceshut.simulate._kubelet import stop_timeout
 from graceshut.simulate._manifest import ManifestError, read_manifest
-from graceshut.simulate._run import pod_ip
+from graceshut.simulate._ready import pod_ip
 
 from .asgi_servers import ROOT, free_port
 
@@ -358,9 +358,9 @@ def test_the_example_deployment_reads_as_written() -> None:
         (
             {
                 "kind": "Pod",
-                "spec": {"containers": [{"name": "a", "readinessProbe": {"grpc": {}}}]},
+                "spec": {"containers": [{"name": "a", "readinessProbe": {"udp": {}}}]},
             },
-            "plays httpGet, exec or tcpSocket; the manifest has grpc",
+            "plays httpGet, exec, tcpSocket or grpc; the manifest has udp",
         ),
         (
             {

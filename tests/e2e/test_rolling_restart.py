@@ -73,7 +73,13 @@ class HAProxy:
     """A HAProxy process in front of the given ports."""
 
     def __init__(
-        self, directory: Path, ports: list[int], *, up: int | None = None, inter: str = "500ms"
+        self,
+        directory: Path,
+        ports: list[int],
+        *,
+        up: int | None = None,
+        template: str = HAPROXY_CONFIG,
+        inter: str = "500ms",
     ) -> None:
         # Debian puts it in /usr/sbin, which is not on every user's PATH.
         binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
@@ -91,7 +97,7 @@ class HAProxy:
         )
         config = directory / "haproxy.cfg"
         config.write_text(
-            HAPROXY_CONFIG.format(socket=self.socket, port=self.port, servers=servers, inter=inter)
+            template.format(socket=self.socket, port=self.port, servers=servers, inter=inter)
         )
         self.log = directory / "haproxy.log"
         with self.log.open("wb") as log:
@@ -143,8 +149,8 @@ def haproxy(tmp_path: Path) -> Iterator[Callable[..., HAProxy]]:
     """Start HAProxy in front of ports; stopped at teardown."""
     started: list[HAProxy] = []
 
-    def start(ports: list[int], *, up: int | None = None, inter: str = "500ms") -> HAProxy:
-        proxy = HAProxy(tmp_path, ports, up=up, inter=inter)
+    def start(ports: list[int], *, up: int | None = None, **options: Any) -> HAProxy:
+        proxy = HAProxy(tmp_path, ports, up=up, **options)
         started.append(proxy)
         return proxy
 

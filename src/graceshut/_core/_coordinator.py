@@ -165,6 +165,15 @@ class Coordinator(Registration):
         return self._state.phase
 
     @property
+    def drain_ends_at(self) -> float | None:
+        """When the drain step ends (`time.monotonic`), once it has begun; else None.
+
+        For a server stopped at the drain (a gRPC server's ``stop(grace)``): its grace is
+        what is left of the drain's share of the deadline.
+        """
+        return self._state.drain_end
+
+    @property
     def report(self) -> ShutdownReport | None:
         """The report once the sequence has finished, else None."""
         return self._state.report

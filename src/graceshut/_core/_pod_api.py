@@ -26,7 +26,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from .._core._pod import pod_name
+from ._pod import pod_name
 
 DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 ENV_SERVICE_ACCOUNT_DIR = "GRACESHUT_SERVICE_ACCOUNT_DIR"

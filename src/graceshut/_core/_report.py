@@ -145,6 +145,8 @@ class ShutdownReport:
         budget: Seconds from the first trigger to the deadline the run used.
         deadline_detail: One line on how that deadline was chosen (and, when the API
             server was asked but not used, why).
+        finished: Tracked work (`Coordinator.track` jobs, gRPC calls by method) that
+            ended by itself after the first trigger, counted by name.
     """
 
     reason: str
@@ -160,6 +162,7 @@ class ShutdownReport:
     deadline_source: str = "config"
     budget: float | None = None
     deadline_detail: str = ""
+    finished: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -202,6 +205,7 @@ class ShutdownReport:
             "deadline_source": self.deadline_source,
             "budget": None if self.budget is None else round(self.budget, 3),
             "deadline_detail": self.deadline_detail,
+            "finished": dict(self.finished),
         }
 
     def summary(self) -> str:

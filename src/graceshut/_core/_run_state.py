@@ -51,6 +51,8 @@ class RunState:
     deadline: float | None = None
     """The run's deadline (monotonic) once it started: the configured one, or sooner
     when the API server says the deletion gives less."""
+    drain_end: float | None = None
+    """When the drain step ends (monotonic), from the moment it begins."""
 
     def start(
         self,

@@ -146,6 +146,7 @@ class Sequence:
     async def _drain(self, run: Run, end: float) -> None:
         in_flight = self._in_flight
         state = self._state
+        state.drain_end = end
         in_flight.draining = True
         in_flight.refresh()
         self._drain_started.set()
@@ -243,6 +244,7 @@ class Sequence:
             deadline_source=run.deadline_source,
             budget=run.deadline - run.start,
             deadline_detail=run.deadline_detail,
+            finished=dict(self._in_flight.finished),
         )
         state.report = report
         run.note("done", ok=report.ok, deadline_source=run.deadline_source)

@@ -27,6 +27,7 @@ class InFlight:
         "ended",
         "evidence",
         "fast",
+        "finished",
         "jobs",
         "jobs_started",
         "named",
@@ -74,6 +75,8 @@ class InFlight:
         self.cut: set[Any] = set()
         #: Cancel scopes of tracked jobs, by scope: ended at the drain's deadline.
         self.jobs: dict[anyio.CancelScope, str] = {}
+        #: Tracked jobs that ended by themselves after the first trigger, by name.
+        self.finished: Counter[str] = Counter()
         if self.evidence is not None:
             self.evidence.reset()
 
@@ -117,6 +120,8 @@ class InFlight:
     def end_job(self, scope: anyio.CancelScope) -> None:
         """Count the job of *scope* as ended."""
         name = self.jobs.pop(scope)
+        if self.shutting_down and not scope.cancel_called:
+            self.finished[name] += 1
         self.named[name] -= 1
         if not self.named[name]:
             del self.named[name]

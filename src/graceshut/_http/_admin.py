@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from .._core._config import ConfigError
 from . import _probes
+from ._metrics import prometheus_metrics
 from ._responses import NO_STORE, json_body
 from ._shutdown_route import BAD_WAIT, method_not_allowed, parse_wait
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from .._core._coordinator import Coordinator
     from ._shutdown_route import ShutdownEndpoint
 
-__all__ = ["ENV_ADMIN_ADDRESS", "AdminListener", "parse_admin_address"]
+__all__ = ["ENV_ADMIN_ADDRESS", "AdminListener", "parse_admin_address", "prometheus_metrics"]
 
 logger = logging.getLogger("graceshut")
 
@@ -118,6 +119,7 @@ class AdminListener:
         self._release_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._run_on_loop: Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any] | None = None
+        self._answering, self._answered = 0, threading.Condition()
 
     @property
     def serving(self) -> bool:
@@ -142,6 +144,16 @@ class AdminListener:
         self._thread.start()
         if not bound and not self._stopped.is_set():
             logger.debug("admin listener %s is served by another worker", self.address)
+
+    def wait_answered(self, timeout: float) -> bool:
+        """Block (in a thread) until no answer is being written (the report), or *timeout*."""
+        with self._answered:
+            return self._answered.wait_for(lambda: not self._answering, timeout)
+
+    def _count_answering(self, delta: int) -> None:
+        with self._answered:
+            self._answering += delta
+            self._answered.notify_all()
 
     def stop(self) -> None:
         """Stop serving and release the address (within ~0.2 s). Idempotent."""
@@ -330,6 +342,13 @@ class _AdminHandler(http.server.BaseHTTPRequestHandler):
     timeout = 10  # a client that sends nothing must not hold a thread forever
 
     def _respond(self) -> None:
+        self.admin._count_answering(+1)  # noqa: SLF001 - the listener's own handler
+        try:
+            self._answer()
+        finally:
+            self.admin._count_answering(-1)  # noqa: SLF001
+
+    def _answer(self) -> None:
         headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1", "replace"))
             for k, v in self.headers.items()
@@ -359,28 +378,3 @@ class _AdminHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         logger.debug("admin listener: " + format, *args)  # noqa: G003
-
-
-def prometheus_metrics(registry: Any = None) -> Callable[[], tuple[bytes, str]] | None:
-    """``/metrics`` from prometheus-client, or None when it is not installed.
-
-    *registry* defaults to prometheus-client's global one, or with
-    ``PROMETHEUS_MULTIPROC_DIR`` set, every worker's metrics through its multiprocess
-    collector.
-    """
-    try:
-        import prometheus_client  # noqa: PLC0415 - optional
-        from prometheus_client import multiprocess  # noqa: PLC0415
-    except ImportError:
-        return None
-    if registry is None:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = prometheus_client.CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        else:
-            registry = prometheus_client.REGISTRY
-
-    def render() -> tuple[bytes, str]:
-        return prometheus_client.generate_latest(registry), prometheus_client.CONTENT_TYPE_LATEST
-
-    return render

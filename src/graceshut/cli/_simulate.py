@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..simulate import _junit, _picture, _preflight, _report
+from ..simulate import _junit, _picture, _preflight, _report, _text
 from ..simulate._manifest import ManifestError
 from ..simulate._plan import DEFAULT_PORT, UsageError, build_plan
 from ..simulate._run import Plan, Progress, simulate
@@ -192,6 +192,21 @@ def add_simulate_command(commands: Any) -> None:
         metavar="PATH",
         help="path to request (repeatable, taken in turn; default /)",
     )
+    load.add_argument(
+        "--grpc",
+        action="append",
+        type=_grpc_method,
+        dest="grpc_unary",
+        metavar="/PKG.SERVICE/METHOD",
+        help="call this unary gRPC method instead of HTTP requests (repeatable; empty request)",
+    )
+    load.add_argument(
+        "--grpc-stream",
+        action="append",
+        type=_grpc_method,
+        metavar="/PKG.SERVICE/METHOD",
+        help="keep a call to this server-streaming gRPC method open (repeatable)",
+    )
     load.add_argument("--no-keep-alive", action="store_true", help="a new connection per request")
     load.add_argument(
         "--timeout",
@@ -250,7 +265,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         if plan.scratch is not None:
             shutil.rmtree(plan.scratch, ignore_errors=True)
     data = _report.to_dict(outcome)
-    text = _report.render_text(data)
+    text = _text.render_text(data)
     print(json.dumps(data, indent=2) if args.json else text)
     _write_files(
         [
@@ -358,6 +373,13 @@ _port = _whole_number(1, 65535, "a port number")
 def _path(text: str) -> str:
     if not text.startswith("/"):
         raise argparse.ArgumentTypeError(f"{text!r} must start with /")
+    return text
+
+
+def _grpc_method(text: str) -> str:
+    parts = text.split("/")
+    if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"{text!r} is not a gRPC method: /package.Service/Method")
     return text
 
 

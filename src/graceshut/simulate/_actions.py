@@ -111,7 +111,19 @@ class TcpSocket:
         return f"tcpSocket {self.host or target.host}:{target.port(self.port)}"
 
 
-Action = HttpGet | Exec | Sleep | TcpSocket
+@dataclasses.dataclass(frozen=True)
+class Grpc:
+    """A ``grpc`` probe: the health service's ``Check`` for *service* (Kubernetes 1.27+)."""
+
+    port: int
+    service: str = ""
+
+    def describe(self, target: Target) -> str:
+        """One line for the report."""
+        return f"grpc {target.host}:{target.port(self.port)} service={self.service!r}"
+
+
+Action = HttpGet | Exec | Sleep | TcpSocket | Grpc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +173,10 @@ def run(
         result = Result(ok=True, duration=0.0)
     elif not probe:
         result = Result(ok=False, duration=0.0, error=INVALID_HANDLER)
+    elif isinstance(action, Grpc):
+        from ._grpc import check  # noqa: PLC0415 - needs graceshut[grpc]
+
+        result = check(action.service, target.host, target.port(action.port), timeout)
     else:
         result = _tcp_socket(action, target, timeout)
     return dataclasses.replace(result, duration=time.monotonic() - started)

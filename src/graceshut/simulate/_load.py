@@ -46,6 +46,10 @@ class LoadSpec:
     concurrency: int = 4
     keep_alive: bool = True
     timeout: float = 10.0
+    grpc_unary: tuple[str, ...] = ()
+    """gRPC methods (``/package.Service/Method``) called instead of HTTP requests."""
+    grpc_stream: tuple[str, ...] = ()
+    """Server-streaming gRPC methods, each kept open by a client of its own."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._actions import Action, Exec, HttpGet, Sleep, TcpSocket
+from ._actions import Action, Exec, Grpc, HttpGet, Sleep, TcpSocket
 from ._kubelet import Probe
 
 DEFAULT_GRACE_PERIOD = 30
@@ -288,7 +288,13 @@ def _action(spec: Any, where: str, *, hook: bool) -> Action:
         get = spec["tcpSocket"]
         port = _port(_get(get, "port", f"{where}.tcpSocket"), f"{where}.tcpSocket.port")
         return TcpSocket(port=port, host=str(get["host"]) if get.get("host") else None)
-    kinds = "httpGet, exec, sleep or tcpSocket" if hook else "httpGet, exec or tcpSocket"
+    if not hook and isinstance(spec.get("grpc"), dict):
+        get = spec["grpc"]
+        port = _get(get, "port", f"{where}.grpc")
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise ManifestError(f"{where}.grpc.port: {port!r} is not a port number")
+        return Grpc(port=port, service=str(get.get("service") or ""))
+    kinds = "httpGet, exec, sleep or tcpSocket" if hook else "httpGet, exec, tcpSocket or grpc"
     given = ", ".join(sorted(str(k) for k in spec)) or "nothing"
     raise ManifestError(f"{where}: graceshut simulate plays {kinds}; the manifest has {given}")
 

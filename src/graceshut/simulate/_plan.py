@@ -14,11 +14,12 @@ import tempfile
 from pathlib import Path
 
 from . import _pid1
-from ._actions import Action, Exec, HttpGet, Sleep, Target, TcpSocket
+from ._actions import Action, Exec, Grpc, HttpGet, Sleep, Target, TcpSocket
 from ._kubelet import Probe
 from ._load import LoadSpec
 from ._manifest import ContainerSpec, ManifestError, read_manifest
-from ._run import Plan, child_path, pod_ip
+from ._ready import pod_ip
+from ._run import Plan, child_path
 
 DEFAULT_PORT = 8000
 DEFAULT_GRACE_PERIOD = 30
@@ -92,6 +93,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         concurrency=args.concurrency,
         keep_alive=not args.no_keep_alive,
         timeout=args.timeout,
+        grpc_unary=tuple(getattr(args, "grpc_unary", None) or ()),
+        grpc_stream=tuple(getattr(args, "grpc_stream", None) or ()),
     )
     return Plan(
         command=command,
@@ -172,7 +175,7 @@ def _main_port(spec: ContainerSpec) -> int | None:
         return spec.ports[0]
     for probe in (spec.readiness, spec.liveness):
         action = probe.action if probe is not None else None
-        if isinstance(action, (HttpGet, TcpSocket)) and isinstance(action.port, int):
+        if isinstance(action, (HttpGet, TcpSocket, Grpc)) and isinstance(action.port, int):
             return action.port
     if isinstance(spec.prestop, HttpGet) and isinstance(spec.prestop.port, int):
         return spec.prestop.port
@@ -226,6 +229,8 @@ def _readiness(
     if args.ready_path is not None:
         return Probe(HttpGet(path=args.ready_path, port=port))
     if spec is None:
+        if getattr(args, "grpc_unary", None) or getattr(args, "grpc_stream", None):
+            return Probe(Grpc(port=port))  # the server as a whole: the empty service name
         return Probe(HttpGet(path="/readyz", port=port))
     if spec.readiness is not None:
         return spec.readiness

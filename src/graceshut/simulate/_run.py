@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import ipaddress
 import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from .._core._budget import ENV_PROGRESS_FILE
-from ._actions import Action, Exec, HttpGet, Target, TcpSocket
+from ._actions import Action, Exec, Target
 from ._apiserver import ApiServer, TlsError
 from ._container import Container, Output
 from ._kubelet import Probe, ProbeWatcher, Termination, describe_exit, terminate
 from ._load import Failure, LoadGenerator, LoadSpec
-from ._preflight import port_taken
+from ._ready import wait_ready
 from ._service import Endpoints
 from ._steps import read_progress
 from ._timeline import Timeline
@@ -201,7 +198,7 @@ class _Run:
     def play(self) -> None:
         plan, timeline, outcome, container = self.plan, self.timeline, self.outcome, self.container
         self._stage("waiting for readiness")
-        outcome.error = _wait_ready(plan, container, timeline)
+        outcome.error = wait_ready(plan, container, timeline)
         if outcome.error is not None:
             return
         readiness = ProbeWatcher(
@@ -220,7 +217,7 @@ class _Run:
             serving=readiness.passing_at,
         )
         outcome.endpoints = endpoints
-        self.load = LoadGenerator(plan.load, route=endpoints.route)
+        self.load = _load_generator(plan.load, endpoints.route)
         self.load.start()
         if self.progress is not None:
             self.progress.load = self.load
@@ -314,73 +311,24 @@ def _interval(probe: Probe) -> float:
     return 0.5 if isinstance(probe.action, Exec) else 0.1
 
 
+def _load_generator(spec: LoadSpec, route: Callable[[], str]) -> LoadGenerator:
+    if not (spec.grpc_unary or spec.grpc_stream):
+        return LoadGenerator(spec, route=route)
+    from ._grpc import GrpcLoad  # noqa: PLC0415 - needs graceshut[grpc]
+
+    return GrpcLoad(spec, route=route)
+
+
 def _describe_load(spec: LoadSpec) -> str:
+    if spec.grpc_unary or spec.grpc_stream:
+        rate = f"{spec.rate:g} calls/s" if spec.rate > 0 else "as fast as possible"
+        parts = [f"{rate} from {spec.concurrency} gRPC channels on {', '.join(spec.grpc_unary)}"]
+        parts = parts if spec.grpc_unary else []
+        parts += [f"a stream on {method}" for method in spec.grpc_stream]
+        return "; ".join(parts)
     rate = f"{spec.rate:g} req/s" if spec.rate > 0 else "as fast as possible"
     kind = "keep-alive clients" if spec.keep_alive else "clients (no keep-alive)"
     return f"{rate} from {spec.concurrency} {kind} on {', '.join(spec.paths)}"
-
-
-def _wait_ready(plan: Plan, container: Container, timeline: Timeline) -> str | None:
-    """None once the readiness probe passes, else why the run cannot go on."""
-    probe = plan.readiness
-    what = probe.action.describe(plan.target)
-    deadline = time.monotonic() + plan.ready_timeout
-    last = "nothing"
-    while time.monotonic() < deadline:
-        status = container.wait(0)
-        if status is not None:
-            return f"the app exited ({describe_exit(status)}) before it was ready"
-        result = probe.check(plan.target, plan.env)
-        if result.ok:
-            timeline.add("ready", f"{what}: {result.summary()}")
-            return None
-        last = result.summary()
-        if result.error == "connection refused" and _listens_on_loopback_only(plan, probe.action):
-            # Someone else's socket first: the app may have failed to bind the port.
-            taken = port_taken(plan.load.port, container.process.pid)
-            if taken is not None:
-                return taken
-            return (
-                f"the app listens on 127.0.0.1 only, but in a pod the kubelet's probes and "
-                f"hooks and the Service's traffic come to the pod IP ({plan.target.host}): "
-                "bind it to 0.0.0.0 (uvicorn --host 0.0.0.0), or pass --pod-ip 127.0.0.1"
-            )
-        time.sleep(0.1)
-    return f"not ready after {plan.ready_timeout:g}s: {what} answered {last}"
-
-
-def _listens_on_loopback_only(plan: Plan, action: Action) -> bool:
-    if isinstance(action, (Exec,)) or _is_loopback(plan.target.host):
-        return False
-    if not isinstance(action, (HttpGet, TcpSocket)) or action.host:
-        return False
-    with (
-        contextlib.suppress(OSError),
-        socket.create_connection(("127.0.0.1", plan.target.port(action.port)), timeout=1),
-    ):
-        return True
-    return False
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def pod_ip() -> str | None:
-    """This machine's address on its default route, as a pod's IP is: None when offline.
-
-    Connecting a UDP socket sends nothing; it only asks the kernel for the route.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("10.255.255.255", 1))
-            address = str(probe.getsockname()[0])
-        except OSError:
-            return None
-    return None if _is_loopback(address) or address == "0.0.0.0" else address  # noqa: S104
 
 
 def child_path(environ: Mapping[str, str]) -> str:

@@ -1,0 +1,1 @@
+"""The gRPC adapter's parts: counting calls through an interceptor, and their metrics."""
