@@ -66,10 +66,11 @@ def provenance(result: Result) -> str:
     dirty = " (with uncommitted changes)" if run["dirty"] else ""
     note = f"; {machine['note']}" if machine["note"] else ""
     quick = " **quick mode: rough numbers**" if run["mode"] == "quick" else ""
+    memory = f", {machine['memory_gib']:g} GiB" if machine["memory_gib"] else ""
     return (
         f"*`{result['command']}`, commit `{run['commit'][:12]}`{dirty}, {run['date'][:10]};"
         f"{quick} {run['python']}; {libraries}. Machine: {machine['cpu']}, "
-        f"{machine['cores_usable']} of {machine['cores']} cores, {machine['memory_gib']:g} GiB, "
+        f"{machine['cores_usable']} of {machine['cores']} cores{memory}, "
         f"{machine['os']}{load}{note}.*"
     )
 
