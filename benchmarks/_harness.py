@@ -297,17 +297,28 @@ def _memory_gib() -> float | None:
         return None
 
 
+def _code() -> tuple[str, bool]:
+    changes = _git("status", "--porcelain", "--", "src", "benchmarks", ":!benchmarks/results")
+    return _git("rev-parse", "HEAD") or "unknown", bool(changes)
+
+
+#: The commit the measured code comes from, and whether it had uncommitted changes, when
+#: the run started (a commit made while a long run goes on is not what it measured).
+CODE_AT_START = _code()
+
+
 def run_info(*, quick: bool, note: str = "") -> dict[str, object]:
     """What a result was measured on: the commit, Python, libraries and the machine.
 
-    ``dirty`` says the measured code differed from the commit (changes under src/ or
-    benchmarks/, other than the result files themselves). The load averages before and
-    after the run tell how busy the machine was; *note* says what was known about it.
+    ``dirty`` says the measured code differed from the commit when the run started
+    (changes under src/ or benchmarks/, other than the result files themselves). The
+    load averages before and after the run tell how busy the machine was; *note* says
+    what was known about it.
     """
-    changes = _git("status", "--porcelain", "--", "src", "benchmarks", ":!benchmarks/results")
+    commit, dirty = CODE_AT_START
     return {
-        "commit": _git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(changes),
+        "commit": commit,
+        "dirty": dirty,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mode": "quick" if quick else "full",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
