@@ -165,16 +165,18 @@ def new_coordinator(**settings: float) -> graceshut.Coordinator:
 
 
 def graceshut_middleware(
-    app: App, coordinator: graceshut.Coordinator | None = None
+    app: App,
+    coordinator: graceshut.Coordinator | None = None,
+    cls: type[GracefulShutdownMiddleware] = GracefulShutdownMiddleware,
 ) -> GracefulShutdownMiddleware:
-    """The middleware with the three routes that `graceshut.starlette.install` adds."""
+    """The middleware (or *cls*, a variant of it) with the routes that `install` adds."""
     coordinator = coordinator or new_coordinator()
     routes: dict[str, Any] = {
         "/shutdown": ShutdownEndpoint(coordinator),
         "/readyz": ReadinessEndpoint(coordinator),
         "/livez": LivenessEndpoint(coordinator),
     }
-    return GracefulShutdownMiddleware(app, coordinator, routes=routes)
+    return cls(app, coordinator, routes=routes)
 
 
 def wrappers(app: App) -> dict[str, tuple[App, str]]:

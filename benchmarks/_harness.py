@@ -6,6 +6,7 @@ anything else is importable.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -65,6 +67,8 @@ class Measure:
     detail: str = ""
     error: str = ""
     skipped: str = ""
+    #: Other numbers of the same measure, by label, in its unit (rendered beside it).
+    values: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -160,10 +164,7 @@ def header_lines(config: Config, peers: Iterable[str]) -> list[str]:
             f"machine:   {cpu_model()}, {usable_cores()} cores usable of {os.cpu_count()}"
             f"{memory}, {platform.system()} {platform.release()}"
         ),
-        (
-            f"python:    {platform.python_implementation()} {platform.python_version()}"
-            f" ({Path(sys.executable).parent.parent})"
-        ),
+        f"python:    {platform.python_implementation()} {platform.python_version()}",
         f"libraries: {libraries}",
         "busy:      load average before the run "
         + (" ".join(f"{v:.2f}" for v in LOAD_AT_START) if LOAD_AT_START else "unknown")
@@ -259,7 +260,118 @@ def render(measures: Sequence[Measure]) -> str:
     return "\n".join(line.rstrip() for line in out)
 
 
-def write_json(path: Path, header: list[str], measures: Sequence[Measure]) -> None:
-    """The same results, machine-readable."""
-    payload = {"header": header, "measures": [m.to_dict() for m in measures]}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+# -- the result files --------------------------------------------------------------
+
+#: Where full runs save their results, one JSON file per measure; docs/benchmarks.md is
+#: rendered from them (benchmarks/render.py).
+RESULTS = BENCHMARKS / "results"
+#: Libraries whose versions are saved with every result.
+LIBRARIES = ("graceshut", "starlette", "anyio", "uvicorn", "uvloop", "httptools", "trio")
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=ROOT, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _os_name() -> str:
+    name = platform.system()
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                name = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return f"{name}, {platform.system()} {platform.release()}"
+
+
+def _memory_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _code() -> tuple[str, bool]:
+    changes = _git("status", "--porcelain", "--", "src", "benchmarks", ":!benchmarks/results")
+    return _git("rev-parse", "HEAD") or "unknown", bool(changes)
+
+
+#: The commit the measured code comes from, and whether it had uncommitted changes, when
+#: the run started (a commit made while a long run goes on is not what it measured).
+CODE_AT_START = _code()
+
+
+def run_info(*, quick: bool, note: str = "") -> dict[str, object]:
+    """What a result was measured on: the commit, Python, libraries and the machine.
+
+    ``dirty`` says the measured code differed from the commit when the run started
+    (changes under src/ or benchmarks/, other than the result files themselves). The
+    load averages before and after the run tell how busy the machine was; *note* says
+    what was known about it.
+    """
+    commit, dirty = CODE_AT_START
+    return {
+        "commit": commit,
+        "dirty": dirty,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mode": "quick" if quick else "full",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "libraries": {name: version_of(name) for name in LIBRARIES},
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "cores_usable": usable_cores(),
+            "memory_gib": _memory_gib(),
+            "os": _os_name(),
+            "load_before": [round(v, 2) for v in LOAD_AT_START] if LOAD_AT_START else None,
+            "load_after": [round(v, 2) for v in os.getloadavg()]
+            if hasattr(os, "getloadavg")
+            else None,
+            "note": note,
+        },
+    }
+
+
+def add_result_options(parser: argparse.ArgumentParser) -> None:
+    """``--results DIR`` and ``--note TEXT``, shared by every command that saves results."""
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"save the result files in DIR (default: {RESULTS.relative_to(ROOT)})",
+    )
+    parser.add_argument(
+        "--note", default="", help="what is known about the machine's load, saved with the results"
+    )
+
+
+def save_result(
+    directory: Path | None,
+    name: str,
+    command: str,
+    results: object,
+    *,
+    quick: bool,
+    note: str = "",
+) -> Path | None:
+    """Write ``<directory>/<name>.json``: *results* with the run's commit and machine."""
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    payload = {
+        "name": name,
+        "command": command,
+        "run": run_info(quick=quick, note=note),
+        "results": results,
+    }
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    print(f"saved {path}", file=sys.stderr)
+    return path

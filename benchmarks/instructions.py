@@ -17,6 +17,10 @@ anywhere in the process can move them by about 1,000 instructions, as the
 interpreter's caches fall differently: read differences under half a point as unsettled.
 
     python benchmarks/instructions.py [--requests N] [--warmup N] [--launches K] [--stack NAME]
+                                      [--results DIR] [--note TEXT]
+
+The counts are saved in benchmarks/results/instructions.json (or --results DIR), which
+docs/benchmarks.md is rendered from.
 
 Needs valgrind (``apt-get install -y valgrind``) and the benchmark environment
 (``python3 benchmarks/run.py setup``, for uvloop and httptools); run it with
@@ -37,7 +41,12 @@ import tempfile
 import time
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parent
+from _harness import BENCHMARKS, RESULTS, add_result_options, save_result
+
+DEFAULT_REQUESTS = 3000
+#: The request path's goal, as in the paired throughput measure: graceshut within a
+#: point (of the bare app's count) of the hand-written counter.
+GOAL_POINTS = 1.0
 APPS = {
     "bare": "bare",
     "counter": "with_counter",
@@ -126,16 +135,19 @@ def instructions_per_request(
 
 
 def main() -> None:
-    """Count each app on each stack, print the ratios to the bare app."""
+    """Count each app on each stack, print the ratios to the bare app, save them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS)
     parser.add_argument("--warmup", type=int, default=1000, help="requests before counting")
     parser.add_argument("--launches", type=int, default=2)
     parser.add_argument("--stack", action="append", choices=list(STACKS))
+    add_result_options(parser)
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is missing: apt-get install -y valgrind")
     print(f"python: {sys.version.split()[0]}; {args.requests} requests a launch")
+    stacks: dict[str, dict[str, dict[str, float]]] = {}
+    goals: dict[str, bool] = {}
     for stack in args.stack or list(STACKS):
         counts: dict[str, list[float]] = {name: [] for name in APPS}
         with tempfile.TemporaryDirectory() as workdir:
@@ -159,6 +171,24 @@ def main() -> None:
             gap = statistics.median(counts["graceshut"]) - statistics.median(counts[floor])
             points = 100 * gap / bare
             print(f"  graceshut - {floor}: {gap:+,.0f} instructions, {points:.2f} points")
+        stacks[stack] = {
+            name: {"median": statistics.median(v), "min": min(v), "max": max(v)}
+            for name, v in counts.items()
+        }
+        gap = statistics.median(counts["graceshut"]) - statistics.median(counts["counter"])
+        goals[stack] = 100 * gap / bare <= GOAL_POINTS
+    command = "benchmarks/.venv/bin/python benchmarks/instructions.py"
+    quick = args.requests < DEFAULT_REQUESTS or args.launches < 2
+    payload = {
+        "requests": args.requests,
+        "warmup": args.warmup,
+        "launches": args.launches,
+        "goal": f"graceshut - counter <= {GOAL_POINTS:g} point of the bare app's count",
+        "met": goals,
+        "stacks": stacks,
+    }
+    results = args.results if args.results is not None else RESULTS
+    save_result(results, "instructions", command, payload, quick=quick, note=args.note)
 
 
 if __name__ == "__main__":

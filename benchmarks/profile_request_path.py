@@ -1,365 +1,266 @@
-"""Where `GracefulShutdownMiddleware.__call__` spends its time, and what would cut it.
+"""Where `GracefulShutdownMiddleware.__call__` spends its time while serving, part by part.
 
-Three views of the HTTP request path, in-process (no network):
+Three views of today's HTTP hot path (a request while serving on asyncio), in-process:
 
-1. Variants: private copies of the middleware's HTTP path, each changed in one way,
-   timed against the bare app and the real middleware in the same interleaved rounds.
-   "ablation" variants remove a part to price it; "proposal" variants keep the
-   behaviour and do the same work more cheaply.
-2. Memory: what a held-open request keeps alive under the variants that change it.
+1. Parts: subclasses of the real middleware whose ``__call__`` is a copy of its hot path
+   with one part removed ("ablation": the time that part costs) or built another way
+   ("alternative": what the part would cost done differently), timed against the bare
+   app, a copy with nothing changed and the real middleware in the same interleaved
+   rounds. The unchanged copy must read as the real one: that checks the copy.
+2. Memory: what a held-open request keeps alive, for the variants that change it.
 3. Lines: py-spy samples a loop of requests through the real middleware and each
-   sample is charged to the line it was executing (its leaf frame), which gives a
-   line-level split of the added cost with no instrumentation overhead.
+   sample is charged to the line it was executing (its leaf frame). Skipped, saying
+   so, when py-spy is not installed (it is, in benchmarks/.venv).
 
-    python benchmarks/run.py profile [--quick]
+The copies import the middleware's private parts, so a change of the middleware that
+leaves them behind fails this command (tests/test_benchmarks.py runs it).
+
+    python3 benchmarks/run.py profile [--quick]
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from functools import partial
+from asyncio import CancelledError
 from pathlib import Path
+from types import MethodType
 
 import _asgi
-from _harness import BENCHMARKS, Config
+from _harness import BENCHMARKS, Config, save_result
 from memory import held_open
 from middleware_overhead import interleaved
 
 import graceshut
-from graceshut._http._middleware import _with_connection_close
+from graceshut._http._middleware import GracefulShutdownMiddleware, _was_cut
 
 
-class _Base:
-    """What every copy shares with the real middleware: the app, coordinator, routes."""
-
-    def __init__(self, app: _asgi.App, coordinator: graceshut.Coordinator) -> None:
-        real = _asgi.graceshut_middleware(app, coordinator)
-        self.app = app
-        self.coordinator = coordinator
-        self.routes = real.routes
-        self._refusal_headers = real._refusal_headers  # noqa: SLF001
-        self._refusal_body = real._refusal_body  # noqa: SLF001
-
-    async def _refuse(self, send: _asgi.Send) -> None:
-        await send({"type": "http.response.start", "status": 503, "headers": self._refusal_headers})
-        await send({"type": "http.response.body", "body": self._refusal_body})
-
-
-class Copy(_Base):
-    """The HTTP path of `GracefulShutdownMiddleware.__call__` as it is (sanity check)."""
+class Copy(GracefulShutdownMiddleware):
+    """The hot path as it is: the check that a copy reads as the real middleware."""
 
     async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
-        if scope["type"] == "http":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                await route(scope, receive, send)
-                return
-            coordinator = self.coordinator
-            if coordinator.draining:
-                await self._refuse(send)
-                return
-            in_flight = coordinator.in_flight
-            in_flight.count += 1
+        state = self._state
+        if scope["type"] == "http" and scope["path"] not in self.routes and state.fast:
+            send = MethodType(self._send, send)
+            state.started += 1
             try:
-
-                async def send_closing(message: _asgi.Message) -> None:
-                    if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
-                        message = _with_connection_close(message)
-                    await send(message)
-
-                await self.app(scope, receive, send_closing)
+                await self.app(scope, receive, send)
+            except CancelledError:
+                if not _was_cut(state):
+                    raise
+                await self._answer_cut(send)
             finally:
-                in_flight.exit()
+                state.ended += 1
+                if state.watched:
+                    await self._settle(send)
+            return
+        await super().__call__(scope, receive, send)
 
 
-class PlainSend(_Base):
-    """Proposal A: the wrapper is a plain function that returns `send(...)`'s awaitable.
-
-    The app awaits what it returns, so no coroutine is created and resumed for the
-    wrapper on each message; the behaviour is the same.
-    """
+class NoRouteLookup(GracefulShutdownMiddleware):
+    """Without the route lookup: the probes and the shutdown route would be counted."""
 
     async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
-        if scope["type"] == "http":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                await route(scope, receive, send)
-                return
-            coordinator = self.coordinator
-            if coordinator.draining:
-                await self._refuse(send)
-                return
-            in_flight = coordinator.in_flight
-            in_flight.count += 1
+        state = self._state
+        if scope["type"] == "http" and state.fast:
+            send = MethodType(self._send, send)
+            state.started += 1
             try:
-
-                def send_closing(message: _asgi.Message) -> object:
-                    if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
-                        message = _with_connection_close(message)
-                    return send(message)
-
-                await self.app(scope, receive, send_closing)  # type: ignore[arg-type]
+                await self.app(scope, receive, send)
+            except CancelledError:
+                if not _was_cut(state):
+                    raise
+                await self._answer_cut(send)
             finally:
-                in_flight.exit()
+                state.ended += 1
+                if state.watched:
+                    await self._settle(send)
+            return
+        await super().__call__(scope, receive, send)
 
 
-class InlineExit(_Base):
-    """Proposal B: the decrement inlined, no `InFlight.exit()` method call."""
+class NoSendWrapper(GracefulShutdownMiddleware):
+    """Without the send wrapper: a response started after the trigger would not close."""
 
     async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
-        if scope["type"] == "http":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                await route(scope, receive, send)
-                return
-            coordinator = self.coordinator
-            if coordinator.draining:
-                await self._refuse(send)
-                return
-            in_flight = coordinator.in_flight
-            in_flight.count += 1
+        state = self._state
+        if scope["type"] == "http" and scope["path"] not in self.routes and state.fast:
+            state.started += 1
             try:
-
-                async def send_closing(message: _asgi.Message) -> None:
-                    if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
-                        message = _with_connection_close(message)
-                    await send(message)
-
-                await self.app(scope, receive, send_closing)
+                await self.app(scope, receive, send)
+            except CancelledError:
+                if not _was_cut(state):
+                    raise
+                await self._answer_cut(send)
             finally:
-                in_flight.count -= 1
-                if not in_flight.count and in_flight.waker is not None:
-                    in_flight.wake()
+                state.ended += 1
+                if state.watched:
+                    await self._settle(send)
+            return
+        await super().__call__(scope, receive, send)
 
 
-class PlainSendInlineExit(_Base):
-    """Proposals A + B together."""
+class NoCounter(GracefulShutdownMiddleware):
+    """Without the counter: the drain could not wait for the request."""
 
     async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
-        if scope["type"] == "http":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                await route(scope, receive, send)
-                return
-            coordinator = self.coordinator
-            if coordinator.draining:
-                await self._refuse(send)
-                return
-            in_flight = coordinator.in_flight
-            in_flight.count += 1
+        state = self._state
+        if scope["type"] == "http" and scope["path"] not in self.routes and state.fast:
+            send = MethodType(self._send, send)
             try:
-
-                def send_closing(message: _asgi.Message) -> object:
-                    if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
-                        message = _with_connection_close(message)
-                    return send(message)
-
-                await self.app(scope, receive, send_closing)  # type: ignore[arg-type]
-            finally:
-                in_flight.count -= 1
-                if not in_flight.count and in_flight.waker is not None:
-                    in_flight.wake()
+                await self.app(scope, receive, send)
+            except CancelledError:
+                if not _was_cut(state):
+                    raise
+                await self._answer_cut(send)
+            return
+        await super().__call__(scope, receive, send)
 
 
-class SlotsSender:
-    """A per-request sender object instead of a closure (for proposal C)."""
-
-    __slots__ = ("coordinator", "send")
-
-    def __init__(self, coordinator: graceshut.Coordinator, send: _asgi.Send) -> None:
-        self.coordinator = coordinator
-        self.send = send
-
-    def __call__(self, message: _asgi.Message) -> object:
-        if self.coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
-            message = _with_connection_close(message)
-        return self.send(message)
-
-
-class SlotsObject(_Base):
-    """Proposal C: a small __slots__ object as the wrapper, plain call, inlined exit."""
+class NoCutAnswer(GracefulShutdownMiddleware):
+    """Without the ``except``: a request ended at the deadline would get no 503."""
 
     async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
-        if scope["type"] == "http":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                await route(scope, receive, send)
-                return
-            coordinator = self.coordinator
-            if coordinator.draining:
-                await self._refuse(send)
-                return
-            in_flight = coordinator.in_flight
-            in_flight.count += 1
-            try:
-                await self.app(scope, receive, SlotsSender(coordinator, send))  # type: ignore[arg-type]
-            finally:
-                in_flight.count -= 1
-                if not in_flight.count and in_flight.waker is not None:
-                    in_flight.wake()
-
-
-def _send_closing(
-    coordinator: graceshut.Coordinator, send: _asgi.Send, message: _asgi.Message
-) -> object:
-    if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
-        message = _with_connection_close(message)
-    return send(message)
-
-
-class PartialSend(_Base):
-    """Proposal D: `functools.partial` of a module-level plain function, inlined exit.
-
-    No closure cells, no per-message coroutine; the partial is made and called in C.
-    """
-
-    async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
-        if scope["type"] == "http":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                await route(scope, receive, send)
-                return
-            coordinator = self.coordinator
-            if coordinator.draining:
-                await self._refuse(send)
-                return
-            in_flight = coordinator.in_flight
-            in_flight.count += 1
-            try:
-                await self.app(scope, receive, partial(_send_closing, coordinator, send))  # type: ignore[arg-type]
-            finally:
-                in_flight.count -= 1
-                if not in_flight.count and in_flight.waker is not None:
-                    in_flight.wake()
-
-
-class NoRoutes(_Base):
-    """Ablation: no route lookup (prices `self.routes.get(scope["path"])`)."""
-
-    async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
-        if scope["type"] == "http":
-            coordinator = self.coordinator
-            if coordinator.draining:
-                await self._refuse(send)
-                return
-            in_flight = coordinator.in_flight
-            in_flight.count += 1
-            try:
-
-                async def send_closing(message: _asgi.Message) -> None:
-                    if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
-                        message = _with_connection_close(message)
-                    await send(message)
-
-                await self.app(scope, receive, send_closing)
-            finally:
-                in_flight.exit()
-
-
-class NoWrapper(_Base):
-    """Ablation: the app gets the server's `send` (prices the closure and its frames).
-
-    Not a proposal as it stands: a response that starts after the trigger would lack
-    ``Connection: close``.
-    """
-
-    async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
-        if scope["type"] == "http":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                await route(scope, receive, send)
-                return
-            coordinator = self.coordinator
-            if coordinator.draining:
-                await self._refuse(send)
-                return
-            in_flight = coordinator.in_flight
-            in_flight.count += 1
+        state = self._state
+        if scope["type"] == "http" and scope["path"] not in self.routes and state.fast:
+            send = MethodType(self._send, send)
+            state.started += 1
             try:
                 await self.app(scope, receive, send)
             finally:
-                in_flight.exit()
+                state.ended += 1
+                if state.watched:
+                    await self._settle(send)
+            return
+        await super().__call__(scope, receive, send)
 
 
-class NoCounter(_Base):
-    """Ablation: no in-flight count (prices the increment, try/finally and exit)."""
+class PartialWrapper(GracefulShutdownMiddleware):
+    """The send wrapper built with `functools.partial` instead of `types.MethodType`."""
 
     async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
-        if scope["type"] == "http":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                await route(scope, receive, send)
-                return
-            coordinator = self.coordinator
-            if coordinator.draining:
-                await self._refuse(send)
-                return
+        state = self._state
+        if scope["type"] == "http" and scope["path"] not in self.routes and state.fast:
+            send = functools.partial(self._send, send)
+            state.started += 1
+            try:
+                await self.app(scope, receive, send)
+            except CancelledError:
+                if not _was_cut(state):
+                    raise
+                await self._answer_cut(send)
+            finally:
+                state.ended += 1
+                if state.watched:
+                    await self._settle(send)
+            return
+        await super().__call__(scope, receive, send)
 
-            async def send_closing(message: _asgi.Message) -> None:
-                if coordinator._shutting_down and message["type"] == "http.response.start":  # noqa: SLF001
-                    message = _with_connection_close(message)
-                await send(message)
 
-            await self.app(scope, receive, send_closing)
+class ClosureWrapper(GracefulShutdownMiddleware):
+    """The send wrapper as a closure made per request."""
+
+    async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
+        state = self._state
+        if scope["type"] == "http" and scope["path"] not in self.routes and state.fast:
+            closing, server_send = self._send, send
+
+            def send(message: _asgi.Message) -> object:  # type: ignore[misc]
+                return closing(server_send, message)
+
+            state.started += 1
+            try:
+                await self.app(scope, receive, send)  # type: ignore[arg-type]
+            except CancelledError:
+                if not _was_cut(state):
+                    raise
+                await self._answer_cut(send)  # type: ignore[arg-type]
+            finally:
+                state.ended += 1
+                if state.watched:
+                    await self._settle(send)  # type: ignore[arg-type]
+            return
+        await super().__call__(scope, receive, send)
 
 
-class PassThrough:
-    """Ablation: a middleware that only awaits the app (the floor for any wrapper)."""
-
-    def __init__(self, app: _asgi.App, coordinator: graceshut.Coordinator) -> None:
-        self.app = app
+class PassThrough(GracefulShutdownMiddleware):
+    """Only calls the app: the floor of any middleware."""
 
     async def __call__(self, scope: _asgi.Scope, receive: _asgi.Receive, send: _asgi.Send) -> None:
         await self.app(scope, receive, send)
 
 
-VARIANTS: dict[str, tuple[type, str]] = {
-    "copy of the current code": (Copy, "sanity: should match the real middleware"),
-    "A: send wrapper as a plain def": (PlainSend, "proposal, same behaviour"),
-    "B: exit() inlined": (InlineExit, "proposal, same behaviour"),
-    "A+B": (PlainSendInlineExit, "proposal, same behaviour"),
-    "C: __slots__ sender + B": (SlotsObject, "proposal, same behaviour"),
-    "D: functools.partial sender + B": (PartialSend, "proposal, same behaviour"),
-    "without the route lookup": (NoRoutes, "ablation"),
-    "without the send wrapper": (NoWrapper, "ablation: loses Connection: close"),
+REAL = "the real middleware"
+COPY = "copy of the hot path"
+VARIANTS: dict[str, tuple[type[GracefulShutdownMiddleware], str]] = {
+    COPY: (Copy, "check: reads as the real one"),
+    "without the route lookup": (NoRouteLookup, "ablation: probes would count"),
+    "without the send wrapper": (NoSendWrapper, "ablation: loses Connection: close"),
     "without the counter": (NoCounter, "ablation: loses the drain"),
-    "pass-through only": (PassThrough, "ablation: the floor of any wrapper"),
+    "without the except CancelledError": (NoCutAnswer, "ablation: no 503 for a cut request"),
+    "send wrapper as functools.partial": (PartialWrapper, "alternative"),
+    "send wrapper as a closure": (ClosureWrapper, "alternative"),
+    "pass-through only": (PassThrough, "ablation: the floor of any middleware"),
 }
+MEMORY = (REAL, "without the send wrapper", "send wrapper as functools.partial")
 
 
-async def _variants(config: Config) -> float:
-    """Print the variants' table; return what the real middleware adds, in seconds."""
-    requests = config.pick(20_000, 5_000)
-    rounds = config.pick(41, 3)
+async def _parts(config: Config) -> dict[str, object]:
+    requests = config.pick(50_000, 2_000)
+    rounds = config.pick(15, 2)
     bare = _asgi.bare_app
-    apps: dict[str, _asgi.App] = {
-        "bare app": bare,
-        "GracefulShutdownMiddleware (real)": _asgi.graceshut_middleware(bare),
-    }
+    apps: dict[str, _asgi.App] = {"bare app": bare, REAL: _asgi.graceshut_middleware(bare)}
     for name, (cls, _) in VARIANTS.items():
-        apps[name] = cls(bare, _asgi.new_coordinator())
+        apps[name] = _asgi.graceshut_middleware(bare, cls=cls)
     result = await interleaved(apps, requests, rounds)
-    base = result["bare app"]
-    real = result["GracefulShutdownMiddleware (real)"]
-    copy = result["copy of the current code"]
-    print(f"variants of the HTTP path: {requests:,} requests x {rounds} rounds, median")
-    print(f"{'variant':<36} {'us/req':>7} {'added':>7} {'vs copy':>8}  kind")
-    for name, value in result.items():
-        kind = VARIANTS.get(name, (None, ""))[1]
+    base, copy = result["bare app"], result[COPY]
+    rows = [
+        {
+            "variant": name,
+            "kind": VARIANTS[name][1] if name in VARIANTS else "",
+            "us_per_request": value * 1e6,
+            "added_us": (value - base) * 1e6,
+            "vs_copy_ns": (value - copy) * 1e9,
+        }
+        for name, value in result.items()
+        if name != "bare app"
+    ]
+    print(f"parts of the hot path: {requests:,} requests x {rounds} rounds, median")
+    print(f"{'variant':<36} {'us/req':>7} {'added':>7} {'vs copy':>9}  kind")
+    for row in rows:
         print(
-            f"{name:<36} {value * 1e6:>7.3f} {(value - base) * 1e6:>7.3f} "
-            f"{(value - copy) * 1e9:>+6.0f}ns  {kind}"
+            f"{row['variant']:<36} {row['us_per_request']:>7.3f} {row['added_us']:>7.3f} "
+            f"{row['vs_copy_ns']:>+7.0f}ns  {row['kind']}"
         )
-    print("(differences within about 50 ns are run-to-run noise on a shared VM)")
-    return real - base
+    return {"requests": requests, "rounds": rounds, "bare_us": base * 1e6, "variants": rows}
+
+
+def _memory(config: Config) -> dict[str, object]:
+    """Bytes per held-open request, added over the bare app's."""
+    requests = config.pick(10_000, 1_000)
+
+    def factory(name: str) -> _asgi.App:
+        if name == REAL:
+            return _asgi.graceshut_middleware  # type: ignore[return-value]
+        cls = VARIANTS[name][0]
+        return functools.partial(_asgi.graceshut_middleware, cls=cls)  # type: ignore[return-value]
+
+    bare = asyncio.run(held_open(lambda app: app, requests))
+    rows = [
+        {"variant": name, "bytes": asyncio.run(held_open(factory(name), requests)) - bare}  # type: ignore[arg-type]
+        for name in MEMORY
+    ]
+    print(f"\nmemory per in-flight request, {requests:,} held at once (added over bare)")
+    for row in rows:
+        print(f"{row['variant']:<36} {row['bytes']:>6.0f} B")
+    return {"requests": requests, "rows": rows}
 
 
 # -- line-level sampling ---------------------------------------------------------
@@ -391,105 +292,78 @@ def _source_line(path: str, line: int) -> str:
         return "?"
 
 
-def _lines(config: Config, added: float) -> None:
+def _sample(seconds: float) -> tuple[list[str], float] | str:
+    """py-spy's raw samples of `spin`, and its us/request; or why there are none."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
-        print("line-level view skipped: py-spy not installed (pip install py-spy)")
-        return
-    seconds = config.pick_float(10.0, 2.0)
+        return "py-spy not installed (it is in benchmarks/.venv)"
     with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "samples.txt"
+        raw, speed = Path(tmp) / "samples.txt", Path(tmp) / "us_per_request.txt"
         command = [
             py_spy, "record", "--nonblocking", "--rate", "997", "--format", "raw",
             "--full-filenames", "--output", str(raw), "--",
             sys.executable, str(BENCHMARKS / "profile_request_path.py"),
-            "--spin", str(seconds), str(Path(tmp) / "us_per_request.txt"),
+            "--spin", str(seconds), str(speed),
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not raw.exists():
-            print(f"line-level view skipped: py-spy failed: {done.stderr.strip()[-300:]}")
-            return
-        us_per_request = float((Path(tmp) / "us_per_request.txt").read_text())
-        samples = raw.read_text().splitlines()
+            return f"py-spy failed: {done.stderr.strip()[-300:]}"
+        return raw.read_text().splitlines(), float(speed.read_text())
+
+
+def _lines(config: Config, added_us: float) -> dict[str, object]:
+    seconds = config.pick_float(10.0, 2.0)
+    sampled = _sample(seconds)
+    if isinstance(sampled, str):
+        print(f"\nline-level view skipped: {sampled}")
+        return {"skipped": sampled}
+    samples, us_per_request = sampled
     package = str(Path(graceshut.__file__).parent)
     by_line: collections.Counter[tuple[str, str, int]] = collections.Counter()
-    by_place: collections.Counter[str] = collections.Counter()
+    inside = 0
     for entry in samples:
         stack, _, count_text = entry.rpartition(" ")
         frames = stack.split(";")
-        if not any(package in frame for frame in frames):
-            continue  # outside a request: the loop, building scopes, start-up
         leaf = _FRAME.match(frames[-1])
-        if leaf is None:
-            continue
-        count = int(count_text)
-        if leaf["func"] == "<module>":
-            continue  # importing, not serving
+        if leaf is None or leaf["func"] == "<module>" or not any(package in f for f in frames):
+            continue  # outside a request: the loop, building scopes, importing
+        inside += int(count_text)
         if leaf["file"].startswith(package):
-            by_line[leaf["file"], leaf["func"], int(leaf["line"])] += count
-            by_place["graceshut"] += count
-        else:
-            by_place[f"{Path(leaf['file']).name}:{leaf['func']}"] += count
-    own = by_place["graceshut"]
-    inside = sum(by_place.values())
+            by_line[leaf["file"], leaf["func"], int(leaf["line"])] += int(count_text)
+    own = sum(by_line.values())
     if not own:
-        print("line-level view skipped: no samples in graceshut's code")
-        return
-    print()
-    print(
-        f"line-level (py-spy, {seconds:g} s, {us_per_request:.3f} us/request while sampled): "
-        f"{inside:,} samples inside requests, {own:,} ({own / inside:.0%}) in graceshut's own "
-        f"lines; the rest in the app and the server's send:"
-    )
-    shown = [(k, v) for k, v in by_place.most_common() if v / inside >= 0.01]
-    print("  " + ", ".join(f"{k} {v / inside:.0%}" for k, v in shown))
-    print(f"graceshut's share by line, and ns/request = share x the {added * 1e9:.0f} ns it adds:")
-    print(f"{'share':>6} {'ns':>5}  {'line':<20} {'function':<26} source")
-    for (path, func, line), count in by_line.most_common(20):
-        share = count / own
-        function = func.replace("GracefulShutdownMiddleware.", "").replace(".<locals>", "")
-        print(
-            f"{share:>6.1%} {share * added * 1e9:>5.0f}  {Path(path).name + ':' + str(line):<20} "
-            f"{function:<26} {_source_line(path, line)[:60]}"
-        )
-
-
-def _unwrapped(app: _asgi.App) -> _asgi.App:
-    return app
-
-
-def _variant_factory(cls: type) -> Callable[[_asgi.App], _asgi.App]:
-    def build(app: _asgi.App) -> _asgi.App:
-        wrapped: _asgi.App = cls(app, _asgi.new_coordinator())
-        return wrapped
-
-    return build
-
-
-def _memory(config: Config) -> None:
-    """Bytes per held-open request for the variants that change what a request keeps."""
-    requests = config.pick(10_000, 2_000)
-    print()
-    print(f"memory per in-flight request, {requests:,} held at once (tracemalloc, added over bare)")
-    bare = asyncio.run(held_open(_unwrapped, requests))
-    names = [
-        "copy of the current code",
-        "A+B",
-        "C: __slots__ sender + B",
-        "D: functools.partial sender + B",
-        "without the send wrapper",
+        print("\nline-level view skipped: no samples in graceshut's code")
+        return {"skipped": "no samples in graceshut's code"}
+    rows = [
+        {
+            "share": count / own,
+            "ns": count / own * added_us * 1e3,
+            "where": f"{Path(path).name}:{line}",
+            "function": func.replace("GracefulShutdownMiddleware.", ""),
+            "source": _source_line(path, line),
+        }
+        for (path, func, line), count in by_line.most_common(12)
     ]
-    for name in names:
-        cls = VARIANTS[name][0]
-        value = asyncio.run(held_open(_variant_factory(cls), requests))
-        print(f"{name:<36} {value - bare:>6.0f} B")
+    print(f"\nline-level (py-spy, {seconds:g} s): {own / inside:.0%} of samples in graceshut")
+    for row in rows:
+        print(f"{row['share']:>6.1%} {row['ns']:>5.0f} ns  {row['where']:<20} {row['source']}")
+    return {
+        "seconds": seconds,
+        "us_per_request": us_per_request,
+        "share_in_graceshut": own / inside,
+        "rows": rows,
+    }
 
 
-def main(config: Config) -> int:
-    """Print the three views."""
-    added = asyncio.run(_variants(config))
-    _memory(config)
-    _lines(config, added)
+def main(config: Config, results: Path | None = None, note: str = "") -> int:
+    """Print the three views and save them as ``<results>/profile.json``."""
+    parts = asyncio.run(_parts(config))
+    real = next(r for r in parts["variants"] if r["variant"] == REAL)  # type: ignore[attr-defined]
+    memory = _memory(config)
+    lines = _lines(config, real["added_us"])
+    command = "python3 benchmarks/run.py profile" + (" --quick" if config.quick else "")
+    payload = {"parts": parts, "memory": memory, "lines": lines}
+    save_result(results, "profile", command, payload, quick=config.quick, note=note)
     return 0
 
 

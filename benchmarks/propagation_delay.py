@@ -9,8 +9,10 @@ pod up, one old pod terminated, in turn) with ``auto`` against a fixed 15 s dela
 
     .venv/bin/python benchmarks/propagation_delay.py --restarts 30 --replicas 3
 
-Needs haproxy (``scripts/system-deps`` installs it). Prints a Markdown table; ``--json``
-writes the numbers.
+Needs haproxy (``scripts/system-deps`` installs it). Prints a Markdown table and saves
+``benchmarks/results/propagation_delay.json`` (``--results DIR`` elsewhere), from which
+``benchmarks/render.py`` writes its block of docs/benchmarks.md. ``--cap`` shortens the
+cap and the fixed delay (a smoke run).
 """
 
 from __future__ import annotations
@@ -27,18 +29,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _harness import RESULTS, save_result  # noqa: E402
 from tests.asgi_servers import Server, free_port  # noqa: E402
 from tests.e2e.test_rolling_restart import HAProxy, kill_tree, kubelet_terminate  # noqa: E402
 
 from graceshut.simulate._load import LoadGenerator, LoadSpec  # noqa: E402
 
-AUTO = {
-    "GRACESHUT_PROPAGATION_DELAY": "auto",
-    "GRACESHUT_PROPAGATION_CAP": "15",
-    "GRACESHUT_PROPAGATION_FLOOR": "2",
-    "GRACESHUT_QUIET_WINDOW": "1",
-}
-FIXED = {"GRACESHUT_PROPAGATION_DELAY": "15"}
+CAP = 15.0
+
+
+def auto_env(cap: float) -> dict[str, str]:
+    """``auto`` with the default floor and quiet window, and *cap*."""
+    return {
+        "GRACESHUT_PROPAGATION_DELAY": "auto",
+        "GRACESHUT_PROPAGATION_CAP": f"{cap:g}",
+        "GRACESHUT_PROPAGATION_FLOOR": f"{min(2.0, cap):g}",
+        "GRACESHUT_QUIET_WINDOW": "1",
+    }
+
+
 #: (name, HAProxy's check interval, requests per second, clients). Every request opens a
 #: connection of its own, which HAProxy routes: the leaving pod gets requests until its
 #: check takes the pod out.
@@ -59,8 +68,10 @@ def start_pod(directory: Path, env: dict[str, str], port: int | None = None) -> 
     return server
 
 
-def one_restart(directory: Path, inter: str, rate: float, clients: int) -> dict[str, Any]:
-    pods = [start_pod(directory, AUTO), start_pod(directory, AUTO)]
+def one_restart(
+    directory: Path, env: dict[str, str], inter: str, rate: float, clients: int
+) -> dict[str, Any]:
+    pods = [start_pod(directory, env), start_pod(directory, env)]
     proxy = HAProxy(directory, [p.port for p in pods], inter=inter)
     load = None
     if rate:
@@ -119,17 +130,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--restarts", type=int, default=30, help="restarts per case")
     parser.add_argument("--replicas", type=int, default=3, help="replicas in the rollout")
-    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--cap", type=float, default=CAP, help="the cap, and the fixed delay")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to save")
+    parser.add_argument("--note", default="", help="what to know of the machine")
     args = parser.parse_args()
+    env = auto_env(args.cap)
+    fixed = {"GRACESHUT_PROPAGATION_DELAY": f"{args.cap:g}"}
     results: dict[str, Any] = {"restarts": {}, "rollout": {}}
     with tempfile.TemporaryDirectory(prefix="graceshut-delay-") as scratch:
         directory = Path(scratch)
         for name, inter, rate, clients in CASES:
-            runs = [one_restart(directory, inter, rate, clients) for _ in range(args.restarts)]
+            runs = [one_restart(directory, env, inter, rate, clients) for _ in range(args.restarts)]
             results["restarts"][name] = runs
             print(f"{name}: {[round(r['delay'], 2) for r in runs]}", file=sys.stderr)
-        for label, env in (("auto", AUTO), ("fixed 15 s", FIXED)):
-            results["rollout"][label] = rollout(directory, env, args.replicas)
+        for label, settings in (("auto", env), (f"fixed {args.cap:g} s", fixed)):
+            results["rollout"][label] = rollout(directory, settings, args.replicas)
+    results["cap"] = args.cap
+    results["replicas"] = args.replicas
     print("| case | restarts | delay: min / median / max (s) | ended by | requests failed |")
     print("| --- | --- | --- | --- | --- |")
     for name, runs in results["restarts"].items():
@@ -146,8 +163,10 @@ def main() -> None:
     print("| --- | --- | --- |")
     for label, run in results["rollout"].items():
         print(f"| {label} | {run['seconds']:.1f} | {run['failed']} of {run['sent']} |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    command = "python3 benchmarks/propagation_delay.py " + " ".join(sys.argv[1:])
+    save_result(
+        args.results, "propagation_delay", command.strip(), results, quick=False, note=args.note
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@
     python3 benchmarks/run.py profile         # where the middleware's time goes
     python3 benchmarks/run.py setup           # (re)build benchmarks/.venv only
 
+Full runs save each measure's results in benchmarks/results/<measure>.json, with the
+commit, Python and machine they were measured on; benchmarks/render.py writes
+docs/benchmarks.md's tables from those files.
+
 A full run executes in the benchmark's own environment, `benchmarks/.venv`, built from
 `requirements.txt` (graceshut from this checkout, uvicorn with uvloop and httptools, and
 the PyPI peers, pinned). `--here` runs in the current interpreter instead; `--quick`
@@ -27,7 +31,17 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from _harness import BENCHMARKS, ROOT, Config, Measure, header_lines, render, write_json
+from _harness import (
+    BENCHMARKS,
+    RESULTS,
+    ROOT,
+    Config,
+    Measure,
+    add_result_options,
+    header_lines,
+    render,
+    save_result,
+)
 
 VENV = BENCHMARKS / ".venv"
 REQUIREMENTS = BENCHMARKS / "requirements.txt"
@@ -106,21 +120,30 @@ def _failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300] + " (traceback on stderr)"
 
 
-def run_measures(names: Sequence[str], config: Config) -> list[Measure]:
-    """Run each measure; one that fails becomes a row that says why, not a crash."""
-    results: list[Measure] = []
+def run_measures(
+    names: Sequence[str], config: Config, results: Path | None = None, note: str = ""
+) -> list[Measure]:
+    """Run each measure; one that fails becomes a row that says why, not a crash.
+
+    With *results*, each measure's rows are saved in ``<results>/<name>.json`` as soon
+    as it is done (a failed measure saves nothing: the last good result stays).
+    """
+    measures: list[Measure] = []
     for name in names:
         print(f"running {name}...", file=sys.stderr, flush=True)
         started = time.perf_counter()
         try:
-            results += _runner(name)(config)
+            done = _runner(name)(config)
         except Exception as exc:
             traceback.print_exc()
-            results.append(
-                Measure(name, TITLES[name], "", None, "-", None, [], error=_failure(exc))
-            )
+            done = [Measure(name, TITLES[name], "", None, "-", None, [], error=_failure(exc))]
+        else:
+            command = f"python3 benchmarks/run.py {name}" + (" --quick" if config.quick else "")
+            rows = [m.to_dict() for m in done]
+            save_result(results, name, command, rows, quick=config.quick, note=note)
+        measures += done
         print(f"  {name}: {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
-    return results
+    return measures
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -134,12 +157,20 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         choices=("all", "setup", "profile", *MEASURES),
         help="'all', one or more measures, 'profile', or 'setup'",
     )
-    parser.add_argument("--quick", action="store_true", help="few rounds (CI); implies --here")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="few rounds (CI); implies --here; saves only with --results",
+    )
     parser.add_argument(
         "--here", action="store_true", help="use this interpreter, not benchmarks/.venv"
     )
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    return parser.parse_args(argv)
+    add_result_options(parser)
+    args = parser.parse_args(argv)
+    if args.results is None and not args.quick:
+        # Quick numbers are rough: they never replace the saved ones unless asked.
+        args.results = RESULTS
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,17 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "profile" in commands:
         import profile_request_path  # noqa: PLC0415
 
-        return profile_request_path.main(config)
+        return profile_request_path.main(config, args.results, args.note)
     names = list(MEASURES) if "all" in commands else [c for c in MEASURES if c in commands]
-    measures = run_measures(names, config)
+    measures = run_measures(names, config, args.results, args.note)
     import peers  # noqa: PLC0415 - after the environment is settled
 
     header = header_lines(config, peers.installed())
     print("\n".join(header))
     print()
     print(render(measures))
-    if args.json is not None:
-        write_json(args.json, header, measures)
     return 1 if any(m.error for m in measures) else 0
 
 

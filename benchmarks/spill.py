@@ -9,7 +9,9 @@ over TCP on 127.0.0.1, with ``insert(...).on_conflict_do_nothing()``, batches of
 and a second replay of the same rows (all conflicts: what a replay cut short costs when
 it runs again). Medians of several rounds:
 
-    python benchmarks/spill.py [--rounds N]
+    python3 benchmarks/spill.py [--rounds N] [--results DIR] [--note TEXT]
+
+The medians are saved in benchmarks/results/spill.json (or --results DIR).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sqlalchemy.dialects import postgresql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _harness import RESULTS, add_result_options, save_result
 from tests.contrib._postgres import running_postgres
 
 import graceshut
@@ -102,7 +105,8 @@ async def replay_round(url: str, directory: Path, round_no: int) -> tuple[float,
     return replay, replay_again
 
 
-async def main(rounds: int) -> None:
+async def main(rounds: int, results: Path | None, note: str) -> None:
+    """Time each round, print the medians and save them."""
     print(f"{ROWS:,} rows, median of {rounds} rounds, Python {sys.version.split()[0]}")
     print(f"SQLAlchemy {sa.__version__}")
     spill_file, spill_log, replays, agains = [], [], [], []
@@ -110,6 +114,10 @@ async def main(rounds: int) -> None:
     log.propagate = False
     with running_postgres(settings={}) as server:
         url = server.url(server.create_database())
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            postgres_version = str(conn.execute(sa.text("SHOW server_version")).scalar_one())
+        engine.dispose()
         for round_no in range(rounds):
             with tempfile.TemporaryDirectory() as tmp:
                 directory = Path(tmp) / "spill"
@@ -125,6 +133,7 @@ async def main(rounds: int) -> None:
                 log.removeHandler(handler)
                 handler.close()
                 shutil.rmtree(directory)
+    timings = []
     for label, times in (
         ("spill to a file (fsync)", spill_file),
         ("spill to the log (a file)", spill_log),
@@ -133,10 +142,24 @@ async def main(rounds: int) -> None:
     ):
         median = statistics.median(times)
         print(f"{label:<30} {median * 1000:7.1f} ms ({ROWS / median:9,.0f} rows/s)")
+        timings.append({"step": label, "ms": median * 1000, "rows_per_s": ROWS / median})
     print(f"spill file size: {size / 1e6:.2f} MB")
+    payload = {
+        "rows": ROWS,
+        "rounds": rounds,
+        "sqlalchemy": sa.__version__,
+        "postgresql": postgres_version,
+        "spill_file_mb": size / 1e6,
+        "timings": timings,
+    }
+    save_result(
+        results, "spill", "python3 benchmarks/spill.py", payload, quick=rounds < 3, note=note
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    anyio.run(main, parser.parse_args().rounds)
+    add_result_options(parser)
+    args = parser.parse_args()
+    anyio.run(main, args.rounds, args.results or RESULTS, args.note)

@@ -319,6 +319,13 @@ def _paired_measure(config: Config, tool: str, stack: str) -> Measure:
                 for name, values in ratios.items()
             )
         ),
+        values={
+            "graceshut - counter, in points": (value - counter_value) * 100,
+            "graceshut - closing send, in points": (value - closing_value) * 100,
+            "control: second bare copy / first": control,
+            "graceshut, lowest round": min(ratios["graceshut"]),
+            "graceshut, highest round": max(ratios["graceshut"]),
+        },
     )
 
 
