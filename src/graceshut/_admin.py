@@ -44,6 +44,7 @@ ENV_ADMIN_ADDRESS = "GRACESHUT_ADMIN_ADDRESS"
 _RETRY = 0.5
 Address = tuple[str, int] | str  # (host, port), or the path of a Unix socket
 Answer = tuple[int, bytes, str, list[tuple[bytes, bytes]]]  # status, body, type, headers
+Probe = Callable[[], tuple[int, dict[str, object]]]  # status and JSON body
 
 
 def parse_admin_address(
@@ -91,7 +92,9 @@ class AdminListener:
 
     Start it on the event loop's thread (the lifespan does it), stop it after the
     sequence. Only one process of a pod binds the address; `serving` says whether it
-    is this one.
+    is this one. *probes* replaces the answers of ``/readyz`` and ``/livez`` where the
+    process knows better than the coordinator (a task worker: consuming, its own loop's
+    heartbeat).
     """
 
     def __init__(
@@ -101,8 +104,10 @@ class AdminListener:
         address: Address,
         *,
         metrics: Callable[[], tuple[bytes, str]] | None = None,
+        probes: Mapping[str, Probe] | None = None,
     ) -> None:
         self.coordinator = coordinator
+        self.probes = dict(probes or {})
         self.shutdown = shutdown
         self.address = address
         self.metrics = metrics
@@ -241,10 +246,13 @@ class AdminListener:
                 return _json(404, {"error": "no metrics", "detail": detail}, [])
             body, content_type = self.metrics()
             return 200, body, content_type, []
-        from .asgi import LivenessEndpoint, ReadinessEndpoint  # noqa: PLC0415 - import cycle
+        probe = self.probes.get(split.path)
+        if probe is None:
+            from .asgi import LivenessEndpoint, ReadinessEndpoint  # noqa: PLC0415 - import cycle
 
-        probe = ReadinessEndpoint if split.path == "/readyz" else LivenessEndpoint
-        status, payload = probe(self.coordinator).answer()
+            endpoint = ReadinessEndpoint if split.path == "/readyz" else LivenessEndpoint
+            probe = endpoint(self.coordinator).answer
+        status, payload = probe()
         return _json(status, payload, [])
 
     def _shutdown(

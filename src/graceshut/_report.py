@@ -135,6 +135,9 @@ class ShutdownReport:
         handlers: One record per handler, in phase order.
         phases: When each step ran, in order.
         pid: The process that ran the sequence.
+        tasks: What became of background tasks (a task queue's worker: Celery), by
+            outcome (``finished``, ``restored``, ``cancelled``), each as
+            ``name[id]``; empty in a web process.
     """
 
     reason: str
@@ -146,6 +149,7 @@ class ShutdownReport:
     phases: tuple[PhaseResult, ...] = ()
     abandoned: tuple[str, ...] = ()
     pid: int = dataclasses.field(default_factory=os.getpid)
+    tasks: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -184,6 +188,7 @@ class ShutdownReport:
             "pid": self.pid,
             "handlers": [h.to_dict() for h in self.handlers],
             "phases": [p.to_dict() for p in self.phases],
+            "tasks": {outcome: list(labels) for outcome, labels in self.tasks.items()},
         }
 
     def summary(self) -> str:
@@ -198,7 +203,12 @@ class ShutdownReport:
             parts += f" ({len(fallbacks)} fallback{'s' if len(fallbacks) > 1 else ''} ran, "
             parts += f"{rescued} ok)"
         verdict = "clean" if self.ok else "with failures"
-        return (
+        line = (
             f"shutdown ({self.reason}) finished {verdict} in {self.duration:.3f}s: {parts}; "
             f"{self.in_flight_at_start} in flight at start, {self.in_flight_abandoned} abandoned"
         )
+        if self.tasks:
+            line += "; tasks: " + ", ".join(
+                f"{len(labels)} {outcome}" for outcome, labels in self.tasks.items()
+            )
+        return line

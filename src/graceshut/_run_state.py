@@ -48,6 +48,8 @@ class RunState:
     """Woken when the drain begins."""
     start_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     """Won by the first trigger, without blocking: safe from signal handlers."""
+    tasks: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Background tasks by outcome (`Coordinator.note_task`), for the report."""
 
     def start(
         self,

@@ -191,6 +191,7 @@ class Sequence:
             abandoned=tuple(run.ended),
             handlers=tuple(sorted(run.handlers, key=lambda h: PHASES.index(h.phase))),
             phases=tuple(run.phases),
+            tasks={outcome: tuple(labels) for outcome, labels in state.tasks.items()},
         )
         state.report = report
         log = logger.info if report.ok else logger.warning
