@@ -46,6 +46,9 @@ HEARTBEAT = 0.25
 #: A hub silent for this long is taken as gone (the worker is past its own shutdown):
 #: work meant for it is then done on the sequence's thread.
 _HUB_GONE = 2.0
+#: After the report, how long a worker whose threads pool still runs an ended task
+#: waits for Celery's own stop before it exits.
+_UNSTOPPABLE_WAIT = 1.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -327,11 +330,16 @@ class WorkerBridge:
         """Report listener: the process exits inside the grace period, whatever runs on.
 
         Celery's own stop waits for the pool, and a thread pool's running task cannot be
-        stopped: at ``grace period - safety_margin / 2`` the process ends with the
-        report's status (its messages were handed back already).
+        stopped: at ``grace period - safety_margin / 2`` (a second after the report when
+        the drain ended such a task) the process ends with the report's status (the
+        messages were handed back already).
         """
         settings = self.coordinator.settings
         left = report.started_at + settings.grace_period - settings.safety_margin / 2 - time.time()
+        if self.unstoppable:
+            # Celery's stop would wait for that thread to the end: give its consumer's
+            # close a moment, no more (the task's message is back in the queue already).
+            left = min(left, _UNSTOPPABLE_WAIT)
 
         def end() -> None:
             logger.warning(

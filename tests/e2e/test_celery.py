@@ -306,7 +306,7 @@ def print_numbers(
     unacked = store.hlen("unacked") if stranded is None else stranded
     with contextlib.suppress(Exception):
         sys.__stdout__.write(
-            f"\n[celery] {title}: exit {kubelet.exit_after:.1f}s after SIGTERM"
+            f"\n[celery] {title}: exit {kubelet.exit_after:.1f}s after the trigger"
             f"{' (SIGKILL)' if kubelet.killed else ''}, tasks lost {lost}, left in unacked "
             f"{unacked}, run twice {twice}\n"
         )
