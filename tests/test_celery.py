@@ -5,6 +5,7 @@ The worker itself, on a real broker with real signals, is in ``tests/e2e/test_ce
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -14,6 +15,7 @@ from celery import Celery, signals
 import graceshut
 import graceshut.celery
 from graceshut._admin import AdminListener
+from graceshut._celery_worker import WorkerBridge
 from graceshut._shutdown_route import ShutdownEndpoint
 from graceshut.cli._run import default_url
 
@@ -152,3 +154,30 @@ def test_graceshut_run_finds_the_admin_listeners_route() -> None:
     )
     with pytest.raises(graceshut.ConfigError, match="GRACESHUT_ADMIN_ADDRESS"):
         default_url({"GRACESHUT_ADMIN_ADDRESS": "nope"})
+
+
+class ConsumerState:
+    """What the probes read of Celery's consumer: its connection and task consumer."""
+
+    def __init__(self) -> None:
+        self.connection: object | None = object()
+        self.task_consumer: object | None = object()
+
+
+def test_probes_follow_the_loops_heartbeat_and_the_consumer_never_the_broker() -> None:
+    """Alive while the loop beats or waits for the broker; ready only while consuming."""
+    coordinator = graceshut.Coordinator(grace_period=5)
+    bridge = WorkerBridge(coordinator, liveness_timeout=10)
+    assert bridge.liveness()[0] == 200  # the consumer is not ready yet: not for liveness
+    assert bridge.readiness() == (503, {"status": "not consuming"})
+    consumer = ConsumerState()
+    bridge.consumer = consumer
+    bridge.last_beat = time.monotonic()
+    assert bridge.readiness() == (200, {"status": "ready"})
+    assert bridge.liveness()[0] == 200
+    bridge.last_beat -= 11  # the loop has not beaten for longer than the timeout
+    status, body = bridge.liveness()
+    assert (status, body["status"]) == (503, "stuck")
+    consumer.connection = None  # reconnecting to the broker
+    assert bridge.liveness()[0] == 200
+    assert bridge.readiness() == (503, {"status": "not consuming"})

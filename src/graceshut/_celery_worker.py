@@ -97,7 +97,7 @@ class WorkerBridge:
         self.unstoppable = 0
         """Tasks ended at the drain's end that their pool could not stop (threads)."""
         self._calls: collections.deque[_HubCall] = collections.deque()
-        self._wake_w = -1
+        self._wake_r = self._wake_w = -1
         self._jobs: dict[str, _Job] = {}
         self._ended: set[str] = set()  # ended at the drain's end: never tracked again
         self._running: list[Any] = []  # the hub's latest look at the pool
@@ -111,10 +111,9 @@ class WorkerBridge:
         self.consumer = consumer
         hub = consumer.hub
         if hub is not None:
-            read, self._wake_w = os.pipe()
-            os.set_blocking(read, False)
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
-            hub.add_reader(read, self._run_calls, read)
         # The hub's own timer (without an event loop, a transport without one: the
         # consumer's timer thread).
         consumer.timer.call_repeatedly(HEARTBEAT, self._tick)
@@ -122,14 +121,19 @@ class WorkerBridge:
 
     def _tick(self) -> None:
         self.last_beat = time.monotonic()
+        hub = self.consumer.hub
+        if hub is not None and self._wake_r not in hub.readers:
+            # Again after a reconnection: the consumer resets the hub's readers then.
+            hub.add_reader(self._wake_r, self._run_calls)
+        self._run_calls()
         self._running = _running_requests()
         if not self._watching:
             # The sequence's loop may not run yet: then at the next tick.
             self._watching = self.coordinator.call_soon_threadsafe(self._start_watching)
 
-    def _run_calls(self, read: int) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(read, 512)
+    def _run_calls(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.read(self._wake_r, 512)
         while self._calls:
             self._calls.popleft().run()
 

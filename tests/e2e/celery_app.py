@@ -6,7 +6,8 @@ that the test can count how often each one started and finished, across workers.
 Environment: ``CELERY_TEST_BROKER`` (the broker URL), ``CELERY_TEST_LEDGER`` (the
 ledger's URL), ``CELERY_TEST_GRACESHUT=1`` to install graceshut (else a bare worker),
 ``CELERY_TEST_SLEEP_CAP`` to shorten every sleep (the second worker's re-runs),
-``CELERY_TEST_REPORT`` where graceshut's report goes as JSON.
+``CELERY_TEST_REPORT`` where graceshut's report goes as JSON, ``CELERY_TEST_FLUSH_FAILS=1``
+to make the flush handler fail.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ if os.environ.get("CELERY_TEST_GRACESHUT") == "1":
         """The app's flush, noting what the broker holds by then."""
         queued, unacked = broker.llen("celery"), broker.hlen("unacked")
         ledger.rpush("phases", f"flush queued={queued} unacked={unacked}")
+        if os.environ.get("CELERY_TEST_FLUSH_FAILS") == "1":
+            raise RuntimeError("the metrics buffer could not be written")
 
     @coordinator.on_shutdown("release", timeout=1.0)
     def release() -> None:

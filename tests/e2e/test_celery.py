@@ -154,6 +154,7 @@ class Kubelet:
         self.exit_after = 0.0
         self.killed = False
         self.prestop_status: int | None = None
+        self.metrics: str | None = None
 
     def terminate(self, how: str) -> int:
         worker = self.worker
@@ -180,6 +181,11 @@ class Kubelet:
 
     def _probe(self, started: float, done: threading.Event) -> None:
         while not done.is_set():
+            if self.metrics is None and time.monotonic() - started > 0.3:
+                with contextlib.suppress(httpx.HTTPError):
+                    self.metrics = httpx.get(
+                        f"http://127.0.0.1:{self.worker.admin_port}/metrics", timeout=1.0
+                    ).text
             for path in ("/livez", "/readyz"):
                 sent = time.monotonic() - started
                 status = self.worker.probe(path)
@@ -208,19 +214,21 @@ def second_worker(tmp: Path, url: str, ledger: redis.Redis, pool: str, until: fl
 
 
 @pytest.mark.parametrize(
-    ("pool", "how"),
-    [("prefork", "sigterm"), ("threads", "sigterm"), ("prefork", "prestop"), ("threads", "prestop"),
-     ("prefork", "graceshut-run")],
+    ("pool", "how", "flush_fails"),
+    [("prefork", "sigterm", False), ("threads", "sigterm", True), ("prefork", "prestop", False),
+     ("threads", "prestop", False), ("prefork", "graceshut-run", False)],
 )  # fmt: skip
 @pytest.mark.usefixtures("secret_dir")
 def test_worker_hands_back_what_it_cannot_finish(
-    broker: RedisServer, tmp_path: Path, pool: str, how: str
+    broker: RedisServer, tmp_path: Path, pool: str, how: str, *, flush_fails: bool
 ) -> None:
     """SIGTERM or preStop: the short task ends, the rest goes back to the queue, exit in time."""
     url = f"redis://127.0.0.1:{broker.port}"
     ledger = redis.Redis.from_url(f"{url}/1")
     store = redis.Redis.from_url(f"{url}/0")
     extra = {"under_run": "1"} if how == "graceshut-run" else {}
+    if flush_fails:
+        extra["CELERY_TEST_FLUSH_FAILS"] = "1"
     worker = Worker(tmp_path, url, pool=pool, graceshut=True, name="first", **extra)
     try:
         worker.wait_ready()
@@ -234,7 +242,9 @@ def test_worker_hands_back_what_it_cannot_finish(
     output = worker.output()
     assert not kubelet.killed, f"SIGKILLed at the grace period:\n{output}"
     report = json.loads(worker.report.read_text())
-    assert code == (0 if all(h["outcome"] == "ok" for h in report["handlers"]) else 1), output
+    outcomes = {h["name"]: h["outcome"] for h in report["handlers"]}
+    assert outcomes["tests.e2e.celery_app.flush"] == ("error" if flush_fails else "ok")
+    assert code == (1 if flush_fails else 0), output  # the report's exit status
     assert "WorkerLostError" not in output, output
     if how == "prestop":
         # The route answered with the report: not ok, since the drain ended a task.
@@ -254,19 +264,27 @@ def test_worker_hands_back_what_it_cannot_finish(
     assert store.llen("celery") == len(HANDED_BACK)
     assert runs(ledger, "finished") == {"short": 1}
 
-    # Probes: alive until the exit, not ready from the trigger on.
-    lively = [status for _, path, status in kubelet.probes if path == "/livez"]
-    assert lively, kubelet.probes
-    assert set(lively) == {200}, kubelet.probes
-    ready = [status for sent, path, status in kubelet.probes if path == "/readyz" and sent > 0.5]
-    assert ready, kubelet.probes
-    assert set(ready) == {503}, kubelet.probes
+    assert_admin_answers(kubelet)
 
     again = second_worker(tmp_path, url, ledger, pool, until=sent_at + ETA + 20)
     finished = runs(ledger, "finished")
     assert finished == {"short": 1, **dict.fromkeys(HANDED_BACK, 1)}, again.output()
     assert runs(ledger, "started")["short"] == 1
     print_numbers(f"graceshut, {pool}, {how}", kubelet, store, finished)
+
+
+def assert_admin_answers(kubelet: Kubelet) -> None:
+    """Probes alive until the exit and not ready from the trigger on; tasks in /metrics."""
+    lively = [status for _, path, status in kubelet.probes if path == "/livez"]
+    assert lively, kubelet.probes
+    assert set(lively) == {200}, kubelet.probes
+    ready = [status for sent, path, status in kubelet.probes if path == "/readyz" and sent > 0.5]
+    assert ready, kubelet.probes
+    assert set(ready) == {503}, kubelet.probes
+    # The running tasks are the work in flight (scraped just after the trigger).
+    assert kubelet.metrics is not None
+    assert "graceshut_shutting_down 1.0" in kubelet.metrics
+    assert "graceshut_in_flight 2.0" in kubelet.metrics, kubelet.metrics
 
 
 def test_bare_worker_strands_tasks_baseline(broker: RedisServer, tmp_path: Path) -> None:
