@@ -15,8 +15,9 @@ from celery import Celery, signals
 import graceshut
 import graceshut.celery
 from graceshut._admin import AdminListener
-from graceshut._celery_worker import WorkerBridge
+from graceshut._celery_loop import WorkerLoop
 from graceshut._shutdown_route import ShutdownEndpoint
+from graceshut._wsgi_runtime import runtimes
 from graceshut.cli._run import default_url
 
 from .asgi_servers import free_port
@@ -167,7 +168,7 @@ class ConsumerState:
 def test_probes_follow_the_loops_heartbeat_and_the_consumer_never_the_broker() -> None:
     """Alive while the loop beats or waits for the broker; ready only while consuming."""
     coordinator = graceshut.Coordinator(grace_period=5)
-    bridge = WorkerBridge(coordinator, liveness_timeout=10)
+    bridge = WorkerLoop(coordinator, liveness_timeout=10)
     assert bridge.liveness()[0] == 200  # the consumer is not ready yet: not for liveness
     assert bridge.readiness() == (503, {"status": "not consuming"})
     consumer = ConsumerState()
@@ -181,3 +182,19 @@ def test_probes_follow_the_loops_heartbeat_and_the_consumer_never_the_broker() -
     consumer.connection = None  # reconnecting to the broker
     assert bridge.liveness()[0] == 200
     assert bridge.readiness() == (503, {"status": "not consuming"})
+
+
+@pytest.mark.anyio
+async def test_a_process_that_only_sends_tasks_runs_none_of_the_workers_machinery(
+    app: Celery,
+) -> None:
+    """A web process importing the app: its shutdown runs clean, no thread, no exit watchdog."""
+    coordinator = graceshut.Coordinator(grace_period=5, propagation_delay=0)
+    graceshut.celery.install(app, coordinator)
+    report = await coordinator.shutdown("test")
+    assert [(h.name, h.outcome) for h in report.handlers] == [
+        ("celery.stop-consuming", graceshut.Outcome.OK)
+    ]
+    assert report.exit_code == 0
+    assert report.tasks == {}
+    assert not [r for r in runtimes() if r.coordinator is coordinator]

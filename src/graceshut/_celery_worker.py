@@ -1,12 +1,7 @@
-"""A Celery worker's main process as graceshut sees it: its loop, its tasks, its broker.
+"""A Celery worker's tasks and broker messages through the shutdown sequence.
 
-Celery's consumer runs on the main thread inside kombu's event loop (the hub), and
-graceshut's sequence on a thread of its own (`SequenceThread`). Whatever touches the
-consumer, the pool or the broker channel is handed to the hub through a pipe the hub
-watches, and done there: never from the sequence thread, never in a signal handler.
-
-A timer of our own on the hub, every quarter second, is the liveness probe's heartbeat
-and tells the sequence which tasks the pool runs: each is a tracked job of the
+With each heartbeat of the worker's loop (`graceshut._celery_loop`) the sequence learns
+which tasks the pool runs: each is a tracked job of the
 coordinator, named ``name[id]``, so that the drain waits for it and the report names
 what the drain had to end. Ending one is Celery's own soft-shutdown step for it
 (`Consumer.cancel_active_requests`); a pool that cannot stop a task (threads) leaves it
@@ -19,7 +14,6 @@ tasks prefetched) goes back to the broker's queue with kombu's
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import functools
@@ -28,24 +22,20 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._celery_loop import HEARTBEAT
 from ._loop import LoopHandle
 
 if TYPE_CHECKING:
+    from ._celery_loop import WorkerLoop
     from ._coordinator import Coordinator
     from ._report import ShutdownReport
 
 logger = logging.getLogger("graceshut")
 
-#: Seconds between two heartbeats of the hub (and two looks at the running tasks).
-HEARTBEAT = 0.25
-#: A hub silent for this long is taken as gone (the worker is past its own shutdown):
-#: work meant for it is then done on the sequence's thread.
-_HUB_GONE = 2.0
 #: After the report, how long a worker whose threads pool still runs an ended task
 #: waits for Celery's own stop before it exits.
 _UNSTOPPABLE_WAIT = 1.0
@@ -65,39 +55,14 @@ class HandBack:
     cancelled: tuple[str, ...]
 
 
-class _HubCall:
-    """One function for the hub's thread; run once, by whoever claims it first."""
-
-    def __init__(self, func: Callable[[], Any]) -> None:
-        self.func = func
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self._claim = threading.Lock()
-
-    def run(self) -> None:
-        if not self._claim.acquire(blocking=False):
-            return
-        try:
-            self.result = self.func()
-        except Exception as exc:  # handed to the waiting side
-            self.error = exc
-        finally:
-            self.done.set()
-
-
 class WorkerBridge:
-    """Between the sequence's loop and the worker's hub; one per worker process."""
+    """The worker's tasks as the sequence's work; one per worker process."""
 
-    def __init__(self, coordinator: Coordinator, *, liveness_timeout: float) -> None:
+    def __init__(self, coordinator: Coordinator, loop: WorkerLoop) -> None:
         self.coordinator = coordinator
-        self.liveness_timeout = liveness_timeout
-        self.consumer: Any = None
-        self.last_beat: float | None = None
+        self.loop = loop
         self.unstoppable = 0
         """Tasks ended at the drain's end that their pool could not stop (threads)."""
-        self._calls: collections.deque[_HubCall] = collections.deque()
-        self._wake_r = self._wake_w = -1
         self._jobs: dict[str, _Job] = {}
         self._ended: set[str] = set()  # ended at the drain's end: never tracked again
         self._running: list[Any] = []  # the hub's latest look at the pool
@@ -106,40 +71,16 @@ class WorkerBridge:
 
     # -- on the hub's thread ------------------------------------------------------------
 
-    def attach(self, consumer: Any) -> None:
-        """Hook into the worker's loop; on its main thread, once the consumer is ready."""
-        self.consumer = consumer
-        hub = consumer.hub
-        if hub is not None:
-            self._wake_r, self._wake_w = os.pipe()
-            os.set_blocking(self._wake_r, False)
-            os.set_blocking(self._wake_w, False)
-        # The hub's own timer (without an event loop, a transport without one: the
-        # consumer's timer thread).
-        consumer.timer.call_repeatedly(HEARTBEAT, self._tick)
-        self._tick()
-
-    def _tick(self) -> None:
-        self.last_beat = time.monotonic()
-        hub = self.consumer.hub
-        if hub is not None and self._wake_r not in hub.readers:
-            # Again after a reconnection: the consumer resets the hub's readers then.
-            hub.add_reader(self._wake_r, self._run_calls)
-        self._run_calls()
+    def look(self) -> None:
+        """With each heartbeat: note which tasks run, for the sequence's loop to track."""
         self._running = _running_requests()
         if not self._watching:
-            # The sequence's loop may not run yet: then at the next tick.
+            # The sequence's loop may not run yet: then at the next heartbeat.
             self._watching = self.coordinator.call_soon_threadsafe(self._start_watching)
-
-    def _run_calls(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.read(self._wake_r, 512)
-        while self._calls:
-            self._calls.popleft().run()
 
     def stop_consuming(self) -> list[str]:
         """Cancel the task consumer and the ETA tasks held in the timer; their labels."""
-        consumer = self.consumer
+        consumer = self.loop.consumer
         if consumer.task_consumer is not None:
             # What Celery's own warm shutdown does first (the `Tasks` bootstep's stop).
             consumer.task_consumer.cancel()
@@ -161,7 +102,7 @@ class WorkerBridge:
         None when a task started that the sequence has not seen yet (not cutting): the
         drain waits for it first.
         """
-        consumer = self.consumer
+        consumer = self.loop.consumer
         running = _running_requests()
         if not cutting and any(request.id not in known for request in running):
             return None
@@ -207,28 +148,6 @@ class WorkerBridge:
 
     # -- on the sequence's loop ---------------------------------------------------------
 
-    async def on_hub(self, func: Callable[[], Any]) -> Any:
-        """Run *func* on the hub's thread and return its result.
-
-        If the hub has stopped beating (the worker's own shutdown is under way), run it
-        here instead: nothing else touches the consumer any more.
-        """
-        call = _HubCall(func)
-        if self._wake_w < 0:
-            call.run()
-        else:
-            self._calls.append(call)
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._wake_w, b"\0")
-        while not call.done.is_set():
-            beat = self.last_beat
-            if beat is None or time.monotonic() - beat > _HUB_GONE:
-                call.run()
-            await anyio.sleep(0.01)
-        if call.error is not None:
-            raise call.error
-        return call.result
-
     def _start_watching(self) -> None:
         LoopHandle().spawn(self._watch)
 
@@ -254,7 +173,9 @@ class WorkerBridge:
 
     async def announce(self) -> None:
         """The announce handler: stop taking tasks at once."""
-        held = await self.on_hub(self.stop_consuming)
+        if self.loop.consumer is None:
+            return  # not a worker (a process that imports the app to send tasks)
+        held = await self.loop.on_hub(self.stop_consuming)
         logger.info(
             "stopped consuming tasks; %d ETA task%s held for the broker",
             len(held),
@@ -264,11 +185,14 @@ class WorkerBridge:
 
     async def drain(self) -> None:
         """The drain hook: wait for the tasks, end them at the drain's end, hand back."""
+        if self.loop.consumer is None:
+            return
         while True:
             cut = [job for job in self._jobs.values() if job.scope.cancel_called]
             if cut or not self._jobs:
                 known = frozenset(self._jobs)
-                back = await self.on_hub(functools.partial(self.hand_back, bool(cut), known))
+                hand_back = functools.partial(self.hand_back, bool(cut), known)
+                back = await self.loop.on_hub(hand_back)
                 if back is not None:
                     break
             await anyio.sleep(0.05)
@@ -295,41 +219,6 @@ class WorkerBridge:
 
     # -- on the admin listener's threads ------------------------------------------------
 
-    def readiness(self) -> tuple[int, dict[str, object]]:
-        """``/readyz``: 200 while the worker consumes tasks, never asking the broker."""
-        coordinator = self.coordinator
-        if coordinator.shutting_down:
-            phase = coordinator.phase
-            return 503, {
-                "status": "shutting down",
-                "reason": coordinator.reason,
-                "phase": phase.value if phase else None,
-            }
-        consumer = self.consumer
-        if consumer is None or consumer.connection is None or consumer.task_consumer is None:
-            return 503, {"status": "not consuming"}
-        return 200, {"status": "ready"}
-
-    def liveness(self) -> tuple[int, dict[str, object]]:
-        """``/livez``: 200 while the worker's loop beats, never asking the broker.
-
-        A loop that stopped beating for ``liveness_timeout`` seconds while connected is
-        stuck; one waiting for the broker to come back is alive (and not ready).
-        """
-        beat = self.last_beat
-        age = None if beat is None else round(time.monotonic() - beat, 3)
-        body: dict[str, object] = {
-            "status": "alive",
-            "heartbeat_age": age,
-            "shutting_down": self.coordinator.shutting_down,
-        }
-        consumer = self.consumer
-        connected = consumer is not None and consumer.connection is not None
-        if age is not None and age > self.liveness_timeout and connected:
-            body["status"] = "stuck"
-            return 503, body
-        return 200, body
-
     def after_report(self, report: ShutdownReport) -> None:
         """Report listener: the process exits inside the grace period, whatever runs on.
 
@@ -338,6 +227,9 @@ class WorkerBridge:
         the drain ended such a task) the process ends with the report's status (the
         messages were handed back already).
         """
+        if self.loop.consumer is None:
+            return
+        self.loop.closing = True
         settings = self.coordinator.settings
         left = report.started_at + settings.grace_period - settings.safety_margin / 2 - time.time()
         if self.unstoppable:

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._admin import AdminListener, parse_admin_address, prometheus_metrics
+from ._celery_loop import WorkerLoop
 from ._celery_worker import WorkerBridge
 from ._config import ConfigError, env_default
 from ._coordinator import Coordinator
@@ -105,8 +106,8 @@ def install(
             propagation_delay=env_default(0.0),
         )
     address = parse_admin_address(admin_address)
-    bridge = WorkerBridge(coordinator, liveness_timeout=_liveness_timeout(liveness_timeout))
-    runtime = SequenceThread(coordinator, signals=True)
+    loop = WorkerLoop(coordinator, liveness_timeout=_liveness_timeout(liveness_timeout))
+    bridge = WorkerBridge(coordinator, loop)
     coordinator.add_handler(
         bridge.announce, phase=Phase.ANNOUNCE, timeout=2.0, name="celery.stop-consuming"
     )
@@ -125,9 +126,13 @@ def install(
             celery_app.conf.update(worker_settings(coordinator))
 
     def on_worker_ready(sender: Any = None, **_: Any) -> None:
-        if not ours(sender) or runtime.started:
+        if not ours(sender) or loop.consumer is not None:
             return
-        bridge.attach(sender)
+        # Made here, in the worker's main process only: a web process that imports the
+        # app to send tasks (under gunicorn's hooks, which start every sequence thread
+        # made in the process) never gets one.
+        runtime = SequenceThread(coordinator, signals=True)
+        loop.attach(sender, bridge.look)
         if address is not None:
             from .asgi import ShutdownEndpoint  # noqa: PLC0415 - made in the worker only
 
@@ -138,7 +143,7 @@ def install(
                 endpoint,
                 address,
                 metrics=prometheus_metrics(admin_registry),
-                probes={"/readyz": bridge.readiness, "/livez": bridge.liveness},
+                probes={"/readyz": loop.readiness, "/livez": loop.liveness},
             )
         else:
             logger.info(
