@@ -118,6 +118,14 @@ class WorkerLoop:
         while self._calls:
             self._calls.popleft().run()
 
+    # -- from any thread ----------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Make the hub turn now: a signal handed on to Celery runs at its next turn."""
+        if self._wake_w >= 0:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wake_w, b"\0")
+
     # -- on the sequence's loop ---------------------------------------------------------
 
     async def on_hub(self, func: Callable[[], Any]) -> Any:
@@ -131,8 +139,7 @@ class WorkerLoop:
             call.run()
         else:
             self._calls.append(call)
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._wake_w, b"\0")
+            self.wake()
         while not call.done.is_set():
             beat = self.last_beat
             if beat is None or time.monotonic() - beat > _HUB_GONE:

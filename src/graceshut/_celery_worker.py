@@ -39,6 +39,10 @@ logger = logging.getLogger("graceshut")
 #: After the report, how long a worker whose threads pool still runs an ended task
 #: waits for Celery's own stop before it exits.
 _UNSTOPPABLE_WAIT = 1.0
+#: Seconds before the drain's end that the hand-back starts (a third of a short drain).
+_HAND_BACK = 1.0
+#: Tasks named in the hand-back's log line (all of them are in its ``extra``).
+_NAMED = 10
 
 
 @dataclasses.dataclass(eq=False)
@@ -65,6 +69,7 @@ class WorkerBridge:
         """Tasks ended at the drain's end that their pool could not stop (threads)."""
         self._jobs: dict[str, _Job] = {}
         self._ended: set[str] = set()  # ended at the drain's end: never tracked again
+        self._handed: set[str] = set()  # handed back: the drain ends their jobs
         self._running: list[Any] = []  # the hub's latest look at the pool
         self._watching = False
         self._report: ShutdownReport | None = None
@@ -161,7 +166,7 @@ class WorkerBridge:
         in_flight = self.coordinator.in_flight
         ids = {request.id: request for request in running}
         for task_id, job in list(self._jobs.items()):
-            if task_id not in ids and not job.scope.cancel_called:
+            if task_id not in ids and task_id not in self._handed:
                 del self._jobs[task_id]
                 in_flight.end_job(job.scope)
                 if self.coordinator.shutting_down:
@@ -184,32 +189,45 @@ class WorkerBridge:
         )
 
     async def drain(self) -> None:
-        """The drain hook: wait for the tasks, end them at the drain's end, hand back."""
+        """The drain hook: wait for the tasks, hand back at the drain's end, then log.
+
+        The hand-back (ending tasks, restoring messages: broker round trips on the
+        worker's loop) starts `_HAND_BACK` seconds before the drain's end, so that it is
+        done when graceshut ends the tasks' jobs there; they are then reported as ended
+        (``abandoned``), named as requests are.
+        """
         if self.loop.consumer is None:
             return
-        while True:
-            cut = [job for job in self._jobs.values() if job.scope.cancel_called]
-            if cut or not self._jobs:
-                known = frozenset(self._jobs)
-                hand_back = functools.partial(self.hand_back, bool(cut), known)
-                back = await self.loop.on_hub(hand_back)
-                if back is not None:
-                    break
+        end = anyio.current_effective_deadline()  # the drain's end: the hook is cut there
+        cut_at = end - min(_HAND_BACK, max(0.0, end - anyio.current_time()) / 3)
+        # Polled: the jobs change with each look of the hub (4 times a second).
+        while self._jobs and anyio.current_time() < cut_at:  # noqa: ASYNC110
             await anyio.sleep(0.05)
+        while True:
+            cutting = bool(self._jobs)
+            self._handed.update(self._jobs)  # from here on, their end is the drain's
+            hand_back = functools.partial(self.hand_back, cutting, frozenset(self._jobs))
+            back = await self.loop.on_hub(hand_back)
+            if back is not None:
+                break
+            await anyio.sleep(0.05)  # a task started that the last look missed
+        # graceshut's drain ends them a moment later, and names them.
+        while any(not job.scope.cancel_called for job in self._jobs.values()):  # noqa: ASYNC110
+            await anyio.sleep(0.02)
         for task_id, job in list(self._jobs.items()):
-            if job.scope.cancel_called:
-                del self._jobs[task_id]
-                self._ended.add(task_id)
-                self.coordinator.in_flight.end_job(job.scope)
+            del self._jobs[task_id]
+            self._ended.add(task_id)
+            self.coordinator.in_flight.end_job(job.scope)
         for label in back.restored:
             self.coordinator.note_task("restored", label)
         for label in back.cancelled:
             self.coordinator.note_task("cancelled", label)
         logger.info(
-            "%d task%s handed back to the broker%s",
+            "%d task%s handed back to the broker%s%s",
             len(back.restored),
             "" if len(back.restored) == 1 else "s",
             f", {len(back.cancelled)} cancelled (acknowledged at start)" if back.cancelled else "",
+            f": {', '.join(back.restored[:_NAMED])}" if back.restored else "",
             extra={
                 "phase": "drain",
                 "restored": list(back.restored),
@@ -230,6 +248,8 @@ class WorkerBridge:
         if self.loop.consumer is None:
             return
         self.loop.closing = True
+        # After every report listener, the signal chain's hand-on to Celery included.
+        self.coordinator.call_soon_threadsafe(self.loop.wake)
         settings = self.coordinator.settings
         left = report.started_at + settings.grace_period - settings.safety_margin / 2 - time.time()
         if self.unstoppable:
