@@ -127,15 +127,16 @@ class WorkerBridge:
                 )
                 cancel()
             for request in running:
+                stoppable = _can_stop_tasks(pool)
+                # A thread cannot be stopped: the task runs on until the process exits.
+                self.unstoppable += 0 if stoppable else 1
                 if not (request.task.acks_late and not request.acknowledged):
                     # Acknowledged when it started (early ack): nothing to give back.
                     cancelled.append(task_label(request))
-                elif not _can_stop_tasks(pool):
-                    # A thread cannot be stopped: the task runs on until the process
-                    # exits, and its late ack must never reach the broker, which is
-                    # given the message back below.
+                elif not stoppable:
+                    # Its late ack must never reach the broker, which is given the
+                    # message back below.
                     request.acknowledged = True
-                    self.unstoppable += 1
         restored: list[str] = []
         task_consumer = consumer.task_consumer
         if task_consumer is not None:
@@ -200,17 +201,17 @@ class WorkerBridge:
             return
         end = anyio.current_effective_deadline()  # the drain's end: the hook is cut there
         cut_at = end - min(_HAND_BACK, max(0.0, end - anyio.current_time()) / 3)
-        # Polled: the jobs change with each look of the hub (4 times a second).
-        while self._jobs and anyio.current_time() < cut_at:  # noqa: ASYNC110
-            await anyio.sleep(0.05)
-        while True:
+        back = None
+        while back is None:
+            # Polled: the jobs change with each look of the hub (4 times a second).
+            while self._jobs and anyio.current_time() < cut_at:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
             cutting = bool(self._jobs)
             self._handed.update(self._jobs)  # from here on, their end is the drain's
             hand_back = functools.partial(self.hand_back, cutting, frozenset(self._jobs))
             back = await self.loop.on_hub(hand_back)
-            if back is not None:
-                break
-            await anyio.sleep(0.05)  # a task started that the last look missed
+            if back is None:  # a task started that the last look missed: wait for it
+                await anyio.sleep(HEARTBEAT)
         # graceshut's drain ends them a moment later, and names them.
         while any(not job.scope.cancel_called for job in self._jobs.values()):  # noqa: ASYNC110
             await anyio.sleep(0.02)
