@@ -198,3 +198,22 @@ async def test_a_process_that_only_sends_tasks_runs_none_of_the_workers_machiner
     assert report.exit_code == 0
     assert report.tasks == {}
     assert not [r for r in runtimes() if r.coordinator is coordinator]
+
+
+@pytest.mark.anyio
+async def test_prometheus_counts_the_tasks_by_outcome() -> None:
+    """graceshut_shutdown_tasks{outcome} once the run is over."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from graceshut.contrib.prometheus import instrument
+
+    coordinator = graceshut.Coordinator(grace_period=5, propagation_delay=0)
+    registry = CollectorRegistry()
+    instrument(coordinator, registry=registry)
+    coordinator.note_task("restored", "work.long[b2]")
+    coordinator.note_task("restored", "work.eta[c3]")
+    coordinator.note_task("cancelled", "work.early[d4]")
+    await coordinator.shutdown("test")
+    text = generate_latest(registry).decode()
+    assert 'graceshut_shutdown_tasks{outcome="restored"} 2.0' in text
+    assert 'graceshut_shutdown_tasks{outcome="cancelled"} 1.0' in text
