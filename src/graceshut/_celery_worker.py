@@ -1,15 +1,15 @@
 """A Celery worker's tasks and broker messages through the shutdown sequence.
 
 With each heartbeat of the worker's loop (`graceshut._celery_loop`) the sequence learns
-which tasks the pool runs: each is a tracked job of the
-coordinator, named ``name[id]``, so that the drain waits for it and the report names
-what the drain had to end. Ending one is Celery's own soft-shutdown step for it
-(`Consumer.cancel_active_requests`); a pool that cannot stop a task (threads) leaves it
-running until the process exits, and its late acknowledgement is never sent. Then
-every message the worker still holds unacknowledged (tasks ended, ETA tasks held,
-tasks prefetched) goes back to the broker's queue with kombu's
-`restore_unacked_once`, before the flush phase, instead of waiting in Redis's
-``unacked`` hash for the visibility timeout.
+which tasks the pool runs: each is a tracked job of the coordinator, named
+``name[id]``, so that the drain waits for it and the report names what the drain had
+to end. Prefetched tasks the pool has not started are dropped at the announce. Ending
+a task is Celery's own soft-shutdown step for it (`Consumer.cancel_active_requests`);
+a pool that cannot stop a task (threads) leaves it running until the process exits,
+and its late acknowledgement is never sent. Then every message the worker still holds
+unacknowledged (tasks ended, ETA tasks held, tasks prefetched) goes back to the
+broker's queue with kombu's `restore_unacked_once`, before the flush phase, instead of
+waiting in Redis's ``unacked`` hash for the visibility timeout.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ class WorkerBridge:
         if consumer.task_consumer is not None:
             # What Celery's own warm shutdown does first (the `Tasks` bootstep's stop).
             consumer.task_consumer.cancel()
+        _drop_unstarted(consumer.pool)
         held = []
         timer = consumer.timer
         eta_handlers = {consumer.apply_eta_task, getattr(consumer, "_limit_post_eta", None)}
@@ -118,6 +119,7 @@ class WorkerBridge:
             # Tasks queued in the threads pool but not started would start after their
             # message went back to the broker: drop them (they run elsewhere).
             executor.shutdown(wait=False, cancel_futures=True)
+        _drop_unstarted(pool)  # first: an ended task's process takes no other
         if running:
             if _can_stop_tasks(pool):
                 # Celery's soft-shutdown step (5.5 and 5.6 named it differently).
@@ -236,7 +238,7 @@ class WorkerBridge:
             },
         )
 
-    # -- on the admin listener's threads ------------------------------------------------
+    # -- after the run ------------------------------------------------------------------
 
     def after_report(self, report: ShutdownReport) -> None:
         """Report listener: the process exits inside the grace period, whatever runs on.
@@ -312,6 +314,17 @@ def _running_requests() -> list[Any]:
         except RuntimeError:  # changed size while copied (the threads pool accepts a task)
             continue
     return list(active_requests)
+
+
+def _drop_unstarted(pool: Any) -> None:
+    """Drop the prefetched tasks the prefork pool has not started: they start nowhere here.
+
+    Their messages stay unacknowledged and go back to the broker with the others (what
+    Celery itself does when it loses its connection: ``pool.flush()``).
+    """
+    flush = getattr(pool, "flush", None)
+    if _can_stop_tasks(pool) and callable(flush):
+        flush()
 
 
 def _can_stop_tasks(pool: Any) -> bool:

@@ -57,7 +57,7 @@ class Worker:
             command = [sys.executable, "-m", "graceshut.cli", "run", "--", *command]
         self.env = {
             **os.environ,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "CELERY_TEST_BROKER": f"{redis_url}/0",
             "CELERY_TEST_LEDGER": f"{redis_url}/1",
             "CELERY_TEST_GRACESHUT": "1" if graceshut else "0",

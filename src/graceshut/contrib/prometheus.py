@@ -309,8 +309,8 @@ class _ShutdownCollector:
             labels=["outcome"],
         )
         if report is not None:
-            for outcome, labels in report.tasks.items():
-                tasks.add_metric([outcome], len(labels))
+            for outcome, named in report.tasks.items():
+                tasks.add_metric([outcome], len(named))
         yield tasks
 
 
