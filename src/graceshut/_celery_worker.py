@@ -14,6 +14,7 @@ waiting in Redis's ``unacked`` hash for the visibility timeout.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -89,7 +90,7 @@ class WorkerBridge:
         if consumer.task_consumer is not None:
             # What Celery's own warm shutdown does first (the `Tasks` bootstep's stop).
             consumer.task_consumer.cancel()
-        _drop_unstarted(consumer.pool)
+        _drop_unstarted(consumer)
         held = []
         timer = consumer.timer
         eta_handlers = {consumer.apply_eta_task, getattr(consumer, "_limit_post_eta", None)}
@@ -114,12 +115,7 @@ class WorkerBridge:
             return None
         cancelled = []
         pool = consumer.pool
-        executor = getattr(pool, "executor", None)
-        if executor is not None and not _can_stop_tasks(pool):
-            # Tasks queued in the threads pool but not started would start after their
-            # message went back to the broker: drop them (they run elsewhere).
-            executor.shutdown(wait=False, cancel_futures=True)
-        _drop_unstarted(pool)  # first: an ended task's process takes no other
+        _drop_unstarted(consumer)  # first: an ended task's process takes no other
         if running:
             if _can_stop_tasks(pool):
                 # Celery's soft-shutdown step (5.5 and 5.6 named it differently).
@@ -308,23 +304,39 @@ def _running_requests() -> list[Any]:
     """The requests the pool runs now (Celery's ``active_requests``)."""
     from celery.worker.state import active_requests  # noqa: PLC0415 - optional dependency
 
+    return _copied(active_requests)
+
+
+def _copied(requests: Any) -> list[Any]:
+    """A copy of one of Celery's sets of requests, which threads may change meanwhile."""
     for _ in range(5):
         try:
-            return list(active_requests)
+            return list(requests)
         except RuntimeError:  # changed size while copied (the threads pool accepts a task)
             continue
-    return list(active_requests)
+    return list(requests)
 
 
-def _drop_unstarted(pool: Any) -> None:
-    """Drop the prefetched tasks the prefork pool has not started: they start nowhere here.
+def _drop_unstarted(consumer: Any) -> None:
+    """Drop the prefetched tasks no process has started: they start nowhere here.
 
-    Their messages stay unacknowledged and go back to the broker with the others (what
-    Celery itself does when it loses its connection: ``pool.flush()``).
+    They wait for a free process in the worker's semaphore (prefork) or the pool's
+    buffer. Their messages stay unacknowledged and go back to the broker with the
+    others: what Celery itself does when it loses its connection (``on_close``).
     """
+    semaphore = getattr(consumer.controller, "semaphore", None)
+    if semaphore is not None:
+        semaphore.clear()
+    pool = consumer.pool
     flush = getattr(pool, "flush", None)
     if _can_stop_tasks(pool) and callable(flush):
         flush()
+    executor = getattr(pool, "executor", None)
+    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+        # The threads pool queues them in its executor: cancel them there. The threads
+        # running tasks go on; a new executor takes what the pool may still be given.
+        pool.executor = concurrent.futures.ThreadPoolExecutor(max_workers=pool.limit)
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _can_stop_tasks(pool: Any) -> bool:

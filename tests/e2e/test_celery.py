@@ -198,14 +198,22 @@ def runs(ledger: redis.Redis, key: str) -> collections.Counter[str]:
     return collections.Counter(t.decode() for t in ledger.lrange(key, 0, -1))
 
 
-def second_worker(tmp: Path, url: str, ledger: redis.Redis, pool: str, until: float) -> Worker:
+def second_worker(
+    tmp: Path,
+    url: str,
+    ledger: redis.Redis,
+    pool: str,
+    until: float,
+    *,
+    expected: list[str] = HANDED_BACK,
+) -> Worker:
     """A bare worker that re-runs what was handed back, waiting for it up to *until*."""
     worker = Worker(
         tmp, url, pool=pool, graceshut=False, name="second", CELERY_TEST_SLEEP_CAP="0.5"
     )
     worker.wait_consuming(ledger)
     while time.monotonic() < until:
-        if all(runs(ledger, "finished")[tag] for tag in HANDED_BACK):
+        if all(runs(ledger, "finished")[tag] for tag in expected):
             time.sleep(1.5)  # anything run twice would show by now
             break
         time.sleep(0.2)
@@ -271,6 +279,40 @@ def test_worker_hands_back_what_it_cannot_finish(
     assert finished == {"short": 1, **dict.fromkeys(HANDED_BACK, 1)}, again.output()
     assert runs(ledger, "started")["short"] == 1
     print_numbers(f"graceshut, {pool}, {how}", kubelet, store, finished)
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+@pytest.mark.usefixtures("secret_dir")
+def test_prefetched_tasks_never_start_after_the_trigger(
+    broker: RedisServer, tmp_path: Path, pool: str
+) -> None:
+    """A busy queue: prefetched tasks not started go back to the broker and run once."""
+    from celery import Celery
+
+    url = f"redis://127.0.0.1:{broker.port}"
+    ledger = redis.Redis.from_url(f"{url}/1")
+    store = redis.Redis.from_url(f"{url}/0")
+    backlog = [f"b{i}" for i in range(4)]
+    worker = Worker(tmp_path, url, pool=pool, graceshut=True, name="first")
+    try:
+        worker.wait_ready()
+        client = Celery("client", broker=f"{url}/0")
+        for seconds, tag in [(60, "long"), (3, "short")] + [(3, tag) for tag in backlog]:
+            client.send_task("work.sleep", args=(seconds, tag))
+        wait_started(ledger, {"long", "short"}, worker)
+        kubelet = Kubelet(worker)
+        code = kubelet.terminate("sigterm")
+    finally:
+        worker.stop()
+    output = worker.output()
+    assert not kubelet.killed, output
+    assert code == 0, output
+    # The worker had them (prefetched, 4 per process) but started none after the trigger.
+    assert runs(ledger, "started") == {"long": 1, "short": 1}, output
+    assert store.hlen("unacked") == 0
+    assert store.llen("celery") == 1 + len(backlog)
+    again = second_worker(tmp_path, url, ledger, pool, time.monotonic() + 30, ["long", *backlog])
+    assert runs(ledger, "finished") == dict.fromkeys(["short", "long", *backlog], 1), again.output()
 
 
 def assert_admin_answers(kubelet: Kubelet) -> None:
