@@ -10,7 +10,8 @@ the shutdown route of the admin listener (``GRACESHUT_ADMIN_ADDRESS``), runs the
 sequence in the worker's main process:
 
 1. announce: readiness fails, the worker stops consuming at once (its task consumer
-   is cancelled, ETA tasks it holds will not start here);
+   is cancelled; ETA tasks it holds and prefetched tasks no process has started will
+   not start here);
 2. no propagation delay by default: no Service routes to a worker
    (``GRACESHUT_PROPAGATION_DELAY`` turns it on);
 3. drain: running tasks finish within the drain's share of the grace period; at its

@@ -311,7 +311,8 @@ def test_prefetched_tasks_never_start_after_the_trigger(
     assert runs(ledger, "started") == {"long": 1, "short": 1}, output
     assert store.hlen("unacked") == 0
     assert store.llen("celery") == 1 + len(backlog)
-    again = second_worker(tmp_path, url, ledger, pool, time.monotonic() + 30, ["long", *backlog])
+    until = time.monotonic() + 30
+    again = second_worker(tmp_path, url, ledger, pool, until, expected=["long", *backlog])
     assert runs(ledger, "finished") == dict.fromkeys(["short", "long", *backlog], 1), again.output()
 
 
