@@ -232,6 +232,15 @@ class Coordinator(Registration):
         """
         spawn_tracked(self, self._attached(), func, args, name=name, timeout=timeout)
 
+    def note_task(self, outcome: str, label: str) -> None:
+        """Record what became of a background task, for the report's ``tasks``.
+
+        For task-queue workers (`graceshut.celery` calls it): *outcome* is
+        ``finished``, ``restored`` (handed back to the broker) or ``cancelled``;
+        *label* names the task as ``name[id]``. Call it on the loop's thread.
+        """
+        self._state.tasks.setdefault(outcome, []).append(label)
+
     # -- triggers -------------------------------------------------------------------
 
     def attach(self) -> None:

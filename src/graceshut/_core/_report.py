@@ -147,6 +147,9 @@ class ShutdownReport:
             server was asked but not used, why).
         finished: Tracked work (`Coordinator.track` jobs, gRPC calls by method) that
             ended by itself after the first trigger, counted by name.
+        tasks: What became of background tasks (a task queue's worker: Celery), by
+            outcome (``finished``, ``restored``, ``cancelled``), each as
+            ``name[id]``; empty in a web process.
     """
 
     reason: str
@@ -163,6 +166,7 @@ class ShutdownReport:
     budget: float | None = None
     deadline_detail: str = ""
     finished: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    tasks: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -206,6 +210,7 @@ class ShutdownReport:
             "budget": None if self.budget is None else round(self.budget, 3),
             "deadline_detail": self.deadline_detail,
             "finished": dict(self.finished),
+            "tasks": {outcome: list(labels) for outcome, labels in self.tasks.items()},
         }
 
     def summary(self) -> str:
@@ -220,7 +225,12 @@ class ShutdownReport:
             parts += f" ({len(fallbacks)} fallback{'s' if len(fallbacks) > 1 else ''} ran, "
             parts += f"{rescued} ok)"
         verdict = "clean" if self.ok else "with failures"
-        return (
+        line = (
             f"shutdown ({self.reason}) finished {verdict} in {self.duration:.3f}s: {parts}; "
             f"{self.in_flight_at_start} in flight at start, {self.in_flight_abandoned} abandoned"
         )
+        if self.tasks:
+            line += "; tasks: " + ", ".join(
+                f"{len(labels)} {outcome}" for outcome, labels in self.tasks.items()
+            )
+        return line

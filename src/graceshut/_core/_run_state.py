@@ -53,6 +53,8 @@ class RunState:
     when the API server says the deletion gives less."""
     drain_end: float | None = None
     """When the drain step ends (monotonic), from the moment it begins."""
+    tasks: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Background tasks by outcome (`Coordinator.note_task`), for the report."""
 
     def start(
         self,

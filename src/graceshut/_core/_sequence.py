@@ -245,6 +245,7 @@ class Sequence:
             budget=run.deadline - run.start,
             deadline_detail=run.deadline_detail,
             finished=dict(self._in_flight.finished),
+            tasks={outcome: tuple(labels) for outcome, labels in state.tasks.items()},
         )
         state.report = report
         run.note("done", ok=report.ok, deadline_source=run.deadline_source)

@@ -46,6 +46,7 @@ ENV_ADMIN_ADDRESS = "GRACESHUT_ADMIN_ADDRESS"
 _RETRY = 0.5
 Address = tuple[str, int] | str  # (host, port), or the path of a Unix socket
 Answer = tuple[int, bytes, str, list[tuple[bytes, bytes]]]  # status, body, type, headers
+Probe = Callable[[], tuple[int, dict[str, object]]]  # status and JSON body
 
 
 def parse_admin_address(
@@ -98,7 +99,9 @@ class AdminListener:
 
     Start it on the event loop's thread (the lifespan does it), stop it after the
     sequence. Only one process of a pod binds the address; `serving` says whether it
-    is this one.
+    is this one. *probes* replaces the answers of ``/readyz`` and ``/livez`` where the
+    process knows better than the coordinator (a task worker: consuming, its own loop's
+    heartbeat).
     """
 
     def __init__(
@@ -108,8 +111,10 @@ class AdminListener:
         address: Address,
         *,
         metrics: Callable[[], tuple[bytes, str]] | None = None,
+        probes: Mapping[str, Probe] | None = None,
     ) -> None:
         self.coordinator = coordinator
+        self.probes = dict(probes or {})
         self.shutdown = shutdown
         self.address = address
         self.metrics = metrics
@@ -259,8 +264,12 @@ class AdminListener:
                 return _json(404, {"error": "no metrics", "detail": detail}, [])
             body, content_type = self.metrics()
             return 200, body, content_type, []
-        probe = _probes.readiness if split.path == "/readyz" else _probes.liveness
-        status, payload = probe(self.coordinator)
+        probe = self.probes.get(split.path)
+        if probe is None:
+            answer = _probes.readiness if split.path == "/readyz" else _probes.liveness
+            status, payload = answer(self.coordinator)
+        else:
+            status, payload = probe()
         return _json(status, payload, [])
 
     def _shutdown(

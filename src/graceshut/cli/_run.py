@@ -69,7 +69,8 @@ def add_run_command(commands: Any) -> None:
     parser.add_argument(
         "--url",
         type=types.url,
-        help="the shutdown route (default: http://127.0.0.1:$PORT/shutdown, PORT 8000 if unset)",
+        help="the shutdown route (default: the admin listener's when GRACESHUT_ADMIN_ADDRESS is "
+        "a port, else http://127.0.0.1:$PORT/shutdown, PORT 8000 if unset)",
     )
     parser.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="COMMAND", help="the server's command line"
@@ -92,12 +93,31 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def default_url(environ: Any) -> str:
-    """``http://127.0.0.1:$PORT/shutdown``, with PORT 8000 when unset."""
+    """The admin listener's route, else ``http://127.0.0.1:$PORT/shutdown`` (PORT 8000).
+
+    The admin listener's when ``GRACESHUT_ADMIN_ADDRESS`` is a port or ``HOST:PORT``:
+    a Celery worker has no other HTTP port.
+    """
+    admin = _admin_url(environ)
+    if admin is not None:
+        return admin
     raw = environ.get("PORT") or "8000"
     if not raw.isdigit() or not 0 < int(raw) <= _MAX_PORT:
         msg = f"PORT={raw!r} is not a port number: set PORT or give --url"
         raise ValueError(msg)
     return f"http://127.0.0.1:{int(raw)}/shutdown"
+
+
+def _admin_url(environ: Any) -> str | None:
+    from .._http._admin import parse_admin_address  # noqa: PLC0415 - only when it is set
+
+    address = parse_admin_address(None, environ)  # a bad value: ConfigError, a ValueError
+    if address is None or isinstance(address, str):
+        return None  # none, or a Unix socket: the app's port then
+    host, port = address
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - every address: loopback is one of them
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"  # noqa: S104
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/shutdown"
 
 
 def call_shutdown_route(url: str) -> int:

@@ -23,6 +23,8 @@ Metrics (with the default ``namespace="graceshut"``):
   ``graceshut_handler_outcomes_total{handler,phase,outcome}``: once the run is over.
 - ``graceshut_phase_duration_seconds{phase}``: once the run is over, where the report
   has phase timings.
+- ``graceshut_shutdown_tasks{outcome}``: once the run is over, a task worker's tasks by
+  outcome (``finished``, ``restored``, ``cancelled``).
 """
 
 from __future__ import annotations
@@ -300,6 +302,16 @@ class _ShutdownCollector:
             for step in report.phases:
                 phase_duration.add_metric([step.name], step.duration)
         yield from (ok, duration, abandoned, handler_duration, outcomes, phase_duration)
+
+        tasks = GaugeMetricFamily(
+            f"{ns}_shutdown_tasks",
+            "A task worker's tasks in the last shutdown, by outcome.",
+            labels=["outcome"],
+        )
+        if report is not None:
+            for outcome, named in report.tasks.items():
+                tasks.add_metric([outcome], len(named))
+        yield tasks
 
 
 def _replace(registry: CollectorRegistry, collector: _ShutdownCollector) -> None:
