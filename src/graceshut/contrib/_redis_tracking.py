@@ -163,28 +163,22 @@ class SyncLock(redis.lock.Lock):
         super().__init__(client, name, thread_local=False, **kwargs)
         self._graceshut = tracking
 
-    def acquire(
-        self,
-        sleep: float | None = None,
-        blocking: bool | None = None,
-        blocking_timeout: float | None = None,
-        token: str | None = None,
-    ) -> bool:
-        """Acquire the lock as redis-py does; once acquired, it is tracked."""
-        if not super().acquire(sleep, blocking, blocking_timeout, token):
+    def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        """Acquire the lock as redis-py does (its arguments, passed on); once acquired, tracked."""
+        if not super().acquire(*args, **kwargs):
             return False
         self._graceshut.acquired(functools.partial(self.do_release, self.local.token), self.redis)
         return True
 
-    def release(self) -> None:
+    def release(self, *args: Any, **kwargs: Any) -> None:
         """Release the lock as redis-py does, from any thread; then it is no longer tracked."""
         if not self._graceshut.begin_release():
             self.local.token = None
             return
         try:
-            # redis-py forgets the token before the round trip: if that fails, the
-            # tracked entry still holds it, so the shutdown can retry.
-            super().release()
+            # redis-py before 8.2 forgets the token before the round trip: if that
+            # fails, the tracked entry still holds it, so the shutdown can retry.
+            super().release(*args, **kwargs)
         except BaseException as exc:
             self._graceshut.end_release(still_held=not isinstance(exc, LockError))
             raise
@@ -198,25 +192,20 @@ class AsyncLock(redis.asyncio.lock.Lock):
         super().__init__(client, name, thread_local=False, **kwargs)
         self._graceshut = tracking
 
-    async def acquire(
-        self,
-        blocking: bool | None = None,
-        blocking_timeout: float | None = None,
-        token: str | bytes | None = None,
-    ) -> bool:
-        """Acquire the lock as redis-py does; once acquired, it is tracked."""
-        if not await super().acquire(blocking, blocking_timeout, token):
+    async def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        """Acquire the lock as redis-py does (its arguments, passed on); once acquired, tracked."""
+        if not await super().acquire(*args, **kwargs):
             return False
         self._graceshut.acquired(functools.partial(self.do_release, self.local.token), self.redis)
         return True
 
-    async def release(self) -> None:
+    async def release(self, *args: Any, **kwargs: Any) -> None:
         """Release the lock as redis-py does, from any task; then it is no longer tracked."""
         if not self._graceshut.begin_release():
             self.local.token = None
             return
         try:
-            await super().release()
+            await super().release(*args, **kwargs)
         except BaseException as exc:  # cancelled or failed: the key may still be held
             self._graceshut.end_release(still_held=not isinstance(exc, LockError))
             raise
