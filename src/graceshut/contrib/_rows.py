@@ -55,7 +55,6 @@ class RowQueue:
         """True once the final flush found nothing left, or a spill took the rest."""
         self.accepted = 0
         self.written = 0
-        self.spilled = 0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -118,5 +117,4 @@ class RowQueue:
             self.closed = True
             rows = list(self._rows)
             self._rows.clear()
-            self.spilled += len(rows)
         return rows

@@ -151,13 +151,15 @@ class WriteBehindBuffer:
         self._async_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._tasks: set[asyncio.Task[int]] = set()
         self._spill = spill
-        fallback = None if spill is None else SpillFallback(spill, self.name, self._take, "rows")
+        self._fallback = (
+            None if spill is None else SpillFallback(spill, self.name, self._take, "rows")
+        )
         coordinator.add_handler(
             self._on_shutdown,
             phase=phase,
             timeout=timeout,
             name=self.name,
-            fallback=fallback,
+            fallback=self._fallback,
         )
 
     # -- request side ---------------------------------------------------------------
@@ -200,8 +202,13 @@ class WriteBehindBuffer:
 
     @property
     def spilled(self) -> int:
-        """Rows handed to the spill target by a failed shutdown flush."""
-        return self._rows.spilled
+        """Rows a failed shutdown flush saved in its spill (whole in the file, or logged)."""
+        return 0 if self._fallback is None else self._fallback.saved
+
+    @property
+    def lost(self) -> int:
+        """Rows a failed shutdown flush took for a spill that could not save them all."""
+        return 0 if self._fallback is None else self._fallback.lost
 
     async def replay(self) -> ReplayResult:
         """Insert the rows a failed shutdown spilled, and remove their spill files.
