@@ -38,7 +38,6 @@ class Lease:
         self.lock = lock
         self.lease = lease
         self.interval = lease / RENEWALS_PER_LEASE
-        self.renewals = 0
         self._stopped = threading.Event()
         self._task: tuple[asyncio.AbstractEventLoop, asyncio.Task[None]] | None = None
 
@@ -52,8 +51,6 @@ class Lease:
                 except Exception as exc:
                     if not self._failed(exc):
                         return
-                else:
-                    self.renewals += 1
 
         threading.Thread(target=run, name=f"graceshut lease {self.lock}", daemon=True).start()
 
@@ -70,8 +67,6 @@ class Lease:
                 except Exception as exc:
                     if not self._failed(exc):
                         return
-                else:
-                    self.renewals += 1
 
         loop = asyncio.get_running_loop()
         self._task = (loop, loop.create_task(run(), name=f"graceshut lease {self.lock}"))
