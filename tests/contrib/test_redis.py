@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -10,7 +11,9 @@ import anyio
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.lock
 import redis.asyncio.retry
+import redis.lock
 import redis.retry
 from redis.backoff import ConstantBackoff, NoBackoff
 
@@ -163,6 +166,38 @@ async def test_context_managers_track_only_while_held(
             assert not await aclient.exists(async_name)
         assert locks.held == ()
         assert not client.exists(sync_name)
+
+
+def every_argument(method: object) -> dict[str, object]:
+    """A value for each parameter that redis-py's own *method* takes, by name."""
+    values: dict[str, object] = {
+        "sleep": 0.01,
+        "blocking": True,
+        "blocking_timeout": 5,
+        "token": "the-token",
+    }
+    names = list(inspect.signature(method).parameters)[1:]  # type: ignore[arg-type]
+    assert set(names) <= set(values), f"redis-py's acquire has new parameters: {names}"
+    return {name: values[name] for name in names}
+
+
+async def test_acquire_takes_every_argument_of_the_installed_redis_py(
+    client: redis.Redis, aclient: redis.asyncio.Redis
+) -> None:
+    """acquire() passes on whatever redis-py's own takes (redis 8.2's asyncio ``sleep=`` too)."""
+    locks = RedisLocks(coordinator())
+    sync_name, async_name = key(), key()
+    async with aclient:
+        sync_lock = locks.lock(client, sync_name, ttl=30)
+        assert sync_lock.acquire(**every_argument(redis.lock.Lock.acquire))
+        async_lock = locks.lock(aclient, async_name, ttl=30)
+        assert await async_lock.acquire(**every_argument(redis.asyncio.lock.Lock.acquire))
+        assert locks.held == (sync_name, async_name)
+        assert client.get(sync_name) == b"the-token"
+        assert await aclient.get(async_name) == b"the-token"
+        sync_lock.release()
+        await async_lock.release()
+    assert locks.held == ()
 
 
 async def test_expired_lock_is_reported_and_the_new_owners_key_kept(

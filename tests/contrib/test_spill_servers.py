@@ -213,15 +213,15 @@ from graceshut.contrib.sqlalchemy import WriteBehindBuffer
 
 URL, DIRECTORY, NAME = sys.argv[1:4]
 {TABLE}
-write_all = _records.write_all
-
-def slow_disk(fd, data):
+def slow_disk(self, lines):
     # Half a chunk, a pause, the rest: the kill lands inside a line.
-    write_all(fd, data[: len(data) // 2])
+    data = b"".join(lines)
+    os.write(self.fd, data[: len(data) // 2])
     time.sleep(0.3)
-    write_all(fd, data[len(data) // 2 :])
+    os.write(self.fd, data[len(data) // 2 :])
+    self.lines += len(lines)
 
-_records.write_all = slow_disk
+_records.LineWriter.write = slow_disk
 coordinator = graceshut.Coordinator(grace_period=30, safety_margin=1, propagation_delay=0)
 at = __import__("datetime").datetime(2026, 11, 30)
 buffer = WriteBehindBuffer(

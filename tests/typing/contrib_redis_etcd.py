@@ -25,6 +25,10 @@ assert_type(locks.track_keys(redis.Redis(), "leader", token="pod-a"), Tracked)
 assert_type(locks.track("slot", lambda: None), Tracked)
 assert_type(locks.held, tuple[str, ...])
 
+leased = RedisLocks(coordinator, name="leased", lease=10.0)
+assert_type(leased.lease, float)
+assert_type(leased.lock(redis.Redis(), "jobs:long"), redis.lock.Lock)  # no ttl: a renewed lease
+
 
 async def release_own() -> bool:
     return True

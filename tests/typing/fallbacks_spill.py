@@ -8,7 +8,13 @@ import sqlalchemy as sa
 
 import graceshut
 from graceshut.contrib.cache import flush_mapping
-from graceshut.contrib.spill import ReplayResult, SpillDirectory, SpillLog
+from graceshut.contrib.spill import (
+    ReplayResult,
+    SpillDirectory,
+    SpillLog,
+    SpillReplayError,
+    SpillWriteError,
+)
 from graceshut.contrib.sqlalchemy import WriteBehindBuffer
 from graceshut.contrib.webhook import notify
 
@@ -38,10 +44,24 @@ webhook = notify(coordinator, "http://audit/", spill=spill)
 
 
 async def startup() -> None:
-    replayed: ReplayResult = await buffer.replay()
-    written: int = replayed.written + (await flusher.replay()).written
+    try:
+        replayed: ReplayResult = await buffer.replay()
+    except SpillReplayError as exc:  # start anyway: the rows wait on the volume
+        waiting: int = exc.pending + exc.written
+        del waiting
+    else:
+        del replayed
+    written: int = (await flusher.replay()).written
     sent: int = (await webhook.replay()).written
-    del written, sent
+    counts: tuple[int, int, int, int] = (buffer.spilled, buffer.lost, flusher.spilled, flusher.lost)
+    del written, sent, counts
+
+
+def spill_now(records: list[dict[str, Any]]) -> int:
+    try:
+        return spill.spill("mine", records).records
+    except SpillWriteError as exc:  # a full volume: some made it
+        return exc.spilled.records
 
 
 def on_report(report: graceshut.ShutdownReport) -> None:

@@ -35,6 +35,15 @@ class FlushError(IntegrationError):
         self.pending = pending
 
 
+class BufferFlushError(FlushError):
+    """A batch failed (or the deadline came): it and every later row stay in the buffer.
+
+    Attributes:
+        written: Rows written by this flush before it stopped.
+        pending: Rows left in the buffer.
+    """
+
+
 class ReleaseError(IntegrationError):
     """Some releases failed at shutdown; every other one was attempted.
 

@@ -168,17 +168,60 @@ def _parse(raw: bytes) -> Any:
 
 
 def keep_rejected(path: Path, lines: list[bytes], *, fsync: bool) -> None:
-    """Write *lines* to ``<path stem>.rejected``, whole or not at all (rename)."""
+    """Write *lines* to ``<path stem>.rejected``, whole or not at all (rename).
+
+    Raises:
+        OSError: The file could not be written (a full volume): nothing of it is left.
+    """
     target = path.with_suffix(".rejected")
     temporary = path.parent / f"{path.stem}.rejected.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
-        write_all(fd, b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for raw in lines))
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    temporary.replace(target)
+        try:
+            write_all(fd, b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for raw in lines))
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        temporary.replace(target)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a half-written copy is no use to anyone
+            temporary.unlink()
+        raise
+
+
+class LineWriter:
+    """Appends lines to a new file, and knows how many of them reached it whole.
+
+    A write to a full volume takes part of the data, then fails: what it took may end
+    in a torn line. `cut` drops that line, so the file holds exactly `lines` records.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lines = 0
+        self.size = 0  # bytes of the whole lines written: where the next one starts
+
+    def write(self, lines: list[bytes]) -> None:
+        """Write *lines* in one go; on an error, count the ones that got in whole."""
+        data = b"".join(lines)
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, view[done:])
+        finally:
+            for raw in lines:
+                if done < len(raw):
+                    break
+                done -= len(raw)
+                self.lines += 1
+                self.size += len(raw)
+
+    def cut(self) -> None:
+        """Drop a torn last line (best effort: shrinking a file needs no space)."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, self.size)
 
 
 def write_all(fd: int, data: bytes) -> None:

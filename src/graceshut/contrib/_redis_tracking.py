@@ -19,6 +19,8 @@ import redis.asyncio.lock
 import redis.lock
 from redis.exceptions import LockError
 
+from ._redis_lease import Lease
+
 logger = logging.getLogger("graceshut")
 
 SyncClient = redis.Redis | redis.RedisCluster
@@ -42,7 +44,7 @@ return deleted
 class Entry:
     """One release to run at shutdown: a lock's compare-and-delete, or the app's own."""
 
-    __slots__ = ("by_shutdown", "client", "is_async", "name", "release")
+    __slots__ = ("by_shutdown", "client", "is_async", "lease", "name", "release")
 
     def __init__(
         self, name: str, release: Callable[[], Any], *, is_async: bool, client: object = None
@@ -52,13 +54,14 @@ class Entry:
         self.is_async = is_async
         self.client = client
         self.by_shutdown = False
+        self.lease: Lease | None = None
 
 
 class Registry:
     """What is held now; shared by sync and async locks, safe from any thread."""
 
     def __init__(self, handler: str) -> None:
-        self._handler = handler
+        self.handler = handler
         self._mutex = threading.Lock()
         self._entries: dict[Entry, None] = {}
         self._closed = False
@@ -70,10 +73,10 @@ class Registry:
         if closed:
             logger.warning(
                 "%s: %s taken after the release phase began: it is not released at shutdown "
-                "and stays until its timeout",
-                self._handler,
+                "and stays until it expires",
+                self.handler,
                 entry.name,
-                extra={"handler": self._handler, "lock": entry.name, "outcome": "untracked"},
+                extra={"handler": self.handler, "lock": entry.name, "outcome": "untracked"},
             )
 
     def discard(self, entry: Entry) -> bool:
@@ -87,6 +90,9 @@ class Registry:
             self._entries.clear()
             for entry in entries:
                 entry.by_shutdown = True
+        for entry in entries:  # released now, or left to expire if Redis cannot be reached
+            if entry.lease is not None:
+                entry.lease.stop()
         return entries
 
     def names(self) -> tuple[str, ...]:
@@ -119,22 +125,46 @@ class Tracked:
 
 
 class LockTracking:
-    """The part graceshut adds to a redis-py lock: its entry in the registry while held."""
+    """What graceshut adds to a redis-py lock: its registry entry and lease while held."""
 
-    __slots__ = ("_entry", "_is_async", "_name", "_pending", "_registry")
+    __slots__ = ("_entry", "_is_async", "_lease", "_name", "_pending", "_registry")
 
-    def __init__(self, registry: Registry, name: str, *, is_async: bool) -> None:
+    def __init__(
+        self, registry: Registry, name: str, *, is_async: bool, lease: float | None
+    ) -> None:
         self._registry = registry
         self._name = name
         self._is_async = is_async
+        self._lease = lease
         self._entry: Entry | None = None
         self._pending: Entry | None = None
 
-    def acquired(self, release: Callable[[], Any], client: object) -> None:
+    @property
+    def lease(self) -> Lease | None:
+        """The lease being renewed now, while held (None for a lock with a TTL)."""
+        return None if self._entry is None else self._entry.lease
+
+    def acquired(
+        self, release: Callable[[], Any], client: object, renew: Callable[[], object]
+    ) -> None:
+        """Track the lock just acquired; start renewing its lease, if it has one.
+
+        *renew* is the lock's ``reacquire``: blocking for a sync lock, a coroutine
+        function for an asyncio one.
+        """
         if self._entry is not None:  # re-acquired after expiring: the old token is dead
             self._registry.discard(self._entry)
-        self._entry = Entry(self._name, release, is_async=self._is_async, client=client)
-        self._registry.add(self._entry)
+            if self._entry.lease is not None:
+                self._entry.lease.stop()
+        entry = Entry(self._name, release, is_async=self._is_async, client=client)
+        if self._lease is not None:
+            entry.lease = Lease(self._registry.handler, self._name, self._lease)
+            if self._is_async:
+                entry.lease.start_task(cast("Callable[[], Awaitable[object]]", renew))
+            else:
+                entry.lease.start_thread(renew)
+        self._entry = entry
+        self._registry.add(entry)
 
     def begin_release(self) -> bool:
         """Take the entry back before the app releases the lock itself.
@@ -143,6 +173,8 @@ class LockTracking:
         the same token, so the app's release has nothing left to do.
         """
         entry, self._entry = self._entry, None
+        if entry is not None and entry.lease is not None:
+            entry.lease.stop()  # a release that fails leaves the key to expire
         if entry is not None and not self._registry.discard(entry) and entry.by_shutdown:
             return False
         self._pending = entry
@@ -163,28 +195,23 @@ class SyncLock(redis.lock.Lock):
         super().__init__(client, name, thread_local=False, **kwargs)
         self._graceshut = tracking
 
-    def acquire(
-        self,
-        sleep: float | None = None,
-        blocking: bool | None = None,
-        blocking_timeout: float | None = None,
-        token: str | None = None,
-    ) -> bool:
-        """Acquire the lock as redis-py does; once acquired, it is tracked."""
-        if not super().acquire(sleep, blocking, blocking_timeout, token):
+    def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        """Acquire the lock as redis-py does (its arguments, passed on); once acquired, tracked."""
+        if not super().acquire(*args, **kwargs):
             return False
-        self._graceshut.acquired(functools.partial(self.do_release, self.local.token), self.redis)
+        release = functools.partial(self.do_release, self.local.token)
+        self._graceshut.acquired(release, self.redis, self.reacquire)
         return True
 
-    def release(self) -> None:
+    def release(self, *args: Any, **kwargs: Any) -> None:
         """Release the lock as redis-py does, from any thread; then it is no longer tracked."""
         if not self._graceshut.begin_release():
             self.local.token = None
             return
         try:
-            # redis-py forgets the token before the round trip: if that fails, the
-            # tracked entry still holds it, so the shutdown can retry.
-            super().release()
+            # redis-py before 8.2 forgets the token before the round trip: if that
+            # fails, the tracked entry still holds it, so the shutdown can retry.
+            super().release(*args, **kwargs)
         except BaseException as exc:
             self._graceshut.end_release(still_held=not isinstance(exc, LockError))
             raise
@@ -198,25 +225,21 @@ class AsyncLock(redis.asyncio.lock.Lock):
         super().__init__(client, name, thread_local=False, **kwargs)
         self._graceshut = tracking
 
-    async def acquire(
-        self,
-        blocking: bool | None = None,
-        blocking_timeout: float | None = None,
-        token: str | bytes | None = None,
-    ) -> bool:
-        """Acquire the lock as redis-py does; once acquired, it is tracked."""
-        if not await super().acquire(blocking, blocking_timeout, token):
+    async def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        """Acquire the lock as redis-py does (its arguments, passed on); once acquired, tracked."""
+        if not await super().acquire(*args, **kwargs):
             return False
-        self._graceshut.acquired(functools.partial(self.do_release, self.local.token), self.redis)
+        release = functools.partial(self.do_release, self.local.token)
+        self._graceshut.acquired(release, self.redis, self.reacquire)
         return True
 
-    async def release(self) -> None:
+    async def release(self, *args: Any, **kwargs: Any) -> None:
         """Release the lock as redis-py does, from any task; then it is no longer tracked."""
         if not self._graceshut.begin_release():
             self.local.token = None
             return
         try:
-            await super().release()
+            await super().release(*args, **kwargs)
         except BaseException as exc:  # cancelled or failed: the key may still be held
             self._graceshut.end_release(still_held=not isinstance(exc, LockError))
             raise

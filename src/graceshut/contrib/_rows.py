@@ -42,6 +42,14 @@ class FlushRun:
     batches: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
 
+    def fields(self) -> dict[str, float]:
+        """What the run did so far, for a log record's ``extra``."""
+        return {
+            "written": self.written,
+            "batches": self.batches,
+            "duration": time.monotonic() - self.started,
+        }
+
 
 class RowQueue:
     """Rows waiting to be written, in order; thread-safe."""
@@ -55,7 +63,6 @@ class RowQueue:
         """True once the final flush found nothing left, or a spill took the rest."""
         self.accepted = 0
         self.written = 0
-        self.spilled = 0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -118,5 +125,4 @@ class RowQueue:
             self.closed = True
             rows = list(self._rows)
             self._rows.clear()
-            self.spilled += len(rows)
         return rows

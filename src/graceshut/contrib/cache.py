@@ -82,7 +82,8 @@ class MappingFlusher(Generic[K, V]):
 
     Attributes:
         name: As given.
-        spilled: Entries handed to the spill target by a failed shutdown flush.
+        fallback: The fallback that spills the entries left (registered with the
+            handler by `flush_mapping`), or None without *spill*.
     """
 
     def __init__(
@@ -108,7 +109,17 @@ class MappingFlusher(Generic[K, V]):
         self._batch_size = batch_size
         self.name = name
         self.spill = spill
-        self.spilled = 0
+        self.fallback = None if spill is None else SpillFallback(spill, name, self.take, "entries")
+
+    @property
+    def spilled(self) -> int:
+        """Entries a failed shutdown flush saved in its spill (whole in the file, or logged)."""
+        return 0 if self.fallback is None else self.fallback.saved
+
+    @property
+    def lost(self) -> int:
+        """Entries a failed shutdown flush took for a spill that could not save them."""
+        return 0 if self.fallback is None else self.fallback.lost
 
     def mapping(self) -> MutableMapping[K, V]:
         """The mapping this flusher empties (the getter's result, when given one)."""
@@ -187,7 +198,6 @@ class MappingFlusher(Generic[K, V]):
         for key, value in items:
             if mapping.get(key, _MISSING) is value:
                 del mapping[key]
-        self.spilled += len(items)
         return [[key, value] for key, value in items]
 
     async def flush_all(self) -> int:
@@ -286,9 +296,8 @@ def flush_mapping(
             extra={**fields, "written": written, "pending": len(flusher.mapping())},
         )
 
-    fallback = None if spill is None else SpillFallback(spill, label, flusher.take, "entries")
     coordinator.add_handler(
-        flush_cache, phase=phase, timeout=timeout, name=label, fallback=fallback
+        flush_cache, phase=phase, timeout=timeout, name=label, fallback=flusher.fallback
     )
     return flusher
 

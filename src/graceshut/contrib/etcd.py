@@ -94,12 +94,12 @@ class _TrackedLock(aetcd.Lock):  # type: ignore[misc]  # aetcd is untyped
         if lease is not None:
             self._granted = lease
 
-    async def _try_acquire(self) -> bool:
+    async def _try_acquire(self, *args: Any, **kwargs: Any) -> bool:
         # aetcd grants a lease for every try and forgets it when the key is taken:
         # revoke it, or each try of a contended lock leaves a lease alive for its TTL.
         self._granted = None
         try:
-            if await super()._try_acquire():
+            if await super()._try_acquire(*args, **kwargs):
                 return True
         except BaseException:
             # The transaction failed after the grant: aetcd kept the lease as the lock's,
@@ -119,9 +119,9 @@ class _TrackedLock(aetcd.Lock):  # type: ignore[misc]  # aetcd is untyped
         with anyio.move_on_after(_REVOKE_TIMEOUT, shield=True), contextlib.suppress(Exception):
             await granted.revoke()
 
-    async def acquire(self, timeout: float | None = 10) -> bool:  # noqa: ASYNC109 - aetcd's signature
-        """Acquire the lock as aetcd does; once acquired, its lease is tracked."""
-        if not await super().acquire(timeout):
+    async def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        """Acquire the lock as aetcd does (its arguments, passed on); then its lease is tracked."""
+        if not await super().acquire(*args, **kwargs):
             return False
         self._leases.track(self.lease, name=f"lock {self.key.decode(errors='replace')}")
         return True

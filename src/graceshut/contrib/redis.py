@@ -6,13 +6,19 @@ holds in the ``release`` phase, so the next owner can take it at once::
 
     locks = RedisLocks(coordinator)
 
-    with locks.lock(redis_client, "jobs:nightly", ttl=60):
+    with locks.lock(redis_client, "jobs:nightly"):
         ...  # held: released at shutdown if the block is still running
 
     async with locks.lock(async_redis_client, "jobs:import", ttl=60):
         ...
 
 What it guarantees:
+
+- Every lock expires. One made without ``ttl`` gets a lease (``lease=``, 30 s by
+  default) that graceshut renews every third of it while the lock is held, and stops
+  renewing when it is released or the process dies: a pod killed holding it, or whose
+  release at shutdown cannot reach Redis, frees it within one lease, and a job that
+  holds it for hours keeps it. A lock made with ``ttl`` expires after it, as in redis-py.
 
 - A lock is tracked from a successful ``acquire`` to its ``release`` (or the shutdown).
   Locks are made with ``thread_local=False`` and each one's token is recorded at
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast, overload
 
@@ -76,6 +83,9 @@ __all__ = ["RedisLocks", "ReleaseError", "Tracked"]
 
 logger = logging.getLogger("graceshut")
 
+#: The shortest lease: redis-py sets a TTL in whole milliseconds, and renews a third of it.
+_MIN_LEASE = 0.1
+
 
 class RedisLocks:
     """Tracks the Redis locks the app holds and releases them in the ``release`` phase.
@@ -94,12 +104,17 @@ class RedisLocks:
         name: The handler's name in logs and the report.
         concurrency: Releases in flight at once (connections or threads used).
         phase: The phase it runs in; ``release`` by default.
+        lease: Seconds a lock made without ``ttl`` lives unless renewed; graceshut
+            renews it every third of that while the lock is held (from a daemon thread
+            for a sync lock, a task on its loop for an asyncio one), so a holder that
+            dies frees it within *lease*. Keep it above the longest stall of the
+            process or of Redis that the lock must survive (two renewals may fail).
 
     Example::
 
         locks = RedisLocks(coordinator)
 
-        lock = locks.lock(redis_client, "reports:rebuild", ttl=300, blocking=False)
+        lock = locks.lock(redis_client, "reports:rebuild", blocking=False)
         if lock.acquire():
             try:
                 rebuild_reports()
@@ -115,10 +130,19 @@ class RedisLocks:
         name: str = "redis-locks",
         concurrency: int = 16,
         phase: Phase | str = Phase.RELEASE,
+        lease: float = 30.0,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency={concurrency!r} must be a positive integer")
+        if (
+            isinstance(lease, bool)
+            or not isinstance(lease, int | float)
+            or not math.isfinite(lease)
+            or lease < _MIN_LEASE
+        ):
+            raise ValueError(f"lease={lease!r} must be a number of seconds, {_MIN_LEASE} or more")
         self.name = name
+        self.lease = lease
         self._concurrency = concurrency
         self._registry = Registry(name)
         coordinator.add_handler(self.release_all, phase=phase, timeout=timeout, name=name)
@@ -172,8 +196,9 @@ class RedisLocks:
         Args:
             client: A redis-py client, sync or asyncio (``Redis`` or ``RedisCluster``).
             name: The key of the lock.
-            ttl: The lock's time to live in seconds (redis-py's ``timeout``); None
-                means no expiry, which a crashed pod turns into a lock held forever.
+            ttl: The lock's time to live in seconds (redis-py's ``timeout``): it expires
+                then, held or not. None (the default) gives it a lease instead, renewed
+                while it is held (see *lease* on `RedisLocks`).
             sleep: Seconds between tries while blocking.
             blocking: Whether ``acquire`` waits for the lock.
             acquire_timeout: Longest wait in ``acquire`` (redis-py's
@@ -183,9 +208,10 @@ class RedisLocks:
             The lock, not yet acquired.
         """
         is_async = isinstance(client, redis.asyncio.Redis | redis.asyncio.RedisCluster)
-        tracking = LockTracking(self._registry, name, is_async=is_async)
+        lease = self.lease if ttl is None else None
+        tracking = LockTracking(self._registry, name, is_async=is_async, lease=lease)
         options = {
-            "timeout": ttl,
+            "timeout": lease if ttl is None else ttl,
             "sleep": sleep,
             "blocking": blocking,
             "blocking_timeout": acquire_timeout,

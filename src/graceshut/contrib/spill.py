@@ -17,19 +17,20 @@ No extra is needed: this module uses the standard library only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._core._handlers import is_async_callable
 from .._core._threads import run_in_daemon_thread
-from . import _records
+from . import _records, _replay
 from ._errors import IntegrationError, describe_error
+from ._replay import ReplayResult, SpillReplayError
 from ._unencodable import SpillEncodeError, Unencodable
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ __all__ = [
     "SpillLog",
     "SpillReplayError",
     "SpillTarget",
+    "SpillWriteError",
     "Spilled",
 ]
 
@@ -58,20 +60,6 @@ class SpillError(IntegrationError, ValueError):
     """The spill directory is missing, not a directory, or not writable."""
 
 
-class SpillReplayError(IntegrationError):
-    """The writer failed during a replay: the file it was on stays whole for the next one.
-
-    Attributes:
-        written: Records written by this replay before the failure.
-        pending: Records left in spill files.
-    """
-
-    def __init__(self, message: str, *, written: int, pending: int) -> None:
-        super().__init__(message)
-        self.written = written
-        self.pending = pending
-
-
 @dataclasses.dataclass(frozen=True)
 class Spilled:
     """What one spill wrote: how many records, and where (a file path, or ``log``)."""
@@ -80,22 +68,19 @@ class Spilled:
     to: str
 
 
-@dataclasses.dataclass(frozen=True)
-class ReplayResult:
-    """What a replay did.
+class SpillWriteError(IntegrationError):
+    """A spill file could not be written whole (a full volume, a failing disk).
+
+    The file keeps the records that reached it, whole lines only, and a replay writes
+    them; the others are not saved anywhere.
 
     Attributes:
-        written: Records handed to the writer (and written: it returned).
-        files: Spill files replayed and removed.
-        rejected: Lines that could not be read (torn by a kill, or damaged): kept, next
-            to the file they came from, in ``*.rejected`` files that replay never reads.
-        rejected_files: The ``*.rejected`` files of this stream, old ones included.
+        spilled: What reached the file.
     """
 
-    written: int = 0
-    files: int = 0
-    rejected: int = 0
-    rejected_files: tuple[Path, ...] = ()
+    def __init__(self, message: str, *, spilled: Spilled) -> None:
+        super().__init__(message)
+        self.spilled = spilled
 
 
 class SpillTarget(Protocol):
@@ -145,12 +130,22 @@ class SpillDirectory:
 
         Written in chunks as it goes: a kill in the middle leaves the chunks already
         written, which replay.
+
+        Raises:
+            SpillWriteError: The file could not be written whole (a full volume): it
+                keeps the records that reached it, and the error says how many.
+            SpillEncodeError: Some records have a value with no JSON form; the others
+                were spilled.
         """
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         target = self.path / f"{_records.safe_name(stream)}~{stamp}~{os.getpid()}.jsonl"
-        count = 0
         unencodable = Unencodable(stream)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+        except OSError as exc:
+            raise self._write_error(stream, target, records, 0, exc) from exc
+        writer = _records.LineWriter(fd)
+        failure: OSError | None = None
         try:
             if self.fsync:  # the file's name survives a crash too
                 _records.fsync_directory(self.path)
@@ -158,28 +153,43 @@ class SpillDirectory:
             for line in unencodable.skip(_records.line, records):
                 chunk.append(line)
                 if len(chunk) >= _CHUNK:
-                    _records.write_all(fd, b"".join(chunk))
-                    count += len(chunk)
+                    writer.write(chunk)
                     chunk.clear()
-            _records.write_all(fd, b"".join(chunk))
-            count += len(chunk)
+            writer.write(chunk)
             if self.fsync:
                 os.fsync(fd)
+        except OSError as exc:  # a full volume: keep the whole lines that got in
+            failure = exc
+            writer.cut()
         finally:
             os.close(fd)
-        if not count:
-            target.unlink()
-        spilled = Spilled(count, str(target) if count else str(self.path))
+            if not writer.lines:
+                with contextlib.suppress(OSError):
+                    target.unlink()
+        if failure is not None:
+            raise self._write_error(stream, target, records, writer.lines, failure) from failure
+        spilled = Spilled(writer.lines, str(target) if writer.lines else str(self.path))
         unencodable.check(spilled)
         return spilled
 
+    def _write_error(
+        self, stream: str, target: Path, records: Iterable[Any], saved: int, exc: OSError
+    ) -> SpillWriteError:
+        spilled = Spilled(saved, str(target) if saved else str(self.path))
+        of = f" of {len(records)}" if isinstance(records, Sized) else ""
+        return SpillWriteError(
+            f"spill of {stream}: {saved}{of} records written to {spilled.to}, then "
+            f"{describe_error(exc)}; the rest are not saved",
+            spilled=spilled,
+        )
+
     def files(self, stream: str) -> list[Path]:
         """The spill files of *stream* waiting for a replay, oldest first."""
-        return sorted(self.path.glob(f"{_records.safe_name(stream)}~*.jsonl"))
+        return _replay.stream_files(self.path, stream, ".jsonl")
 
     def rejected_files(self, stream: str) -> list[Path]:
         """The ``*.rejected`` files of *stream*: lines a replay could not read."""
-        return sorted(self.path.glob(f"{_records.safe_name(stream)}~*.rejected"))
+        return _replay.stream_files(self.path, stream, ".rejected")
 
     async def replay(
         self,
@@ -199,67 +209,15 @@ class SpillDirectory:
         directory never overlap (a lock file), so worker processes may all call it.
 
         Raises:
-            SpillReplayError: *writer* failed; its file stays for the next replay.
+            SpillReplayError: *writer* failed, or a file could not be read or its
+                unreadable lines kept aside (a full volume): the file it was on stays
+                for the next replay, and the error says what was written and what waits.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-        written = files = rejected = 0
-        is_async = is_async_callable(writer)
-        async with _records.replay_lock(self.path):
-            for path in self.files(stream):
-                records, bad = _records.read(path)
-                for start in range(0, len(records), batch_size):
-                    batch = records[start : start + batch_size]
-                    try:
-                        await _records.call_writer(writer, batch, is_async=is_async)
-                    except Exception as exc:
-                        pending = (
-                            len(records)
-                            - start
-                            + sum(len(_records.read(p)[0]) for p in self.files(stream) if p > path)
-                        )
-                        raise SpillReplayError(
-                            f"replay of {path}: {written} records written, then a batch of "
-                            f"{len(batch)} failed; {pending} records stay spilled: "
-                            f"{describe_error(exc)}",
-                            written=written,
-                            pending=pending,
-                        ) from exc
-                    written += len(batch)
-                if bad:
-                    _records.keep_rejected(path, bad, fsync=self.fsync)
-                    rejected += len(bad)
-                path.unlink()
-                files += 1
-            if files and self.fsync:
-                _records.fsync_directory(self.path)
-        result = ReplayResult(written, files, rejected, tuple(self.rejected_files(stream)))
-        fields = {
-            "spill": stream,
-            "path": str(self.path),
-            "written": written,
-            "files": files,
-            "rejected": rejected,
-        }
-        if result.rejected_files:
-            logger.warning(
-                "replay of %s: %d records written from %d files; %d unreadable lines kept in %s",
-                stream,
-                written,
-                files,
-                rejected,
-                ", ".join(str(p) for p in result.rejected_files),
-                extra=fields,
-            )
-        elif files:
-            logger.info(
-                "replay of %s: %d records written from %d files",
-                stream,
-                written,
-                files,
-                extra=fields,
-            )
-        return result
+        return await _replay.replay(
+            self.path, stream, writer, batch_size=batch_size, fsync=self.fsync
+        )
 
 
 class SpillLog:
@@ -311,6 +269,14 @@ class SpillFallback:
         take: Called with the context; returns the records to spill (the ones the
             handler left), and stops the integration from writing them elsewhere.
         records: What the records are, in the report (``rows``, ``entries``...).
+
+    Attributes:
+        saved: Records the target saved (in a spill file, whole and fsync'd, or logged),
+            over every run.
+        lost: Records taken for a spill that did not save them: the rest of a file that
+            a full volume cut short, or records with no JSON form; all the records of a
+            spill that failed without saying how many it saved. A spill cut off by the
+            deadline counts in neither (its thread may still be writing).
     """
 
     def __init__(
@@ -325,14 +291,24 @@ class SpillFallback:
         self.name = target.name
         self._take = take
         self._unit = records
+        self.saved = 0
+        self.lost = 0
 
     async def __call__(self, ctx: ShutdownContext) -> dict[str, Any]:
         """Spill the records left behind; the report's detail says how many and where."""
         started = time.monotonic()
         records = await self._take(ctx)
-        spilled = await run_in_daemon_thread(
-            lambda: self.target.spill(self.stream, records), name=f"graceshut {self.name}"
-        )
+        try:
+            spilled = await run_in_daemon_thread(
+                lambda: self.target.spill(self.stream, records), name=f"graceshut {self.name}"
+            )
+        except (SpillWriteError, SpillEncodeError) as exc:
+            self._count(exc.spilled.records, len(records))
+            raise
+        except Exception:
+            self._count(0, len(records))
+            raise
+        self._count(spilled.records, len(records))
         ctx.logger.warning(
             "%s: spilled %d %s to %s after %s",
             self.stream,
@@ -349,6 +325,10 @@ class SpillFallback:
             },
         )
         return {"spilled": spilled.records, "records": self._unit, "to": spilled.to}
+
+    def _count(self, saved: int, taken: int) -> None:
+        self.saved += saved
+        self.lost += max(0, taken - saved)
 
 
 def _check_writable(path: Path) -> None:

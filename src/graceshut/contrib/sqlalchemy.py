@@ -14,10 +14,11 @@ SQLAlchemy's asyncio extension itself, needs the asyncio event loop).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,9 +42,17 @@ from ._dispose import (
     dispose_engine,
     dispose_when_idle,
 )
-from ._errors import FlushError, describe_error
+from ._errors import BufferFlushError, describe_error
 from ._rows import BufferClosedError, BufferFullError, FlushRun, Row, RowQueue
-from ._sql_target import by_keys, resolve_target
+from ._sql_target import (
+    forget_when_done,
+    insert_batch,
+    insert_batch_async,
+    resolve_target,
+    row_of,
+    write_batches,
+    write_batches_async,
+)
 
 if TYPE_CHECKING:
     from .._core._context import ShutdownContext
@@ -60,15 +69,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("graceshut")
-
-
-class BufferFlushError(FlushError):
-    """A batch failed (or the deadline came): it and every later row stay in the buffer.
-
-    Attributes:
-        written: Rows written by this flush before it stopped.
-        pending: Rows left in the buffer.
-    """
 
 
 class WriteBehindBuffer:
@@ -151,13 +151,15 @@ class WriteBehindBuffer:
         self._async_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._tasks: set[asyncio.Task[int]] = set()
         self._spill = spill
-        fallback = None if spill is None else SpillFallback(spill, self.name, self._take, "rows")
+        self._fallback = (
+            None if spill is None else SpillFallback(spill, self.name, self._take, "rows")
+        )
         coordinator.add_handler(
             self._on_shutdown,
             phase=phase,
             timeout=timeout,
             name=self.name,
-            fallback=fallback,
+            fallback=self._fallback,
         )
 
     # -- request side ---------------------------------------------------------------
@@ -200,8 +202,13 @@ class WriteBehindBuffer:
 
     @property
     def spilled(self) -> int:
-        """Rows handed to the spill target by a failed shutdown flush."""
-        return self._rows.spilled
+        """Rows a failed shutdown flush saved in its spill (whole in the file, or logged)."""
+        return 0 if self._fallback is None else self._fallback.saved
+
+    @property
+    def lost(self) -> int:
+        """Rows a failed shutdown flush took for a spill that could not save them all."""
+        return 0 if self._fallback is None else self._fallback.lost
 
     async def replay(self) -> ReplayResult:
         """Insert the rows a failed shutdown spilled, and remove their spill files.
@@ -222,19 +229,9 @@ class WriteBehindBuffer:
         engine, insert = self._engine, self._insert
         if isinstance(engine, AsyncEngine):
             asyncio_loop()
-
-            async def write_async(rows: list[Row]) -> None:
-                async with engine.begin() as conn:
-                    for group in by_keys(rows):
-                        await conn.execute(insert, group)
-
+            write_async = functools.partial(insert_batch_async, engine, insert)
             return await spill.replay(self.name, write_async, batch_size=self._batch_size)
-
-        def write(rows: list[Row]) -> None:
-            with engine.begin() as conn:
-                for group in by_keys(rows):
-                    conn.execute(insert, group)
-
+        write = functools.partial(insert_batch, engine, insert)
         return await spill.replay(self.name, write, batch_size=self._batch_size)
 
     # -- flushing -------------------------------------------------------------------
@@ -317,7 +314,7 @@ class WriteBehindBuffer:
                 loop = asyncio_loop()
                 task = loop.create_task(self._write_async(self._engine, final, deadline, stop))
                 self._tasks.add(task)
-                task.add_done_callback(_forget(self._tasks))
+                task.add_done_callback(forget_when_done(self._tasks))
                 # Shielded: a cancelled caller must not interrupt a batch mid-commit.
                 return await asyncio.shield(task)
             engine = self._engine
@@ -333,14 +330,9 @@ class WriteBehindBuffer:
     ) -> int:
         with self._writer_lock:
             run = FlushRun(final, deadline, stop, None if final else len(self))
-            while batch := self._rows.next_batch(run, self._batch_size):
-                try:
-                    with engine.begin() as conn:
-                        for rows in by_keys(batch):
-                            conn.execute(self._insert, rows)
-                except Exception as exc:
-                    raise self._failed(run, batch, exc) from exc
-                self._rows.committed(run, batch)
+            write_batches(
+                engine, self._insert, self._rows, run, size=self._batch_size, failed=self._failed
+            )
             return self._finished(run)
 
     async def _write_async(
@@ -348,14 +340,9 @@ class WriteBehindBuffer:
     ) -> int:
         async with self._loop_lock():
             run = FlushRun(final, deadline, stop, None if final else len(self))
-            while batch := self._rows.next_batch(run, self._batch_size):
-                try:
-                    async with engine.begin() as conn:
-                        for rows in by_keys(batch):
-                            await conn.execute(self._insert, rows)
-                except Exception as exc:
-                    raise self._failed(run, batch, exc) from exc
-                self._rows.committed(run, batch)
+            await write_batches_async(
+                engine, self._insert, self._rows, run, size=self._batch_size, failed=self._failed
+            )
             return self._finished(run)
 
     async def _take(self, ctx: ShutdownContext) -> list[Row]:
@@ -397,35 +384,13 @@ class WriteBehindBuffer:
         return run.written
 
     def _fields(self, run: FlushRun) -> dict[str, Any]:
-        return {
-            "handler": self.name,
-            "table": self.table_name,
-            "written": run.written,
-            "batches": run.batches,
-            "duration": time.monotonic() - run.started,
-        }
+        return {"handler": self.name, "table": self.table_name, **run.fields()}
 
     def _to_row(self, row: Mapping[str, Any] | object) -> Row:
-        if isinstance(row, Mapping):
-            return dict(row)
-        if self._attributes is not None:
-            cls, attributes = self._attributes
-            if isinstance(row, cls):
-                state = row.__dict__
-                return {col: state[attr] for attr, col in attributes if attr in state}
-        raise TypeError(f"{self.name}: cannot buffer {row!r}: expected a mapping of columns")
+        return row_of(self.name, row, self._attributes)
 
     def _loop_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         if self._async_lock is None or self._async_lock[0] is not loop:
             self._async_lock = (loop, asyncio.Lock())
         return self._async_lock[1]
-
-
-def _forget(tasks: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
-    def done(task: asyncio.Task[int]) -> None:
-        tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: an abandoned writer's error was logged already
-
-    return done
