@@ -14,6 +14,7 @@ from ._config import EnvDefault as EnvDefault
 from ._config import env_default as env_default
 from ._context import ShutdownContext as ShutdownContext
 from ._coordinator import Coordinator as Coordinator
+from ._logs import install_fallback as _install_fallback
 from ._phases import Phase as Phase
 from ._report import FallbackResult as FallbackResult
 from ._report import HandlerResult as HandlerResult
@@ -35,7 +36,9 @@ __all__ = [
     "env_default",
 ]
 
-logging.getLogger("graceshut").addHandler(logging.NullHandler())
+# Instead of a NullHandler: warnings, errors and the report reach stderr while the app
+# configures no logging, and nothing more once it does (see _logs).
+_install_fallback(logging.getLogger("graceshut"))
 
 
 def __getattr__(name: str) -> Any:

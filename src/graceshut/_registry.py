@@ -11,6 +11,7 @@ from ._phases import PHASES, Phase
 
 if TYPE_CHECKING:
     from ._config import Settings
+    from ._final import FinalFlush
     from ._handlers import Handler
     from ._report import ShutdownReport
 
@@ -61,6 +62,8 @@ class Registry:
         """Called with the final report, before any waiter wakes."""
         self.drain_hooks: Subscribers[DrainHook] = Subscribers()
         """Run when the drain begins, alongside the drain handlers."""
+        self.final_flushes: Subscribers[tuple[str, FinalFlush]] = Subscribers()
+        """Run after the report listeners, on daemon threads, until the deadline."""
 
     def add(self, handler: Handler, settings: Settings) -> None:
         """Register *handler*, refusing a duplicate name or a timeout past the budget.

@@ -6,9 +6,12 @@ import dataclasses
 import enum
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._phases import Phase
+
+if TYPE_CHECKING:
+    from ._final import FinalFlushResult
 
 
 class Outcome(str, enum.Enum):
@@ -135,6 +138,10 @@ class ShutdownReport:
         handlers: One record per handler, in phase order.
         phases: When each step ran, in order.
         pid: The process that ran the sequence.
+        final_flushes: How each final flush (telemetry sent after the report, such as
+            `graceshut.contrib.otel`'s) went: ``ok``, ``error`` or ``abandoned``. They
+            do not change `ok` or the exit status: telemetry that could not be sent is
+            no failure of the shutdown.
     """
 
     reason: str
@@ -146,6 +153,7 @@ class ShutdownReport:
     phases: tuple[PhaseResult, ...] = ()
     abandoned: tuple[str, ...] = ()
     pid: int = dataclasses.field(default_factory=os.getpid)
+    final_flushes: tuple[FinalFlushResult, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -184,6 +192,7 @@ class ShutdownReport:
             "pid": self.pid,
             "handlers": [h.to_dict() for h in self.handlers],
             "phases": [p.to_dict() for p in self.phases],
+            "final_flushes": [f.to_dict() for f in self.final_flushes],
         }
 
     def summary(self) -> str:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 
+from . import _watchdog
 from ._loop import LoopHandle
 from ._signals import SecondInterrupt
 
@@ -91,9 +92,15 @@ def run(
     *,
     worker_class: Literal["asyncio", "uvloop", "trio"] = "asyncio",
 ) -> int:
-    """Run `serve` in a new event loop and return the exit status (0 clean, 1 failed)."""
+    """Run `serve` in a new event loop and return the exit status (0 clean, 1 failed).
+
+    Meant for ``sys.exit(run(...))``: once the sequence is over the process is on its
+    way out, and the exit watchdog ends it by the grace period whatever hangs at exit
+    (hypercorn's own shutdown, an ``atexit`` hook).
+    """
     backend = "trio" if worker_class == "trio" else "asyncio"
     options: dict[str, Any] = {"use_uvloop": True} if worker_class == "uvloop" else {}
+    coordinator.on_report(lambda report: _watchdog.arm(report, coordinator.settings))
 
     async def main() -> int:
         report = await serve(app, coordinator, config)
