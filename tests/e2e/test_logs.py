@@ -59,7 +59,7 @@ def test_a_configured_app_keeps_full_control(tmp_path: Path) -> None:
     """basicConfig: every line in the app's format, none of graceshut's own on top."""
     status, output = run_until_exit(tmp_path, E2E_LOGGING="basic")
     assert status == 1, output
-    (error,) = lines_with(output, ERROR)
+    error = lines_with(output, ERROR)[0]  # then the traceback, the app's format keeps it
     assert error.startswith("APP ERROR graceshut: handler tests.e2e.logs_app.save_cache")
     assert "APP INFO graceshut: SIGTERM received: starting the shutdown" in output
     assert not lines_with(output, "graceshut ERROR:"), output
