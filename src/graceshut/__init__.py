@@ -14,6 +14,7 @@ from ._config import EnvDefault as EnvDefault
 from ._config import env_default as env_default
 from ._context import ShutdownContext as ShutdownContext
 from ._coordinator import Coordinator as Coordinator
+from ._final import FinalFlushResult as FinalFlushResult
 from ._logs import install_fallback as _install_fallback
 from ._phases import Phase as Phase
 from ._report import FallbackResult as FallbackResult
@@ -27,6 +28,7 @@ __all__ = [
     "Coordinator",
     "EnvDefault",
     "FallbackResult",
+    "FinalFlushResult",
     "HandlerResult",
     "Outcome",
     "Phase",

@@ -242,6 +242,7 @@ class Sequence:
 
     def _wake(self) -> None:
         state = self._state
+        state.complete = True
         for event in state.waiters:
             event.set()
         state.waiters.clear()
