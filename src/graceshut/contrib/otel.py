@@ -30,22 +30,22 @@ from __future__ import annotations
 
 import atexit
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._phases import PHASES
 from .._report import Outcome
 
 try:
     from opentelemetry import metrics as metrics_api
     from opentelemetry import trace as trace_api
     from opentelemetry.context import Context
-    from opentelemetry.metrics import CallbackOptions, Observation
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "graceshut.contrib.otel needs opentelemetry-sdk: pip install 'graceshut[otel]'"
     ) from exc
+
+from ._otel_metrics import observe
 
 if TYPE_CHECKING:
     from .._config import Settings
@@ -133,7 +133,7 @@ def instrument(
     loggers = _sdk(logger_provider or _global_logger_provider(), "logger")
     setup = OtelShutdown(coordinator, tracers, meters, loggers)
     if meters is not None:
-        _observe(coordinator, meters.get_meter("graceshut"))
+        observe(coordinator, meters.get_meter("graceshut"))
     flushes: list[tuple[str, Any, Callable[[ShutdownReport, float], None]]] = [
         ("otel.traces", tracers, setup._flush_traces),  # noqa: SLF001 - same module
         ("otel.metrics", meters, setup._flush_metrics),  # noqa: SLF001
@@ -208,99 +208,6 @@ def _handler_span(tracer: Any, result: HandlerResult, parent: Any, start: int) -
     if result.outcome in (Outcome.ERROR, Outcome.TIMEOUT):
         span.set_status(Status(StatusCode.ERROR, result.error or result.outcome.value))
     span.end(end_time=start + int(result.duration * _NS))
-
-
-def _observe(coordinator: Coordinator, meter: Any) -> None:
-    """The numbers of graceshut.contrib.prometheus, read when the meter collects."""
-
-    def gauge(name: str, description: str, read: Callable[[], Iterable[Observation]]) -> None:
-        unit = "s" if name.endswith("duration") else "1"
-        meter.create_observable_gauge(
-            name, callbacks=[_callback(read)], unit=unit, description=description
-        )
-
-    def report() -> ShutdownReport | None:
-        return coordinator.report
-
-    gauge(
-        "graceshut.in_flight",
-        "Requests and tracked jobs running now.",
-        lambda: [Observation(coordinator.in_flight.count)],
-    )
-    gauge(
-        "graceshut.shutting_down",
-        "1 from the first shutdown trigger on, else 0.",
-        lambda: [Observation(int(coordinator.shutting_down))],
-    )
-    gauge(
-        "graceshut.phase",
-        "1 for the shutdown phase running now.",
-        lambda: [Observation(int(p is coordinator.phase), {"phase": p.value}) for p in PHASES],
-    )
-    meter.create_observable_counter(
-        "graceshut.requests_refused",
-        callbacks=[_callback(lambda: [Observation(getattr(coordinator.in_flight, "refused", 0))])],
-        description="HTTP requests (503) and WebSocket handshakes refused while draining.",
-    )
-    gauge(
-        "graceshut.shutdown.ok",
-        "1 when the last shutdown ran every handler successfully and abandoned no work.",
-        lambda: [Observation(int(r.ok), {"reason": r.reason}) for r in _some(report())],
-    )
-    gauge(
-        "graceshut.shutdown.duration",
-        "Seconds from the first trigger to the end of the last shutdown.",
-        lambda: [Observation(r.duration, {"reason": r.reason}) for r in _some(report())],
-    )
-    gauge(
-        "graceshut.shutdown.abandoned",
-        "Requests and jobs still running when the drain ran out of time.",
-        lambda: [Observation(r.in_flight_abandoned) for r in _some(report())],
-    )
-    gauge(
-        "graceshut.handler.duration",
-        "Seconds each shutdown handler took.",
-        lambda: [
-            Observation(h.duration, {"handler": h.name, "phase": h.phase.value})
-            for r in _some(report())
-            for h in r.handlers
-        ],
-    )
-    meter.create_observable_counter(
-        "graceshut.handler.outcomes",
-        callbacks=[
-            _callback(
-                lambda: [
-                    Observation(
-                        1, {"handler": h.name, "phase": h.phase.value, "outcome": h.outcome.value}
-                    )
-                    for r in _some(report())
-                    for h in r.handlers
-                ]
-            )
-        ],
-        description="Shutdown handlers by outcome (ok, error, timeout, skipped).",
-    )
-    gauge(
-        "graceshut.phase.duration",
-        "Seconds each shutdown phase took.",
-        lambda: [
-            Observation(p.duration, {"phase": p.name}) for r in _some(report()) for p in r.phases
-        ],
-    )
-
-
-def _callback(
-    read: Callable[[], Iterable[Observation]],
-) -> Callable[[CallbackOptions], Iterable[Observation]]:
-    def callback(options: CallbackOptions) -> Iterable[Observation]:
-        return list(read())
-
-    return callback
-
-
-def _some(report: ShutdownReport | None) -> list[ShutdownReport]:
-    return [] if report is None else [report]
 
 
 def _sdk(provider: Any, kind: str) -> Any:
