@@ -90,11 +90,17 @@ def arm(report: ShutdownReport, settings: Settings) -> None:
     SIGTERM), the exit work still gets half the safety margin.
     """
     global _armed  # noqa: PLW0603 - one process, one exit
-    with _lock:
+    # Not blocking: a signal handler may call this while the main thread, which it
+    # interrupted, holds the lock; that call is already arming the watchdog.
+    if not _lock.acquire(blocking=False):
+        return
+    try:
         if _armed is not None or _suppressed:
             return
         delay = max(exit_time(report, settings), settings.safety_margin / 2)
         _armed = _Watchdog(report, delay, flush_for=settings.safety_margin * 0.4)
+    finally:
+        _lock.release()
     # Registered now, so it runs before the exit functions registered earlier (LIFO):
     # from here on, what runs at exit is an atexit hook.
     atexit.register(_mark_atexit)

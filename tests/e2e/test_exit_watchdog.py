@@ -28,7 +28,7 @@ TIMINGS = {
     "GRACESHUT_SAFETY_MARGIN": "4",
     "GRACESHUT_PROPAGATION_DELAY": "0.5",
 }
-ASGI_KINDS = ["uvicorn", "gunicorn", "hypercorn-asyncio", "uvicorn-run"]
+ASGI_KINDS = ["uvicorn", "gunicorn", "hypercorn-asyncio", "hypercorn-trio", "uvicorn-run"]
 
 
 def sigterm_and_time_exit(server: Server) -> tuple[int, float]:
@@ -75,14 +75,16 @@ def test_the_forced_exit_keeps_the_reports_status_1(start_server: StartServer) -
     assert output.index("finished with failures") < output.index("exit forced"), output
 
 
-@pytest.mark.parametrize("hang", ["atexit", "thread"])
+@pytest.mark.parametrize(
+    ("worker", "hang"), [("sync", "atexit"), ("sync", "thread"), ("gthread", "atexit")]
+)
 def test_a_wsgi_worker_that_hangs_at_exit_is_ended_inside_the_grace_period(
-    tmp_path: Path, hang: str
+    tmp_path: Path, worker: str, hang: str
 ) -> None:
-    """gunicorn sync workers (Flask): the same watchdog ends a worker hung at exit."""
+    """gunicorn sync and gthread workers (Flask): the same watchdog ends a worker hung at exit."""
     port = free_port()
     env = {**TIMINGS, "E2E_HANG_AT_EXIT": hang}
-    argv = gunicorn_wsgi(port, ["-k", "sync", "-w", "1", "--graceful-timeout", "30"])
+    argv = gunicorn_wsgi(port, ["-k", worker, "-w", "1", "--graceful-timeout", "30"])
     server = Server(argv, port, tmp_path / "wsgi.events", env)
     try:
         status, took = sigterm_and_time_exit(server)
