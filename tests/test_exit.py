@@ -62,6 +62,26 @@ async def test_final_flushes_run_after_the_report_and_say_how_they_went() -> Non
 
 
 @pytest.mark.anyio
+async def test_a_late_waiter_waits_for_the_final_flushes() -> None:
+    """wait() after the report but during a flush (a server's lifespan) returns after it."""
+    coordinator = fast()
+    flushing = threading.Event()
+
+    def slow(report: object, timeout: float) -> None:
+        flushing.set()
+        time.sleep(0.3)
+
+    coordinator.on_final_flush("slow", slow)
+    coordinator.attach()
+    coordinator.trigger("SIGTERM")
+    while not flushing.is_set():
+        await anyio.sleep(0.01)
+    assert coordinator.report is not None, "the report is there while the flush runs"
+    report = await coordinator.wait()
+    assert [(f.name, f.outcome) for f in report.final_flushes] == [("slow", "ok")]
+
+
+@pytest.mark.anyio
 async def test_a_final_flush_can_be_taken_back() -> None:
     """on_final_flush returns an unsubscribe: the flush never runs."""
     coordinator = fast()

@@ -2,7 +2,8 @@
 
 Each step ends where `_budget` says, so that the later phases keep the time their
 handlers ask for; whatever happens, the run ends with a `ShutdownReport`, handed to the
-report listeners and then to every waiter.
+report listeners, then the final flushes (`_final`) run until the deadline, and then
+every waiter gets the report with their outcomes.
 """
 
 from __future__ import annotations
