@@ -157,3 +157,36 @@ def _points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, obje
                     for p in metric.data.data_points
                 ]
     return found
+
+
+# The SDK's own handler, deprecated for opentelemetry-instrumentation-logging's (same job).
+@pytest.mark.filterwarnings("ignore:`LoggingHandler` in `opentelemetry-sdk` is deprecated")
+async def test_the_report_line_goes_out_through_the_logger_provider_before_it_shuts_down() -> None:
+    """LoggingHandler on graceshut's logger: the report's record is exported, then shut down."""
+    import logging
+
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, InMemoryLogRecordExporter
+
+    coordinator = fast()
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    handler = LoggingHandler(level=logging.INFO, logger_provider=provider)
+    graceshut_logger = logging.getLogger("graceshut")
+    graceshut_logger.addHandler(handler)
+    level = graceshut_logger.level
+    graceshut_logger.setLevel(logging.INFO)
+    try:
+        instrument(coordinator, tracer_provider=traced()[0], logger_provider=provider)
+        assert provider._at_exit_handler is None
+        report = await coordinator.shutdown("SIGTERM")
+    finally:
+        graceshut_logger.removeHandler(handler)
+        graceshut_logger.setLevel(level)
+    assert {(f.name, f.outcome) for f in report.final_flushes} == {
+        ("otel.traces", "ok"),
+        ("otel.logs", "ok"),
+    }
+    bodies = [str(data.log_record.body) for data in exporter.get_finished_logs()]
+    assert report.summary() in bodies
