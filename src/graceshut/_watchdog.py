@@ -120,6 +120,11 @@ def suppressed() -> Iterator[None]:
             _suppressed -= 1
 
 
+def armed() -> bool:
+    """Whether the watchdog waits for this process's exit."""
+    return _armed is not None
+
+
 def disarm() -> None:
     """Stop a watchdog that is waiting; for tests."""
     global _armed

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import anyio
 
 from . import _watchdog
+from ._exit import request_exit_status
 from ._loop import LoopHandle
 from ._signals import SecondInterrupt
 
@@ -100,13 +101,18 @@ def run(
     """
     backend = "trio" if worker_class == "trio" else "asyncio"
     options: dict[str, Any] = {"use_uvloop": True} if worker_class == "uvloop" else {}
-    coordinator.on_report(lambda report: _watchdog.arm(report, coordinator.settings))
+    coordinator.on_report(lambda report: _on_the_way_out(report, coordinator))
 
     async def main() -> int:
         report = await serve(app, coordinator, config)
         return report.exit_code
 
     return anyio.run(main, backend=backend, backend_options=options)
+
+
+def _on_the_way_out(report: ShutdownReport, coordinator: Coordinator) -> None:
+    request_exit_status(report.exit_code)
+    _watchdog.arm(report, coordinator.settings)
 
 
 class _OwnSignals:
