@@ -7,11 +7,9 @@ record, lets the server return normally (status 0), and turns a failed run into
 status 1 at interpreter exit.
 
 Either way the log records go out first, including those queued for a
-`logging.handlers.QueueListener`, whose thread dies with the interpreter. After a
-shutdown (the exit watchdog is armed) a clean exit also ends right after the ``atexit``
-hooks registered since graceshut was imported: the interpreter's teardown that would
-follow is out of the watchdog's reach, and on a loaded machine it took up to half a
-second of the safety margin.
+`logging.handlers.QueueListener`, whose thread dies with the interpreter. A clean
+exit is left to Python: ending it here would skip the ``atexit`` hooks registered
+before graceshut was imported (a tracing SDK set up first flushes in one of them).
 """
 
 from __future__ import annotations
@@ -19,9 +17,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sys
 
-from . import _watchdog
 from ._logs import flush_logs
 
 logger = logging.getLogger("graceshut")
@@ -52,18 +48,12 @@ def _exit_with_requested_status() -> None:
     # registered later (error reporters, tracing flushes) and their log lines.
     flush_logs(timeout=1.0)
     code = _requested
-    # An uncaught exception (Python printed it, setting sys.last_value) keeps its
-    # status 1: only a clean exit after a shutdown is taken over.
-    crashed = getattr(sys, "last_value", None) is not None
-    if not code and (crashed or not _watchdog.armed()):
+    if not code:
         return
     # atexit cannot change the status of a normal exit: end the process here, after
-    # the log records and output are out. After a shutdown (the watchdog is armed) a
-    # clean exit ends here too: the interpreter's teardown that would follow cannot be
-    # bounded by the watchdog (its thread is stopped by then), and under load it took
-    # up to half a second of what is left of the grace period.
+    # the log records and output are out.
     logging.shutdown()
-    os._exit(code or 0)
+    os._exit(code)
 
 
 atexit.register(_exit_with_requested_status)

@@ -183,3 +183,19 @@ def test_a_refused_collector_does_not_hold_the_exit(kind: str, tmp_path: Path) -
     assert status == 0, output
     assert took < 6, f"exit {took:.1f}s after SIGTERM:\n{output}"
     assert re.search(r"final flush otel\.traces (abandoned|failed)", output), output
+
+
+def test_without_contrib_otel_the_sdks_own_exit_flush_still_runs(
+    tmp_path: Path, collector: Recorder
+) -> None:
+    """graceshut alone: the exit stays normal, so the SDK's atexit flush still sends it all."""
+    server = start("uvicorn", tmp_path, collector.url, E2E_OTEL_INSTRUMENT="0")
+    try:
+        load(server, 20)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0, server.output()
+    finally:
+        server.stop()
+    received = spans(collector)
+    assert sorted(s.attributes["e2e.n"] for s in received if s.name == "work") == list(range(20))
+    assert not [s for s in received if s.name == "graceshut.shutdown"]
