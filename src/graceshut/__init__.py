@@ -14,6 +14,8 @@ from ._core._config import EnvDefault as EnvDefault
 from ._core._config import env_default as env_default
 from ._core._context import ShutdownContext as ShutdownContext
 from ._core._coordinator import Coordinator as Coordinator
+from ._core._final import FinalFlushResult as FinalFlushResult
+from ._core._logs import install_fallback as _install_fallback
 from ._core._phases import Phase as Phase
 from ._core._report import FallbackResult as FallbackResult
 from ._core._report import HandlerResult as HandlerResult
@@ -26,6 +28,7 @@ __all__ = [
     "Coordinator",
     "EnvDefault",
     "FallbackResult",
+    "FinalFlushResult",
     "HandlerResult",
     "Outcome",
     "Phase",
@@ -35,7 +38,9 @@ __all__ = [
     "env_default",
 ]
 
-logging.getLogger("graceshut").addHandler(logging.NullHandler())
+# Instead of a NullHandler: warnings, errors and the report reach stderr while the app
+# configures no logging, and nothing more once it does (see _logs).
+_install_fallback(logging.getLogger("graceshut"))
 
 
 def __getattr__(name: str) -> Any:

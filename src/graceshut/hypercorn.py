@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import anyio
 
 from ._core._loop import LoopHandle
+from ._process import _watchdog
+from ._process._exit import request_exit_status
 from ._process._signals import SecondInterrupt
 
 if TYPE_CHECKING:
@@ -91,15 +93,26 @@ def run(
     *,
     worker_class: Literal["asyncio", "uvloop", "trio"] = "asyncio",
 ) -> int:
-    """Run `serve` in a new event loop and return the exit status (0 clean, 1 failed)."""
+    """Run `serve` in a new event loop and return the exit status (0 clean, 1 failed).
+
+    Meant for ``sys.exit(run(...))``: once the sequence is over the process is on its
+    way out, and the exit watchdog ends it by the grace period whatever hangs at exit
+    (hypercorn's own shutdown, an ``atexit`` hook).
+    """
     backend = "trio" if worker_class == "trio" else "asyncio"
     options: dict[str, Any] = {"use_uvloop": True} if worker_class == "uvloop" else {}
+    coordinator.on_report(lambda report: _on_the_way_out(report, coordinator))
 
     async def main() -> int:
         report = await serve(app, coordinator, config)
         return report.exit_code
 
     return anyio.run(main, backend=backend, backend_options=options)
+
+
+def _on_the_way_out(report: ShutdownReport, coordinator: Coordinator) -> None:
+    request_exit_status(report.exit_code)
+    _watchdog.arm(report, coordinator.settings)
 
 
 class _OwnSignals:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._core._config import Settings, resolve_settings
+from ._process import _watchdog
 from ._process._signals import signals_enabled
 
 if TYPE_CHECKING:
@@ -162,7 +163,9 @@ def _stand_in_server_handlers(harness: AppHarness, *, enabled: bool) -> Iterator
     for signum in handled:
         signal.signal(signum, record)
     try:
-        yield
+        # The stand-in "server" never exits: the exit watchdog must not end the test run.
+        with _watchdog.suppressed():
+            yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

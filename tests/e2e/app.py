@@ -4,6 +4,7 @@ E2E_EVENTS: a file each handler appends one line to, so tests see what ran and h
 E2E_FAIL: a phase whose handler raises (exit status 1 expected).
 E2E_SLOW: ``phase=seconds``, a phase whose handler takes that long.
 E2E_METRICS: set to expose graceshut's Prometheus metrics (for the admin listener).
+E2E_PUSHGATEWAY: with E2E_METRICS, the Pushgateway the final numbers are pushed to.
 E2E_LIFESPAN_SLOW: seconds the app's own lifespan shutdown takes (closing a pool, say).
 """
 
@@ -25,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 import graceshut
 import graceshut.starlette
+import tests.e2e.exit_hang  # noqa: F401 - E2E_HANG_AT_EXIT
 
 logging.basicConfig(
     level=logging.INFO,
@@ -96,4 +98,4 @@ graceshut.starlette.install(app, coordinator)
 if os.environ.get("E2E_METRICS"):
     from graceshut.contrib.prometheus import instrument
 
-    instrument(coordinator)
+    instrument(coordinator, push_gateway=os.environ.get("E2E_PUSHGATEWAY") or None)

@@ -17,6 +17,7 @@ from flask import Flask, Response, request
 
 import graceshut
 import graceshut.flask
+import tests.e2e.exit_hang  # noqa: F401 - E2E_HANG_AT_EXIT
 
 logging.basicConfig(
     level=logging.INFO,

@@ -312,7 +312,7 @@ class Coordinator(Registration):
         For a server's shutdown trigger: serve until graceshut has drained and finished.
         """
         state = self._state
-        if state.report is None:
+        if not state.complete:  # the report may be there while the final flushes run
             event = anyio.Event()
             state.waiters.append(event)
             await event.wait()

@@ -16,6 +16,7 @@ from ._registry import DrainHook, Registry, ReportListener, Unsubscribe
 if TYPE_CHECKING:
     from ._config import Settings
     from ._draining import Ender
+    from ._final import FinalFlush
     from ._tracker import InFlight
 
 F = TypeVar("F", bound=HandlerFunc)
@@ -127,6 +128,20 @@ class Registration:
         """
         self._registry.report_listeners.add(listener)
         return listener
+
+    def on_final_flush(self, name: str, flush: FinalFlush) -> Unsubscribe:
+        """Run the sync *flush(report, timeout)* after the report, as the sequence's last step.
+
+        For telemetry that should carry the shutdown's own records (`graceshut.contrib.otel`
+        uses it): each flush runs on a daemon thread of its own, all at once, after the
+        report listeners; the sequence waits for them until its deadline. One still
+        running then is abandoned (never joined) and reported as ``abandoned`` in
+        `ShutdownReport.final_flushes`; it never delays the exit.
+
+        Returns:
+            A callable that takes the flush back out (idempotent).
+        """
+        return self._registry.final_flushes.add((name, flush))
 
     def remove_report_listener(self, listener: ReportListener) -> None:
         """Stop calling *listener* (added with `on_report`); nothing if it is not there."""

@@ -12,6 +12,7 @@ from ._phases import PHASES, Phase
 if TYPE_CHECKING:
     from ._config import Settings
     from ._draining import Ender
+    from ._final import FinalFlush
     from ._handlers import Handler
     from ._report import ShutdownReport
 
@@ -67,6 +68,8 @@ class Registry:
         """Run when the drain begins, alongside the drain handlers."""
         self.enders: Subscribers[Ender] = Subscribers()
         """End what still runs at the stream grace and the drain's deadline."""
+        self.final_flushes: Subscribers[tuple[str, FinalFlush]] = Subscribers()
+        """Run after the report listeners, on daemon threads, until the deadline."""
 
     def add(self, handler: Handler, settings: Settings) -> None:
         """Register *handler*, refusing a duplicate name or a timeout past the budget.

@@ -6,9 +6,12 @@ import dataclasses
 import enum
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._phases import Phase
+
+if TYPE_CHECKING:
+    from ._final import FinalFlushResult
 
 
 class Outcome(str, enum.Enum):
@@ -150,6 +153,10 @@ class ShutdownReport:
         tasks: What became of background tasks (a task queue's worker: Celery), by
             outcome (``finished``, ``restored``, ``cancelled``), each as
             ``name[id]``; empty in a web process.
+        final_flushes: How each final flush (telemetry sent after the report, such as
+            `graceshut.contrib.otel`'s) went: ``ok``, ``error`` or ``abandoned``. They
+            do not change `ok` or the exit status: telemetry that could not be sent is
+            no failure of the shutdown.
     """
 
     reason: str
@@ -167,6 +174,7 @@ class ShutdownReport:
     deadline_detail: str = ""
     finished: Mapping[str, int] = dataclasses.field(default_factory=dict)
     tasks: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    final_flushes: tuple[FinalFlushResult, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -211,6 +219,7 @@ class ShutdownReport:
             "deadline_detail": self.deadline_detail,
             "finished": dict(self.finished),
             "tasks": {outcome: list(labels) for outcome, labels in self.tasks.items()},
+            "final_flushes": [f.to_dict() for f in self.final_flushes],
         }
 
     def summary(self) -> str:

@@ -42,6 +42,8 @@ class RunState:
     """Whether this process runs the once-per-pod handlers."""
     phase: Phase | None = None
     report: ShutdownReport | None = None
+    complete: bool = False
+    """True once the final flushes are over too: waiters wake then."""
     waiters: list[anyio.Event] = dataclasses.field(default_factory=list)
     """Woken when the report is there."""
     drain_waiters: list[anyio.Event] = dataclasses.field(default_factory=list)

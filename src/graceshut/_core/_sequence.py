@@ -2,11 +2,13 @@
 
 Each step ends where `_budget` says, so that the later phases keep the time their
 handlers ask for; whatever happens, the run ends with a `ShutdownReport`, handed to the
-report listeners and then to every waiter.
+report listeners, then the final flushes (`_final`) run until the deadline, and then
+every waiter gets the report with their outcomes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -20,7 +22,9 @@ from ._concurrent import still_running
 from ._config import Settings
 from ._deadline import deadline_from_api
 from ._draining import drain
+from ._final import run_final_flushes
 from ._handlers import run_handlers
+from ._logs import log_report_line
 from ._phases import PHASES, Phase
 from ._propagation import Evidence, wait_propagation
 from ._registry import DrainHook, Registry
@@ -73,7 +77,12 @@ class Sequence:
                 await self._steps(run)
         finally:
             state.phase = None
-            self._finish(run)
+            report = self._finish(run)
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._final_flushes(report, run)
+            finally:
+                self._wake()
 
     async def _steps(self, run: Run) -> None:
         settings = self._settings
@@ -221,7 +230,7 @@ class Sequence:
         await run_handlers(handlers, run.reason, end, run.deadline, into=run.handlers)
         return len(handlers)
 
-    def _finish(self, run: Run) -> None:
+    def _finish(self, run: Run) -> ShutdownReport:
         state = self._state
         recorded = {h.name for h in run.handlers}
         run.handlers += [
@@ -249,11 +258,11 @@ class Sequence:
         )
         state.report = report
         run.note("done", ok=report.ok, deadline_source=run.deadline_source)
-        log = logger.info if report.ok else logger.warning
-        log(
-            "%s",
+        log_report_line(
+            logger,
+            logging.INFO if report.ok else logging.WARNING,
             report.summary(),
-            extra={
+            {
                 "reason": run.reason,
                 "outcome": "ok" if report.ok else "failed",
                 "duration": report.duration,
@@ -276,6 +285,21 @@ class Sequence:
                 listener(report)
             except Exception:
                 logger.exception("report listener %r failed", listener)
+        return report
+
+    async def _final_flushes(self, report: ShutdownReport, run: Run) -> None:
+        """Telemetry last, after the report's own records, bounded by the deadline.
+
+        Waiters (the shutdown route, the lifespan) get the report with their outcomes.
+        """
+        flushes = list(self._registry.final_flushes)
+        if flushes:
+            results = await run_final_flushes(flushes, report, run.deadline)
+            self._state.report = dataclasses.replace(report, final_flushes=results)
+
+    def _wake(self) -> None:
+        state = self._state
+        state.complete = True
         for event in state.waiters:
             event.set()
         state.waiters.clear()

@@ -5,15 +5,20 @@ raises the captured signal again, so a SIGTERM'd uvicorn dies with status 143 ho
 clean the stop was. graceshut takes the signal it handed on back out of the server's
 record, lets the server return normally (status 0), and turns a failed run into
 status 1 at interpreter exit.
+
+Either way the log records go out first, including those queued for a
+`logging.handlers.QueueListener`, whose thread dies with the interpreter. A clean
+exit is left to Python: ending it here would skip the ``atexit`` hooks registered
+before graceshut was imported (a tracing SDK set up first flushes in one of them).
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
-import sys
+
+from .._core._logs import flush_logs
 
 logger = logging.getLogger("graceshut")
 
@@ -39,16 +44,15 @@ def forget_signal(owner: object, signum: int) -> bool:
 
 
 def _exit_with_requested_status() -> None:
+    # Registered when graceshut is imported, so it runs after the exit functions
+    # registered later (error reporters, tracing flushes) and their log lines.
+    flush_logs(timeout=1.0)
     code = _requested
     if not code:
         return
     # atexit cannot change the status of a normal exit: end the process here, after
-    # the log records and output are out. Registered when graceshut is imported, so it
-    # runs after the exit functions registered later (error reporters, tracing flushes).
+    # the log records and output are out.
     logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
     os._exit(code)
 
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
+from .._core._logs import flush_logs
+from . import _watchdog
 from ._exit import forget_signal, request_exit_status
 
 if TYPE_CHECKING:
@@ -147,6 +149,7 @@ class SignalChain:
     def _hand_on_pending(self, report: ShutdownReport) -> None:
         if self._handed_early:
             request_exit_status(report.exit_code)
+            _watchdog.arm(report, self._coordinator.settings)
             self._handed_early = []
         pending, self._pending = self._pending, []
         for signum in pending:
@@ -155,6 +158,9 @@ class SignalChain:
     def _hand_on(self, signum: int, report: ShutdownReport) -> None:
         previous = self._previous.get(signum)
         request_exit_status(report.exit_code)
+        # From here the process is on its way out: whatever runs at exit gets what is
+        # left of the grace period, and no more.
+        _watchdog.arm(report, self._coordinator.settings)
         if callable(previous):
             _call_server(previous, signum, "after the sequence")
         elif previous == signal.SIG_DFL or previous is None:
@@ -199,6 +205,7 @@ def force_exit(signum: int) -> None:
     logger.critical(
         "second %s: exiting now, without finishing the shutdown", signal.Signals(signum).name
     )
+    flush_logs(timeout=0.5)
     logging.shutdown()
     os._exit(128 + signum)
 

@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._process._watchdog import ForcedExit, on_forced_exit
+
 if TYPE_CHECKING:
     from .._core._coordinator import Coordinator
     from .._core._report import HandlerResult, ShutdownReport
@@ -91,7 +93,9 @@ def write_termination_message(
     """Write the report's summary to the termination message file once the run is over.
 
     It is written from a report listener, before `~graceshut.Coordinator.shutdown`
-    returns. A file that cannot be written is skipped with a log line (``DEBUG`` for
+    returns; if the exit watchdog later has to end the process (exit-time work that
+    overran the grace period), it is written again with a line that says what was
+    still running. A file that cannot be written is skipped with a log line (``DEBUG`` for
     the default path outside Kubernetes, ``INFO`` otherwise); it never fails the run.
 
     Args:
@@ -117,13 +121,20 @@ def write_termination_message(
     target = Path(chosen if chosen is not None else DEFAULT_PATH)
     create = chosen is not None
 
-    def write(report: ShutdownReport) -> None:
-        message = render_termination_message(report, max_bytes=max_bytes).encode()
+    def write(report: ShutdownReport, forced: str = "") -> None:
+        # A forced exit's line goes first, after the summary: it says why the
+        # process ended as it did, and must not be the line that is cut.
+        room = max_bytes - len(forced.encode()) if forced else max_bytes
+        message = render_termination_message(report, max_bytes=max(1, room))
+        if forced:
+            summary, _, rest = message.partition("\n")
+            message = "\n".join(part for part in (summary, forced.rstrip("\n"), rest) if part)
+        data = _cut(message, max_bytes).encode()
         flags = os.O_WRONLY | os.O_TRUNC | (os.O_CREAT if create else 0)
         try:
             fd = os.open(target, flags, 0o644)
             with os.fdopen(fd, "wb") as file:
-                file.write(message)
+                file.write(data)
         except OSError as exc:
             quiet = not create and isinstance(exc, FileNotFoundError)
             logger.log(
@@ -137,11 +148,17 @@ def write_termination_message(
         logger.debug(
             "termination message written to %s (%d bytes)",
             target,
-            len(message),
+            len(data),
             extra={"phase": "report", "outcome": "ok", "path": str(target)},
         )
 
+    def write_forced(forced: ForcedExit) -> None:
+        line = _cut(f"- exit forced after {forced.after:.3f}s: {forced.still_running}", _MAX_LINE)
+        write(forced.report, line + "\n")
+
     coordinator.on_report(write)
+    # The exit watchdog ends the process when exit-time work overruns: say so too.
+    on_forced_exit(write_forced)
     return target
 
 
