@@ -50,7 +50,7 @@ def redis_sync(port: int, concurrency: int = 16) -> Scenario:
         with redis.Redis(port=port) as client:
             names = [f"bench:{uuid.uuid4().hex}" for _ in range(n)]
             for name in names:
-                check(locks.lock(client, name, timeout=30).acquire(), f"{name} not acquired")
+                check(locks.lock(client, name, ttl=30).acquire(), f"{name} not acquired")
             report = await shutdown.shutdown()
             check(client.exists(*names) == 0, "keys left")
         return handler_duration(report, "redis-locks")
@@ -65,7 +65,7 @@ def redis_async(port: int) -> Scenario:
         async with redis.asyncio.Redis(port=port) as client:
             names = [f"bench:{uuid.uuid4().hex}" for _ in range(n)]
             for name in names:
-                check(await locks.lock(client, name, timeout=30).acquire(), f"{name} not acquired")
+                check(await locks.lock(client, name, ttl=30).acquire(), f"{name} not acquired")
             report = await shutdown.shutdown()
             check(await client.exists(*names) == 0, "keys left")
         return handler_duration(report, "redis-locks")
