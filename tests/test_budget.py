@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from graceshut import Phase
 from graceshut._budget import Run, elastic_end, reserved_after, step_end
 
@@ -29,10 +27,13 @@ def test_a_step_with_room_ends_where_the_later_steps_begin() -> None:
 
 def test_an_overcommitted_step_shares_in_proportion() -> None:
     deadline = time.monotonic() + 10
-    # 10 s left for a step that wants 10 s and later steps that want 10 s: half each.
+    # 10 s left for a step that wants 10 s and later steps that want 10 s: half each. The
+    # step ends halfway through what was left when it was asked (a moment after the line
+    # above, however long that moment on a loaded machine).
+    asked = time.monotonic()
     end = step_end(deadline, need=10, reserved=10)
-    assert end - (deadline - 10) == pytest.approx(5, abs=0.05)
-    assert deadline - end == pytest.approx(5, abs=0.05)
+    left_after = deadline - time.monotonic()
+    assert left_after / 2 <= deadline - end <= (deadline - asked) / 2
 
 
 def test_the_propagation_delay_gives_way_before_the_handlers() -> None:
@@ -53,7 +54,8 @@ def test_a_run_records_each_step_from_its_start() -> None:
     with run.step("announce"):
         time.sleep(0.01)
     (step,) = run.phases
+    step_ended = step.started + step.duration
     assert step.name == "announce"
     assert step.duration >= 0.01
-    assert 0 <= step.started < step.started + step.duration < 1
-    assert 9 < run.remaining() <= 10
+    assert 0 <= step.started < step_ended <= time.monotonic() - run.start
+    assert 0 < run.remaining() <= 10 - step_ended, "counted from the run's start"

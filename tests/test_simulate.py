@@ -129,7 +129,7 @@ def test_an_app_without_graceshut_drops_requests() -> None:
         assert report["exit"]["status"] == 0
         assert report["pid1"] == {
             "namespace": True,
-            "program": "python",
+            "program": Path(sys.executable).name,  # python or python3, as the venv has it
             "shell": False,
             "handles_stop_signal": True,
             "children": 0,
