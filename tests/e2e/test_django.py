@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..asgi_servers import Server, free_port
+from ..asgi_servers import HTTP, Server, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ def django(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
 
 
 def get(server: Server, path: str) -> httpx.Response:
-    return httpx.get(f"{server.url}{path}", timeout=30)
+    return HTTP.get(f"{server.url}{path}", timeout=30)
 
 
 def test_sigterm_drains_a_django_project(django: Server) -> None:

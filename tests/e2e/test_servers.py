@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from ..asgi_servers import Server, pod_credential
+from ..asgi_servers import HTTP, Server, pod_credential
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,7 @@ SIGNAL_SERVERS = ["uvicorn", "gunicorn", "hypercorn-asyncio", "hypercorn-trio"]
 
 
 def get(server: Server, path: str, **kwargs: object) -> httpx.Response:
-    return httpx.get(f"{server.url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+    return HTTP.get(f"{server.url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
 # The servers of play_termination() run with this propagation delay: long enough that the
