@@ -163,7 +163,7 @@ def test_second_sigint_forces_an_immediate_exit(start_server: StartServer, kind:
     sent = time.monotonic()
     server.signal(signal.SIGINT)
     assert server.wait_exit() == 130
-    assert time.monotonic() - sent < 3
+    assert time.monotonic() - sent < 8, "at once, not at the end of the 10 s delay"
     assert "second SIGINT" in server.output()
     assert "flush" not in server.events_seen()
 
