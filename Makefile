@@ -28,9 +28,10 @@ docs: venv
 system-deps:
 	scripts/system-deps
 
-# Test processes in parallel (pytest-xdist). The end-to-end tests spend most of their time
-# waiting on their servers' delays, so three beat two on a 2-core machine; each process starts
-# its own Redis, etcd and PostgreSQL, and every server listens on a free port of its own.
+# Test processes in parallel (pytest-xdist; 0 for none). The end-to-end tests spend most of
+# their time waiting on their servers' delays, so more processes than a 2-core machine's two
+# pay off. Each process starts its own Redis, etcd and PostgreSQL; every server listens on a
+# free port and writes under its test's own temporary directory.
 TEST_WORKERS ?= 3
 
 test: system-deps venv lint docs
