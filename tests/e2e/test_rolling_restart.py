@@ -188,8 +188,7 @@ def roll(
         load = steady_load(proxy)
     load.start()
     try:
-        time.sleep(1.5)
-        before = proxy.servers()
+        before = wait_for_load(proxy, ["pod0", "pod1"], at_least=1.5)
         leaving = pods[0]
         termination = kubelet_terminate(leaving, prestop=prestop)
         time.sleep(0.5)  # the one left carries the whole load
@@ -205,6 +204,24 @@ def roll(
         requests = load.stats.snapshot()
         samples = [f"{f.kind}: {f.detail}" for f in load.stats.samples]
     return Roll(requests, samples, termination, before, after, leaving.output())
+
+
+def wait_for_load(
+    proxy: HAProxy, names: list[str], *, at_least: float, timeout: float = 30
+) -> dict[str, dict[str, str]]:
+    """Until the load has run *at_least* seconds and reached each named server.
+
+    The load's clients start slowly on a loaded machine: a fixed wait could end before
+    they had a connection to every pod.
+    """
+    started = time.monotonic()
+    while True:
+        servers = proxy.servers()
+        reached = all(int(servers[name]["stot"]) > 0 for name in names)
+        if reached and time.monotonic() >= started + at_least:
+            return servers
+        assert time.monotonic() < started + timeout, f"the load never reached {names}: {servers}"
+        time.sleep(0.1)
 
 
 def steady_load(proxy: HAProxy) -> LoadGenerator:
@@ -369,7 +386,7 @@ def rollout(
     terminations = []
     load.start()
     try:
-        time.sleep(1.0)
+        wait_for_load(proxy, ["pod0", "pod1"], at_least=1.0)
         for index, leaving in enumerate(old):
             started.append(start_server(kind, env, port=new_ports[index]))
             proxy.wait_for({f"pod{2 + index}": "UP"})
