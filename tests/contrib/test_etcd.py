@@ -15,7 +15,10 @@ from graceshut.contrib.etcd import EtcdLeases
 
 from ._servers import EtcdServer
 
-pytestmark = pytest.mark.anyio
+# One worker, in file order: grpc's asyncio poller stays bound to the event loop that first
+# used it, which anyio keeps only while tests of one backend follow each other; another
+# test between two of these (as parallel runs hand them out) closes it under grpc.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("etcd")]
 
 
 @pytest.fixture
