@@ -33,7 +33,7 @@ system-deps:
 # pay off. Each process starts its own Redis, etcd and PostgreSQL; every server listens on a
 # free port and writes under its test's own temporary directory. Tests marked with one
 # xdist_group run in one process, one after the other.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 
 test: system-deps venv lint docs
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
