@@ -41,5 +41,12 @@ docs: venv
 system-deps:
 	scripts/system-deps
 
+# Test processes in parallel (pytest-xdist; 0 for none). The end-to-end tests spend most of
+# their time waiting on their servers' delays, so more processes than a 2-core machine's two
+# pay off. Each process starts its own Redis, etcd and PostgreSQL; every server listens on a
+# free port and writes under its test's own temporary directory. Tests marked with one
+# xdist_group run in one process, one after the other.
+TEST_WORKERS ?= 4
+
 test: system-deps venv lint docs
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup

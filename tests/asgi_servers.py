@@ -21,6 +21,12 @@ from graceshut._process import _proc as proc
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# One client for the tests' probes: httpx.get() builds a TLS context (reading the CA bundle)
+# at every call, about 0.1 s of CPU on a loaded machine, enough to push a probe out of the
+# window it was meant for. No keep-alive: each request is a new connection, as with
+# httpx.get(), so that the requests of a multi-worker server spread over its workers.
+HTTP = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+
 
 def pod_credential(*, required: bool = True) -> dict[str, str]:
     """The header `graceshut prestop` sends from inside the pod: found the same way.
@@ -67,7 +73,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if HTTP.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -32,10 +32,13 @@ def test_a_step_with_room_ends_where_the_later_steps_begin() -> None:
 def test_an_overcommitted_step_shares_in_proportion() -> None:
     """Firm steps short of time share it in proportion to what they ask for."""
     deadline = time.monotonic() + 10
-    # 10 s left for a step that wants 10 s and later steps that want 10 s: half each.
+    # 10 s left for a step that wants 10 s and later steps that want 10 s: half each. The
+    # step ends halfway through what was left when it was asked (a moment after the line
+    # above, however long that moment on a loaded machine).
+    asked = time.monotonic()
     end = step_end(deadline, need=10, reserved=10)
-    assert end - (deadline - 10) == pytest.approx(5, abs=0.05)
-    assert deadline - end == pytest.approx(5, abs=0.05)
+    left_after = deadline - time.monotonic()
+    assert left_after / 2 <= deadline - end <= (deadline - asked) / 2
 
 
 def test_an_elastic_step_gives_way_before_the_firm_ones() -> None:
@@ -73,10 +76,11 @@ def test_a_run_records_each_step_from_its_start() -> None:
     with run.step("announce"):
         time.sleep(0.01)
     (step,) = run.phases
+    step_ended = step.started + step.duration
     assert step.name == "announce"
     assert step.duration >= 0.01
-    assert 0 <= step.started < step.started + step.duration < 1
-    assert 9 < run.remaining() <= 10
+    assert 0 <= step.started < step_ended <= time.monotonic() - run.start
+    assert 0 < run.remaining() <= 10 - step_ended, "counted from the run's start"
 
 
 def test_the_worked_example_of_the_docs() -> None:
@@ -88,9 +92,13 @@ def test_the_worked_example_of_the_docs() -> None:
     start = time.monotonic()
     deadline = start + 14
     propagation = elastic_end(deadline, 5, after[Phase.ANNOUNCE], firm)
-    assert min(start + 5, propagation) - start == pytest.approx(4)
-    assert elastic_end(deadline, needs[Phase.DRAIN], firm, firm) - start == pytest.approx(7)
-    assert step_end(deadline, needs[Phase.FLUSH], after[Phase.FLUSH]) - start == pytest.approx(12)
+    assert min(start + 5, propagation) - start == pytest.approx(4, abs=0.1)
+    assert elastic_end(deadline, needs[Phase.DRAIN], firm, firm) - start == pytest.approx(
+        7, abs=0.1
+    )
+    assert step_end(deadline, needs[Phase.FLUSH], after[Phase.FLUSH]) - start == pytest.approx(
+        12, abs=0.1
+    )
     # 8 s: the delay gets nothing, the drain 1 s, flush and release all they ask for.
     deadline = time.monotonic() + 8
     assert elastic_end(deadline, 5, after[Phase.ANNOUNCE], firm) < time.monotonic()

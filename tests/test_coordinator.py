@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -49,22 +50,26 @@ async def test_phases_run_in_order_and_handlers_of_a_phase_concurrently() -> Non
 
 
 async def test_concurrent_phase_takes_the_longest_handler_not_the_sum() -> None:
-    """Twenty handlers sleeping 0.2 s in one phase take about 0.2 s, not 4 s."""
+    """Twenty handlers of one phase all run at once: each waits until all twenty have begun."""
     coordinator = fast()
-    for i in range(20):
-        coordinator.add_handler(lambda: anyio.sleep(0.2), name=f"h{i}", phase="flush")
-    # lambdas returning a coroutine are sync callables: register real async ones instead
-    coordinator = fast()
-    for i in range(20):
+    began: list[int] = []
+    all_began = anyio.Event()
 
-        async def sleeper() -> None:
-            await anyio.sleep(0.2)
+    def waiter(i: int) -> Callable[[], Awaitable[None]]:
+        async def wait_for_the_others() -> None:
+            began.append(i)
+            if len(began) == 20:
+                all_began.set()
+            # Run one after the other, the first would wait here until its timeout.
+            await all_began.wait()
 
-        coordinator.add_handler(sleeper, name=f"h{i}")
-    started = time.monotonic()
+        return wait_for_the_others
+
+    for i in range(20):
+        coordinator.add_handler(waiter(i), name=f"h{i}", timeout=2.0)
     report = await coordinator.shutdown()
-    assert report.ok
-    assert time.monotonic() - started < 2.0
+    assert [h.outcome for h in report.handlers] == [Outcome.OK] * 20
+    assert sorted(began) == list(range(20))
 
 
 async def test_sync_handlers_run_in_a_worker_thread_with_or_without_context() -> None:
@@ -93,7 +98,8 @@ async def test_sync_handlers_run_in_a_worker_thread_with_or_without_context() ->
     assert ctx.reason == "test"
     remaining = seen["remaining"]
     assert isinstance(remaining, float)
-    assert 1.5 < remaining <= 2.0
+    # the handler's own 2 s timeout, not the run's 9 s budget
+    assert 0 < remaining <= 2.0
 
 
 async def test_failing_and_hung_handlers_are_recorded_and_never_block_the_rest() -> None:
@@ -109,9 +115,13 @@ async def test_failing_and_hung_handlers_are_recorded_and_never_block_the_rest()
     async def hang() -> None:
         await anyio.sleep_forever()
 
+    let_go = threading.Event()
+    thread_done = threading.Event()
+
     @coordinator.on_shutdown(phase="flush", name="sync-hang", timeout=0.2)
     def sync_hang() -> None:
-        time.sleep(1.0)
+        let_go.wait(10)  # held until the test lets it go, after the run
+        thread_done.set()
 
     @coordinator.on_shutdown(phase="flush", name="fine")
     async def fine() -> None:
@@ -121,9 +131,9 @@ async def test_failing_and_hung_handlers_are_recorded_and_never_block_the_rest()
     async def later() -> None:
         ran.append("later")
 
-    started = time.monotonic()
     report = await coordinator.shutdown()
-    elapsed = time.monotonic() - started
+    abandoned_thread_still_running = not thread_done.is_set()
+    let_go.set()
     outcomes = {h.name: h.outcome for h in report.handlers}
     assert outcomes == {
         "boom": Outcome.ERROR,
@@ -137,21 +147,22 @@ async def test_failing_and_hung_handlers_are_recorded_and_never_block_the_rest()
     assert errors["boom"] == "RuntimeError: disk full"
     assert not report.ok
     assert report.exit_code == 1
-    assert elapsed < 0.9, "the abandoned sync thread must not hold the sequence"
+    assert abandoned_thread_still_running, "the abandoned sync thread must not hold the sequence"
 
 
 async def test_later_phases_keep_the_time_their_handlers_ask_for() -> None:
     """Stuck in-flight work and a slow drain handler are cut so release keeps its full timeout."""
     coordinator = fast(grace_period=3.0, safety_margin=0.5, propagation_delay=0.5)
-    release_budget: list[float] = []
+    deadlines: dict[str, float] = {}
 
     @coordinator.on_shutdown(phase="drain", name="slow-drain", timeout=1.2)
-    async def slow_drain() -> None:
+    async def slow_drain(ctx: ShutdownContext) -> None:
+        deadlines["drain"] = ctx.deadline
         await anyio.sleep_forever()
 
     @coordinator.on_shutdown(phase="release", name="unlock", timeout=1.0)
     async def unlock(ctx: ShutdownContext) -> None:
-        release_budget.append(ctx.remaining())
+        deadlines["release"] = ctx.deadline
 
     async def stuck(*, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with coordinator.track("stuck"):
@@ -164,10 +175,14 @@ async def test_later_phases_keep_the_time_their_handlers_ask_for() -> None:
         tg.cancel_scope.cancel()
     outcomes = {h.name: h.outcome for h in report.handlers}
     assert outcomes == {"slow-drain": Outcome.TIMEOUT, "unlock": Outcome.OK}
-    assert release_budget[0] > 0.95
     assert report.in_flight_abandoned == 1
-    # the drain (in-flight wait) ended 1 s before the 2.5 s deadline
-    assert 1.4 < report.duration < 2.5
+    # The drain was cut 1 s before the run's deadline, which is release's: release kept
+    # its 1 s (a late start of the drain on a loaded machine shrinks it a little, in
+    # proportion), where a drain given its own 1.2 s first would have left it 0.8 s.
+    assert 0.9 < deadlines["release"] - deadlines["drain"] <= 1.0 + 1e-3
+    steps = {p.name: p for p in report.phases}
+    assert steps["drain"].duration >= 1.0, "the stuck work was waited for until the cut"
+    assert report.duration < 2.5, "and the run ended within its budget"
 
 
 async def test_propagation_delay_and_drain_are_cut_before_the_handlers_time() -> None:
@@ -179,16 +194,17 @@ async def test_propagation_delay_and_drain_are_cut_before_the_handlers_time() ->
     async def save(ctx: ShutdownContext) -> None:
         budget.append(ctx.remaining())
 
-    started = time.monotonic()
     report = await coordinator.shutdown()
     assert report.ok
-    assert budget[0] > 0.9
-    assert time.monotonic() - started < 1.7
+    # Given its full 1 s, less what a loaded machine delays its start by; a delay that
+    # took its share (60 : 1) would have left it a few milliseconds.
+    assert budget[0] > 0.5
+    assert report.duration < 2.0, "the 60 s delay was cut: the run ended within the grace period"
 
 
 async def test_deadline_is_respected_when_every_handler_hangs() -> None:
-    """With every phase hung, the run ends at first trigger + grace - margin, not later."""
-    coordinator = fast(grace_period=2.0, safety_margin=0.5)
+    """With every phase hung, the run lasts its budget and ends before the grace period."""
+    coordinator = fast(grace_period=3.0, safety_margin=1.0)
     for phase in Phase:
 
         async def hang() -> None:
@@ -198,32 +214,38 @@ async def test_deadline_is_respected_when_every_handler_hangs() -> None:
     started = time.monotonic()
     report = await coordinator.shutdown()
     elapsed = time.monotonic() - started
-    assert 1.4 < elapsed < 1.5 + 0.3
+    # Six hung phases of 1.5 s each would take 9 s: they shared the 2 s budget instead.
+    assert report.duration >= 2.0 - 0.01
+    assert elapsed < 3.0, "ended before the grace period, when SIGKILL would come"
     outcomes = [h.outcome for h in report.handlers]
     assert Outcome.OK not in outcomes
     assert Outcome.TIMEOUT in outcomes
+    assert [h.phase for h in report.handlers] == list(Phase), "every phase got its turn"
 
 
 async def test_overcommitted_phases_share_the_budget_in_proportion() -> None:
     """When timeouts exceed the budget, a hung early phase gets its share, not all of it."""
     coordinator = fast(grace_period=2.0, safety_margin=0.5)
-    late_budget: list[float] = []
+    deadlines: dict[str, float] = {}
 
     @coordinator.on_shutdown(phase="announce", timeout=1.0, name="early")
-    async def early() -> None:
+    async def early(ctx: ShutdownContext) -> None:
+        deadlines["early"] = ctx.deadline
         await anyio.sleep_forever()
 
     @coordinator.on_shutdown(phase="report", timeout=1.5, name="late")
     async def late(ctx: ShutdownContext) -> None:
-        late_budget.append(ctx.remaining())
+        deadlines["late"] = ctx.deadline
 
     report = await coordinator.shutdown()
     outcomes = {h.name: h.outcome for h in report.handlers}
     assert outcomes == {"early": Outcome.TIMEOUT, "late": Outcome.OK}
     early_result = report.handlers[0]
-    # 1.5 s shared 1.0 : 1.5 -> 0.6 s for announce, 0.9 s kept for report
-    assert 0.5 < early_result.duration < 0.75
-    assert 0.75 < late_budget[0] <= 0.95
+    # 1.5 s shared 1.0 : 1.5 -> 0.6 s for announce, 0.9 s kept for report; given its own
+    # 1 s first, announce would have left report 0.5 s. (A late start shrinks both.)
+    kept_for_report = deadlines["late"] - deadlines["early"]
+    assert 0.75 < kept_for_report <= 0.9 + 1e-3
+    assert early_result.duration >= 0.5, "announce was not cut before its share"
 
 
 async def test_shutdown_runs_once_for_150_concurrent_callers() -> None:
@@ -297,25 +319,29 @@ async def test_drain_waits_for_tracked_work_and_wakes_at_once() -> None:
         report = await coordinator.shutdown()
     assert report.in_flight_at_start == 1
     assert report.in_flight_abandoned == 0
-    # Woken by the job's end, not by a poll (benchmarks/drain_latency.py measures it).
-    assert 0 <= drained_at[0] - finished_at[0] < 0.5
+    # Ended by the job's end, not at the drain's deadline 9 s away. How soon after the
+    # job's end it wakes is a speed: benchmarks/drain_latency.py measures it.
+    assert 0 <= drained_at[0] - finished_at[0] < 5
 
 
 async def test_drain_gives_up_on_work_that_outlives_the_deadline() -> None:
     """Work still running at the drain's end is counted as abandoned in the report."""
     coordinator = fast(grace_period=1.5, safety_margin=0.5)
 
+    finished = anyio.Event()
+
     async def stuck(*, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with coordinator.track("stuck-job"):
             task_status.started()
             await anyio.sleep(5)
+            finished.set()
 
     async with anyio.create_task_group() as tg:
         await tg.start(stuck)
-        started = time.monotonic()
         report = await coordinator.shutdown()
-        assert time.monotonic() - started < 1.3
+        assert not finished.is_set(), "the drain did not wait for the work to finish"
         tg.cancel_scope.cancel()
+    assert report.duration < 1.5, "within the grace period"
     assert report.in_flight_abandoned == 1
     assert not report.ok
 
@@ -487,7 +513,8 @@ async def test_report_times_every_step_of_the_sequence() -> None:
     report = await coordinator.shutdown()
     steps = {p.name: p for p in report.phases}
     assert list(steps) == ["announce", "propagation", "drain", "flush", "release", "report"]
-    assert steps["propagation"].duration >= 0.19
+    # The delay counts from the trigger, so it ends 0.2 s after it however late it began.
+    assert steps["propagation"].started + steps["propagation"].duration >= 0.19
     assert steps["flush"].duration >= 0.09
     assert steps["flush"].started >= steps["drain"].started >= steps["propagation"].started
     assert report.to_dict()["phases"][3]["name"] == "flush"
@@ -589,13 +616,11 @@ async def test_several_tasks_can_wait_for_the_drain_to_empty() -> None:
             task_status.started()
             await anyio.sleep(0.3)
 
-    started = time.monotonic()
     async with anyio.create_task_group() as tg:
         await tg.start(job)
         report = await coordinator.shutdown()
     assert woke == ["handler"]
-    assert report.ok
-    assert time.monotonic() - started < 2
+    assert report.ok, "the waiting handler was woken before its timeout"
 
 
 async def test_a_handler_that_swallows_its_cancellation_cannot_hold_the_sequence(
@@ -604,6 +629,7 @@ async def test_a_handler_that_swallows_its_cancellation_cannot_hold_the_sequence
     """Cancelled at its timeout, it runs its `except` at once, then is left behind."""
     coordinator = fast()
     saw_cancellation: list[str] = []
+    let_go = anyio.Event()
 
     @coordinator.on_shutdown("flush", name="stubborn", timeout=0.2)
     async def stubborn() -> None:
@@ -611,20 +637,23 @@ async def test_a_handler_that_swallows_its_cancellation_cannot_hold_the_sequence
             await anyio.sleep_forever()
         except anyio.get_cancelled_exc_class():
             saw_cancellation.append("flush")
-            await anyio.sleep(30)  # and goes on as if nothing happened
+            with anyio.move_on_after(30):
+                await let_go.wait()  # and goes on as if nothing happened
+            saw_cancellation.append("stubborn gave up")
 
     @coordinator.on_shutdown("release", name="after")
     async def after() -> None:
         saw_cancellation.append("release ran")
 
-    started = time.monotonic()
     report = await coordinator.shutdown()
-    elapsed = time.monotonic() - started
+    seen_at_the_end = list(saw_cancellation)
+    let_go.set()
     outcomes = {h.name: h.outcome for h in report.handlers}
     assert outcomes == {"stubborn": Outcome.TIMEOUT, "after": Outcome.OK}
-    assert saw_cancellation == ["flush", "release ran"], "its except ran before the next phase"
-    assert elapsed < 5, "the sequence went on without it"
+    assert seen_at_the_end[:1] == ["flush"], "its except ran before the next phase"
+    assert "release ran" in seen_at_the_end
     if anyio_backend == "asyncio":  # on trio its next await is cancelled again
+        assert seen_at_the_end == ["flush", "release ran"], "the sequence went on without it"
         assert "1 handler still running after its timeout" in caplog.text
 
 
@@ -649,4 +678,4 @@ async def test_a_timed_out_handler_is_a_timeout_whatever_it_does_after() -> None
     report = await coordinator.shutdown()
     outcomes = {h.name: h.outcome for h in report.handlers}
     assert outcomes == {"returns": Outcome.TIMEOUT, "raises": Outcome.TIMEOUT}
-    assert all(0.09 < h.duration < 1 for h in report.handlers)
+    assert all(h.duration >= 0.09 for h in report.handlers), "each ran until its timeout"

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .asgi_servers import ROOT, Server, free_port
+from .asgi_servers import HTTP, ROOT, Server, free_port
 
 EXAMPLES = ROOT / "examples"
 # A quick sequence: the propagation delay is long enough to see it, short enough to wait.
@@ -67,27 +67,29 @@ def rows(database: Path, query: str) -> list[tuple[Any, ...]]:
 def test_the_demo_app_saves_its_page_views_on_sigterm(tmp_path: Path) -> None:
     """examples/app.py: readiness fails, it serves through the delay, drains, saves to SQLite."""
     database = tmp_path / "demo.sqlite3"
-    with uvicorn("examples.app:app", tmp_path, {"DEMO_DATABASE": str(database)}) as server:
+    # A delay long enough for the probe of it to land inside it on a loaded machine.
+    env = {"DEMO_DATABASE": str(database), "GRACESHUT_PROPAGATION_DELAY": "3"}
+    with uvicorn("examples.app:app", tmp_path, env) as server:
         assert database.with_suffix(".lease").exists(), "the lease is taken at startup"
         for _ in range(3):
-            assert httpx.get(f"{server.url}/").status_code == 200
+            assert HTTP.get(f"{server.url}/").status_code == 200
         slow: dict[str, httpx.Response] = {}
-        request = threading.Thread(
-            target=lambda: slow.update(r=httpx.get(f"{server.url}/slow?seconds=2", timeout=10))
+        request = threading.Thread(  # outlasts the delay: the drain waits for it
+            target=lambda: slow.update(r=HTTP.get(f"{server.url}/slow?seconds=5", timeout=20))
         )
         request.start()
-        time.sleep(0.2)  # the slow request is in flight
+        time.sleep(0.5)  # for the slow request to arrive before the signal
         server.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 2
-        while httpx.get(f"{server.url}/readyz").status_code != 503:
+        deadline = time.monotonic() + 20
+        while HTTP.get(f"{server.url}/readyz").status_code != 503:
             assert time.monotonic() < deadline, "readiness never failed"
             time.sleep(0.02)
-        during = httpx.get(f"{server.url}/")  # the propagation delay: still served
+        during = HTTP.get(f"{server.url}/")  # the propagation delay: still served
         assert during.status_code == 200
         assert during.headers["connection"] == "close"
-        request.join(10)
+        request.join(20)
         assert slow["r"].status_code == 200, "the in-flight request finished"
-        assert server.wait_exit(15) == 0
+        assert server.wait_exit(20) == 0
         output = server.output()
     assert_phases_in_order(output)
     assert "deregistering from the load balancer (reason: SIGTERM)" in output

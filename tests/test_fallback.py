@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 
 import anyio
 import pytest
@@ -44,7 +43,7 @@ async def test_a_failing_handler_hands_its_error_and_time_to_the_fallback() -> N
     assert result.fallback.detail == {"spilled": 3, "records": "rows", "to": "/spill/x.jsonl"}
     ((error, remaining),) = seen
     assert isinstance(error, ConnectionRefusedError)
-    assert 1.5 < remaining <= 2.0
+    assert 0 < remaining <= 2.0, "within the handler's own 2 s, not the run's 9 s"
     data = json.loads(json.dumps(report.to_dict()))
     assert data["handlers"][0]["fallback"]["detail"]["spilled"] == 3
     assert "1 fallback ran, 1 ok" in report.summary()
@@ -55,6 +54,7 @@ async def test_a_timed_out_handler_leaves_its_fallback_the_reserved_share() -> N
     """A hung sync handler is cut off early; the sync fallback gets a TimeoutError and time."""
     coordinator = fast()
     release = threading.Event()
+    hang_ended = threading.Event()
     seen: list[tuple[type[BaseException], float]] = []
 
     def fallback(ctx: ShutdownContext) -> None:
@@ -63,23 +63,24 @@ async def test_a_timed_out_handler_leaves_its_fallback_the_reserved_share() -> N
 
     def hang() -> None:
         release.wait(10)
+        hang_ended.set()
 
     coordinator.add_handler(hang, phase="flush", timeout=2, name="hang", fallback=fallback)
-    started = time.monotonic()
     try:
         report = await coordinator.shutdown()
+        assert not hang_ended.is_set(), "the run did not wait for the hung thread"
     finally:
         release.set()
 
     (result,) = report.handlers
     assert result.outcome is Outcome.TIMEOUT
-    assert result.duration == pytest.approx(1.5, abs=0.3)  # 2 s less a quarter
+    # Cut at 2 s less a quarter (not before), so that the fallback has the rest.
+    assert 1.5 - 0.05 <= result.duration < 2.0
     assert result.fallback is not None
     assert result.fallback.outcome is Outcome.OK
     ((kind, remaining),) = seen
     assert kind is TimeoutError
-    assert 0.2 < remaining <= 0.5
-    assert time.monotonic() - started < 3
+    assert 0 < remaining <= 0.5, "the fallback ran within the quarter kept for it"
 
 
 async def test_a_failing_fallback_is_recorded_and_never_blocks_other_handlers() -> None:
@@ -92,6 +93,7 @@ async def test_a_failing_fallback_is_recorded_and_never_blocks_other_handlers() 
 
     async def stuck(ctx: ShutdownContext) -> None:
         await anyio.sleep(30)
+        ran.append("stuck fallback ended")  # had the run waited 30 s for it
 
     async def fail() -> None:
         raise RuntimeError("boom")
@@ -107,10 +109,8 @@ async def test_a_failing_fallback_is_recorded_and_never_blocks_other_handlers() 
     async def later() -> None:
         ran.append("later")
 
-    started = time.monotonic()
     report = await coordinator.shutdown()
 
-    assert time.monotonic() - started < 2.5
     assert ran == ["sibling", "later"]
     by_name = {h.name: h for h in report.handlers}
     assert by_name["a"].fallback is not None

@@ -97,8 +97,10 @@ def test_the_demo_app_stops_clean_under_load(tmp_path: Path) -> None:
     assert (
         events.index("preStop hook returned") < events.index("SIGTERM") < events.index("app exited")
     )
-    readiness = next(e for e in report["timeline"] if e["event"] == "readiness probe fails")
-    assert 0 <= readiness["t"] < 0.5, "readiness failed as soon as the hook came"
+    readiness = events.index("readiness probe fails")
+    # While the hook still ran (its propagation delay), not once SIGTERM came.
+    assert readiness < events.index("preStop hook returned"), "readiness failed with the hook"
+    assert report["timeline"][readiness]["t"] >= 0
 
 
 @pytest.mark.e2e
@@ -129,7 +131,7 @@ def test_an_app_without_graceshut_drops_requests() -> None:
         assert report["exit"]["status"] == 0
         assert report["pid1"] == {
             "namespace": True,
-            "program": "python",
+            "program": Path(sys.executable).name,  # python or python3, as the venv has it
             "shell": False,
             "handles_stop_signal": True,
             "children": 0,
@@ -164,8 +166,11 @@ def test_a_shutdown_longer_than_the_grace_period_gets_sigkill(tmp_path: Path) ->
     assert status == 1
     assert report["sigkill"] is True
     assert report["prestop"]["overran"] is True
-    assert report["sigterm_at"] == pytest.approx(1.0, abs=0.2)
-    assert report["sigkill_at"] == pytest.approx(3.0, abs=0.2), "2 s after SIGTERM at least"
+    # SIGTERM at the grace period, not once the 3 s hook ended; SIGKILL 2 s later, not once
+    # the app's 5 s delay ended. (Late, never early, on a loaded machine.)
+    sigterm, sigkill = report["sigterm_at"], report["sigkill_at"]
+    assert 1.0 - 0.05 <= sigterm < 3.0
+    assert 2.0 - 0.05 <= sigkill - sigterm < 5.0, "2 s after SIGTERM at least"
     assert report["exit"]["status"] == 137
     assert report["exit"]["signal"] == "SIGKILL"
     problems = " | ".join(report["problems"])

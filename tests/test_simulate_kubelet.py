@@ -186,7 +186,7 @@ def test_a_shell_entrypoint_without_exec_is_sigkilled_as_pid_1(tmp_path: Path) -
     )  # fmt: skip
     assert status == 1
     assert report["sigkill"] is True
-    assert report["sigkill_at"] == pytest.approx(2.0, abs=0.5)
+    assert 2.0 - 0.05 <= report["sigkill_at"] < 2.0 + 2, "at the grace period (late at worst)"
     assert report["exit"]["status"] == 137
     assert report["pid1"] == {
         "namespace": True,
@@ -221,7 +221,8 @@ def test_the_stop_signal_replaces_sigterm(tmp_path: Path) -> None:
     assert "SIGTERM" not in events(report)
     assert report["sigkill"] is True
     assert report["exit"]["status"] == 137
-    assert any("PID 1 (python) has no SIGQUIT handler" in p for p in report["problems"])
+    program = Path(sys.executable).name  # python or python3, as the venv has it
+    assert any(f"PID 1 ({program}) has no SIGQUIT handler" in p for p in report["problems"])
 
 
 @pytest.mark.e2e
@@ -254,7 +255,7 @@ def test_a_grace_period_of_0_is_1s_with_the_hook(tmp_path: Path) -> None:
     assert status == 1, "the hook overran"
     assert report["grace_period"] == 1
     assert report["prestop"]["overran"] is True
-    assert report["sigterm_at"] == pytest.approx(1.0, abs=0.5)
+    assert 1.0 - 0.05 <= report["sigterm_at"] < 5.0, "at 1 s, not once the 5 s hook ended"
     assert report["sigkill_after"] == 2
     deleted = next(e for e in report["timeline"] if e["event"] == "pod deleted")
     assert "never uses 0" in deleted["detail"]
@@ -426,7 +427,8 @@ def test_a_tcp_socket_prestop_fails_as_an_invalid_handler(tmp_path: Path) -> Non
     assert status == 1
     assert report["prestop"]["ok"] is False
     assert "invalid handler" in report["prestop"]["error"]
-    assert report["sigterm_at"] < 0.5, "SIGTERM at once"
+    # At once: no hook to wait for (a valid one would have held it for the grace period).
+    assert report["sigterm_at"] < report["grace_period"], "SIGTERM at once"
     assert any("FailedPreStopHook" in p for p in report["problems"])
 
 

@@ -138,7 +138,9 @@ def completed(messages: list[Message]) -> bool:
 
 async def test_a_stream_that_ignores_the_drain_is_cut_after_stream_grace() -> None:
     """An endless stream is cancelled stream_grace after the drain began, left incomplete."""
-    coordinator = fast(stream_grace=0.3)
+    # A long budget, so that a stream held to the drain's end (9 s) cannot pass for one cut
+    # after its 0.3 s of grace, however loaded the machine.
+    coordinator = fast(stream_grace=0.3, grace_period=10.0)
     log: list[str] = []
     app = make_app(coordinator, log)
     coordinator.attach()
@@ -155,7 +157,7 @@ async def test_a_stream_that_ignores_the_drain_is_cut_after_stream_grace() -> No
     assert report.abandoned == ("GET /stream",)
     assert report.in_flight_abandoned == 1
     assert report.exit_code == 0
-    assert ended_after < 2.0  # not held to the deadline's end (2.5 s)
+    assert ended_after < 5, "cut after stream_grace, not held to the drain's end (9 s)"
 
 
 async def test_a_stream_that_checks_the_flag_ends_complete_and_is_not_abandoned() -> None:
@@ -190,7 +192,7 @@ async def test_a_long_poll_is_ended_at_the_drains_deadline_with_a_503() -> None:
     assert (b"connection", b"close") in messages[0]["headers"]
     assert completed(messages)
     assert report.abandoned == ("GET /poll",)  # no query string
-    assert report.duration < 3.0
+    assert report.duration < 3.0, "ended within the grace period"
 
 
 async def test_background_tasks_hold_the_drain_and_are_not_cut_as_streams() -> None:

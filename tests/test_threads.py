@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -16,7 +15,7 @@ coordinator = graceshut.Coordinator(grace_period=5, safety_margin=0.5, propagati
 
 @coordinator.on_shutdown("release", timeout=0.3)
 def stuck() -> None:
-    time.sleep(30)  # a client call to a server that never answers
+    time.sleep(3600)  # a client call to a server that never answers
 
 async def main() -> None:
     report = await coordinator.shutdown()
@@ -29,7 +28,7 @@ anyio.run(main, backend="{backend}")
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_stuck_sync_handler_does_not_keep_the_process_alive(backend: str) -> None:
     """The process exits right after the report even though the handler's thread still runs."""
-    started = time.monotonic()
+    # The handler sleeps an hour: a process held up by its thread would hit this timeout.
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(SCRIPT).format(backend=backend)],
         capture_output=True,
@@ -39,4 +38,3 @@ def test_a_stuck_sync_handler_does_not_keep_the_process_alive(backend: str) -> N
     )
     assert result.stdout.strip() == "timeout", result.stderr
     assert result.returncode == 0
-    assert time.monotonic() - started < 10, "exit was held up by the abandoned thread"

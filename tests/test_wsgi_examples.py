@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .asgi_servers import Server, free_port, pod_credential
+from .asgi_servers import HTTP, Server, free_port, pod_credential
 from .test_examples import FAST, PHASE_LINES, assert_phases_in_order, rows
 
 pytestmark = pytest.mark.e2e
@@ -30,23 +30,25 @@ def gunicorn(app: str, tmp_path: Path, env: dict[str, str], *options: str) -> Se
 def test_the_flask_example_saves_every_view_on_sigterm(tmp_path: Path) -> None:
     """examples/flask_app.py under gthread 2x4: served through the delay, every view saved."""
     database = tmp_path / "flask.sqlite3"
-    env = {"FLASK_DEMO_DATABASE": str(database), "GRACESHUT_PROPAGATION_DELAY": "2"}
+    # A delay long enough for the probes of it to land inside it on a loaded machine.
+    env = {"FLASK_DEMO_DATABASE": str(database), "GRACESHUT_PROPAGATION_DELAY": "3"}
     options = ["-k", "gthread", "-w", "2", "--threads", "4"]
     server = gunicorn("examples.flask_app:app", tmp_path, env, *options)
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             for _ in range(10):
-                assert httpx.get(f"{server.url}/").status_code == 200
-            slow = pool.submit(httpx.get, f"{server.url}/slow?seconds=2.5", timeout=10)
-            time.sleep(0.2)
+                assert HTTP.get(f"{server.url}/").status_code == 200
+            # Outlasts the delay: the drain waits for it.
+            slow = pool.submit(HTTP.get, f"{server.url}/slow?seconds=5", timeout=20)
+            time.sleep(0.5)  # for it to arrive before the signal
             server.signal(signal.SIGTERM)
-            deadline = time.monotonic() + 1.5
-            while httpx.get(f"{server.url}/readyz").status_code != 503:
+            deadline = time.monotonic() + 20
+            while HTTP.get(f"{server.url}/readyz").status_code != 503:
                 assert time.monotonic() < deadline, "readiness never failed"
                 time.sleep(0.02)
-            assert httpx.get(f"{server.url}/").status_code == 200, "the propagation delay"
+            assert HTTP.get(f"{server.url}/").status_code == 200, "the propagation delay"
             assert slow.result().status_code == 200
-        assert server.wait_exit(15) == 0, server.output()
+        assert server.wait_exit(20) == 0, server.output()
         output = server.output()
     finally:
         server.stop()

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -308,7 +307,7 @@ async def test_a_writer_cut_off_by_its_timeout_keeps_its_entries(
 
     flushed = result(report, "cache")
     assert flushed.outcome is Outcome.TIMEOUT
-    assert flushed.duration < 1.5
+    assert flushed.duration < 4, "cut at its 0.5 s timeout, before SQLite's 5 s busy timeout"
     assert cache == {"a": "1", "b": "2"}  # written or not, nobody could tell: kept
     assert await flusher.flush() == 2
     assert stored(sqlite_engine) == {"a": "1", "b": "2"}
@@ -316,7 +315,7 @@ async def test_a_writer_cut_off_by_its_timeout_keeps_its_entries(
 
 
 def test_a_stuck_sync_writer_does_not_keep_the_process_alive(tmp_path: Path) -> None:
-    """A sync writer blocked past its timeout is abandoned, and the process still exits at once."""
+    """A sync writer blocked for good past its timeout is abandoned; the process still exits."""
     script = tmp_path / "stuck.py"
     script.write_text(
         textwrap.dedent(
@@ -340,13 +339,12 @@ def test_a_stuck_sync_writer_does_not_keep_the_process_alive(tmp_path: Path) -> 
             """
         )
     )
-    started = time.monotonic()
+    # The writer never returns: a process held by its thread would hit this timeout.
     completed = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "timeout"
-    assert time.monotonic() - started < 5
 
 
 @BOTH_LOOPS

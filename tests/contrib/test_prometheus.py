@@ -71,8 +71,13 @@ async def test_outcomes_and_durations_after_a_real_shutdown() -> None:
     assert value(samples, outcome, handler="unlock", phase="release", outcome="error") == 1
     assert value(samples, outcome, handler="consumer", phase="drain", outcome="timeout") == 1
     took = "graceshut_handler_duration_seconds"
-    assert 0.09 <= value(samples, took, handler="save-cache", phase="flush") < 0.5
-    assert 0.19 <= value(samples, took, handler="consumer", phase="drain") < 0.5
+    durations = {h.name: h.duration for h in report.handlers}
+    saved = value(samples, took, handler="save-cache", phase="flush")
+    assert saved == pytest.approx(durations["save-cache"])
+    assert saved >= 0.09
+    consumed = value(samples, took, handler="consumer", phase="drain")
+    assert consumed == pytest.approx(durations["consumer"])
+    assert 0.19 <= consumed < 5, "cut at its 0.2 s timeout, not after its 5 s sleep"
     assert value(samples, "graceshut_shutdown_ok", reason="SIGTERM") == 0
     assert value(samples, "graceshut_shutdown_duration_seconds", reason="SIGTERM") == (
         pytest.approx(report.duration)
@@ -243,12 +248,14 @@ async def test_a_failed_push_is_logged_and_does_not_fail_the_shutdown(
 ) -> None:
     """Pushgateway down: a warning with the error; the report is still ok and comes quickly."""
     coordinator = fast()
-    instrument(coordinator, registry=CollectorRegistry(), push_gateway=closed_port_url())
+    instrument(
+        coordinator, registry=CollectorRegistry(), push_gateway=closed_port_url(), push_timeout=5
+    )
     started = time.monotonic()
     with caplog.at_level(logging.INFO, logger="graceshut"):
         report = await coordinator.shutdown()
     assert report.ok
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5, "a refused push is not waited out to push_timeout"
     [record] = [r for r in caplog.records if "metrics push" in r.getMessage()]
     assert record.levelno == logging.WARNING
     assert record.__dict__["outcome"] == "error"
@@ -264,5 +271,5 @@ async def test_a_hanging_gateway_is_cut_off_at_push_timeout(server: Recorder) ->
     report = await coordinator.shutdown()
     elapsed = time.monotonic() - started
     assert report.ok
-    assert 0.25 <= elapsed < 1.5
+    assert 0.25 <= elapsed < 3, "cut at its 0.3 s push_timeout, not at the 9 s budget's end"
     assert len(server.received) == 1

@@ -64,7 +64,8 @@ if not PLAIN:
             if ctx.phase is graceshut.Phase.DRAIN:
                 time.sleep(DRAIN_SECONDS)  # keeps an idle worker draining, for its 503s
 
-        coordinator.add_handler(handler, phase=phase, timeout=2.0, name=f"e2e-{phase.value}")
+        timeout = 2.0 + (DRAIN_SECONDS if phase is graceshut.Phase.DRAIN else 0.0)
+        coordinator.add_handler(handler, phase=phase, timeout=timeout, name=f"e2e-{phase.value}")
 
     @coordinator.on_shutdown("announce", timeout=2.0, name="e2e-pod-announce", once_per_pod=True)
     async def announce_once() -> None:

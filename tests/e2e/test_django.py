@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..asgi_servers import Server, free_port
+from ..asgi_servers import HTTP, Server, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -38,8 +38,9 @@ def command(kind: str, port: int) -> list[str]:
 def django(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     port = free_port()
     env = {
-        "GRACESHUT_GRACE_PERIOD": "15",
-        "GRACESHUT_PROPAGATION_DELAY": "1.5",
+        "GRACESHUT_GRACE_PERIOD": "25",  # the drain ends 19 s in: the slow request ends first
+        # Long enough for the probes of the delay to land inside it on a loaded machine.
+        "GRACESHUT_PROPAGATION_DELAY": "3",
         "DJANGO_SETTINGS_MODULE": f"{PROJECT}.settings",
     }
     server = Server(command(request.param, port), port, tmp_path / "django.events", env)
@@ -52,7 +53,7 @@ def django(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
 
 
 def get(server: Server, path: str) -> httpx.Response:
-    return httpx.get(f"{server.url}{path}", timeout=30)
+    return HTTP.get(f"{server.url}{path}", timeout=30)
 
 
 def test_sigterm_drains_a_django_project(django: Server) -> None:
@@ -60,13 +61,17 @@ def test_sigterm_drains_a_django_project(django: Server) -> None:
     workers = 2 if django.kind == "gunicorn" else 1  # type: ignore[attr-defined]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         django.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 20
         while get(django, "/readyz").status_code == 200:
             assert time.monotonic() < deadline, "readiness never flipped"
             time.sleep(0.01)
+        slow = pool.submit(get, django, "/slow?seconds=6")  # outlasts the delay
         during = list(pool.map(lambda _: get(django, "/").status_code, range(10)))
-        slow = pool.submit(get, django, "/slow?seconds=2")
-        time.sleep(1.6)  # past the propagation delay: the drain waits for the slow one
+        # Each worker's drain handler writes its line as its drain begins; the drain then
+        # waits for the slow request.
+        while django.events_seen()["drain"] < workers:
+            assert time.monotonic() < deadline, "the drain never began"
+            time.sleep(0.02)
         refused = get(django, "/")
         assert slow.result().status_code == 200, "the slow request completed"
     assert during == [200] * 10, "served during the propagation delay"

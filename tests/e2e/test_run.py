@@ -16,7 +16,7 @@ from graceshut._process import _proc as proc
 from graceshut.cli._run import call_shutdown_route
 
 from ..asgi_servers import ROOT, Server, free_port
-from .test_servers import ONE_EACH, PHASES, assert_timeline, get, play_termination
+from .test_servers import ONE_EACH, PHASES, TIMELINE, assert_timeline, get, play_termination
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,7 @@ GRACESHUT = [sys.executable, "-m", "graceshut.cli"]
 @pytest.mark.parametrize("kind", ["granian-run", "hypercorn-cli-run", "uvicorn-run"])
 def test_sigterm_alone_runs_the_whole_timeline(start_server: StartServer, kind: str) -> None:
     """SIGTERM to `graceshut run`: 503 readiness, served through the delay, drained, exit 0."""
-    server = start_server(kind)
+    server = start_server(kind, TIMELINE)
     seen = play_termination(server, lambda: server.signal(signal.SIGTERM))
     assert_timeline(seen)
     assert server.wait_exit() == 0, server.output()
@@ -36,8 +36,8 @@ def test_sigterm_alone_runs_the_whole_timeline(start_server: StartServer, kind: 
 
 def test_gunicorn_workers_under_graceshut_run(start_server: StartServer) -> None:
     """gunicorn -w 2 under `graceshut run`, SIGTERM alone: the timeline in every worker, exit 0."""
-    server = start_server("gunicorn-2-run")
-    seen = play_termination(server, lambda: server.signal(signal.SIGTERM))
+    server = start_server("gunicorn-2-run", TIMELINE)
+    seen = play_termination(server, lambda: server.signal(signal.SIGTERM), workers=2)
     assert_timeline(seen)
     assert server.wait_exit() == 0, server.output()
     events = server.events_seen()
@@ -80,7 +80,7 @@ def prestop(server: Server) -> int:
 
 def test_prestop_route_under_granian_alone(start_server: StartServer) -> None:
     """granian's own command line: the preStop route runs the timeline, then SIGTERM exits 0."""
-    server = start_server("granian")
+    server = start_server("granian", TIMELINE)
     seen = play_termination(server, lambda: prestop(server))
     assert_timeline(seen)
     assert seen["trigger"] == 0, server.output()
@@ -104,7 +104,9 @@ def test_app_without_graceshut_gets_sigterm_at_once(start_server: StartServer) -
     sent = time.monotonic()
     server.signal(signal.SIGTERM)
     status = server.wait_exit(10)
-    assert time.monotonic() - sent < 5
+    # Its own SIGTERM handling only: not held to the 20 s grace period (the lines below say
+    # that the sequence was not waited for).
+    assert time.monotonic() - sent < 10
     output = server.output()
     assert "did not run the shutdown sequence" in output, output
     assert "handing SIGTERM to the server at once" in output

@@ -16,7 +16,7 @@ import pytest
 
 from graceshut._process import _proc as proc
 
-from ..asgi_servers import Server, free_port, pod_credential
+from ..asgi_servers import HTTP, Server, free_port, pod_credential
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,8 @@ def pod(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     env = {
         "GRACESHUT_GRACE_PERIOD": "20",
         "GRACESHUT_SAFETY_MARGIN": "1",
-        "GRACESHUT_PROPAGATION_DELAY": "1.5",
+        # Long enough for the probes of the delay to land inside it on a loaded machine.
+        "GRACESHUT_PROPAGATION_DELAY": "4",
     }
     server = Server(argv(request.param, port), port, tmp_path / "pod.events", env)
     server.kind = request.param  # type: ignore[attr-defined]
@@ -87,7 +88,7 @@ def wait_for_all_workers(
 
 
 def slow(server: Server, seconds: float) -> httpx.Response:
-    return httpx.get(f"{server.url}/slow?seconds={seconds}", timeout=30)
+    return HTTP.get(f"{server.url}/slow?seconds={seconds}", timeout=30)
 
 
 def events_text(server: Server) -> str:
@@ -116,11 +117,20 @@ def leftovers(pod: Server) -> list[Path]:
 def test_one_prestop_call_drains_every_worker(pod: Server) -> None:
     """/shutdown on one worker: all turn unready, all drain, one report lists all four."""
     with concurrent.futures.ThreadPoolExecutor(24) as pool:
-        slows = [pool.submit(slow, pod, 3) for _ in range(12)]
+        slows = []
+        for _ in range(12):
+            slows.append(pool.submit(slow, pod, 3))
+            # A burst of connections is taken by the first worker to wake, all of them:
+            # spread out, they go to several workers.
+            time.sleep(0.05)
         time.sleep(0.5)
-        answer = pool.submit(httpx.get, f"{pod.url}/shutdown", headers=pod_credential(), timeout=30)
-        time.sleep(0.3)
-        probes = [httpx.get(f"{pod.url}/readyz", timeout=10).status_code for _ in range(50)]
+        answer = pool.submit(HTTP.get, f"{pod.url}/shutdown", headers=pod_credential(), timeout=30)
+        # Every worker writes "announce" once its run has begun, readiness failed first.
+        deadline = time.monotonic() + 20
+        while pod.events_seen()["announce"] < WORKERS:
+            assert time.monotonic() < deadline, pod.output()
+            time.sleep(0.02)
+        probes = [HTTP.get(f"{pod.url}/readyz", timeout=10).status_code for _ in range(50)]
         finished = [f.result() for f in slows]
         report = answer.result()
     assert probes == [503] * 50, "every worker answers 503 from the first trigger"
@@ -158,12 +168,14 @@ def test_sigterm_to_the_supervisor_stops_every_worker(pod: Server) -> None:
         return
     pod.signal(signal.SIGTERM)
     # uvicorn's supervisor looks at its signals every 0.5 s before forwarding them
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10
     while httpx.get(f"{pod.url}/readyz", timeout=10).status_code == 200:
         assert time.monotonic() < deadline, "readiness never flipped"
         time.sleep(0.02)
-    probes = [httpx.get(f"{pod.url}/readyz", timeout=10).status_code for _ in range(20)]
-    assert probes == [503] * 20
+    # HTTP, not httpx.get(): on a loaded machine, building a client for each probe pushes
+    # the last ones past the delay, when the workers stop listening.
+    probes = [HTTP.get(f"{pod.url}/readyz", timeout=10).status_code for _ in range(20)]
+    assert probes == [503] * 20, "every worker answers 503 through the delay"
     assert pod.wait_exit() == 0, pod.output()
     events = pod.events_seen()
     assert events == dict.fromkeys(PER_PROCESS, WORKERS), events
@@ -198,7 +210,7 @@ def test_a_recycled_worker_does_not_drain_the_pod(tmp_path: Path) -> None:
 def test_a_recycled_worker_stops_taking_connections_when_its_drain_begins(
     tmp_path: Path,
 ) -> None:
-    """While the recycled worker flushes (6 s), every new connection is a sibling's.
+    """While the recycled worker flushes, every new connection is a sibling's.
 
     Its listening socket is shared: were it still accepting in its later phases, it
     would take about a quarter of the new connections and refuse them with 503.
@@ -206,9 +218,10 @@ def test_a_recycled_worker_stops_taking_connections_when_its_drain_begins(
     port = free_port()
     env = {
         "GRACESHUT_PROPAGATION_DELAY": "0.2",
-        "GRACESHUT_GRACE_PERIOD": "15",
-        # Long enough for the 80 requests below on a loaded machine too.
-        "E2E_SLOW": "flush=6",
+        "GRACESHUT_GRACE_PERIOD": "60",
+        # Far longer than the 80 requests below take on a loaded machine (6 s was not):
+        # the test ends, and kills the server, long before it is over.
+        "E2E_SLOW": "flush=40",
     }
     server = Server(argv("gunicorn", port), port, tmp_path / "recycle.events", env)
     try:
