@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import random
 import shlex
 import signal
 import socket
@@ -43,9 +44,43 @@ def pod_credential(*, required: bool = True) -> dict[str, str]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on now, and that nothing will take.
+
+    Not one the kernel hands out: a port from its ephemeral range, closed again before
+    the server binds it, can meanwhile become the local port of an outgoing connection
+    (the load generators open thousands). These come from below that range, from a
+    slice of it of each pytest-xdist process's own, and none twice in one process.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    low, high = _PORTS
+    size = (high - low) // _SLICES
+    start = low + (index % _SLICES) * size
+    for _ in range(200):
+        port = random.randrange(start, start + size)  # noqa: S311 - not a secret
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {start}-{start + size}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+#: Ports below the kernel's ephemeral range, cut into one slice per test process.
+_PORTS = (12000, min(_ephemeral_low(), 32768))
+_SLICES = 8
+_handed_out: set[int] = set()
 
 
 class Server:

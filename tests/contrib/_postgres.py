@@ -14,7 +14,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from ..asgi_servers import free_port
 
 __all__ = ["PostgresServer", "pg_database", "postgres", "running_postgres"]
 
@@ -45,7 +46,7 @@ class PostgresServer:
         self.sockets = root / "sockets"
         self.log = root / "postgres.log"
         self.host = "127.0.0.1"
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     def initdb(self) -> None:
@@ -250,9 +251,3 @@ def _give_to_postgres(path: Path) -> None:
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(path, user.pw_uid, user.pw_gid)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -22,17 +22,12 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..asgi_servers import free_port
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 READY_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def packaged_binary(package: str, relative: str, distribution: str) -> Path:

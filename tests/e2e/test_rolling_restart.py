@@ -456,7 +456,9 @@ def test_rolling_restart_with_http2_clients_drops_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """HTTP/2 clients through the L4 balancer: a GOAWAY moves them off the pod, none fails."""
-    result = roll(kind, start_server, haproxy, {"GRACESHUT_PROPAGATION_DELAY": "1.5"}, http2=True)
+    # The delay is the clients' time to act on the GOAWAY and the router's to look again:
+    # a loaded machine needs more of it than an idle one.
+    result = roll(kind, start_server, haproxy, {"GRACESHUT_PROPAGATION_DELAY": "3"}, http2=True)
     assert_the_load_reached_both(result)
     requests = result.requests
     with capsys.disabled():
