@@ -402,11 +402,13 @@ def rollout(
         time.sleep(0.5)  # the new pods carry the whole load
     finally:
         load.stop()
+        # Before the kill: a health check right after it would see the new pods DOWN.
+        after = proxy.servers()
         for pod in started:
             kill_tree(pod.process.pid)
     samples = [f"{f.kind}: {f.detail}" for f in load.stats.samples]
     outputs = "\n".join(pod.output()[-3000:] for pod in old)
-    return Rollout(load.stats.snapshot(), samples, terminations, proxy.servers(), outputs)
+    return Rollout(load.stats.snapshot(), samples, terminations, after, outputs)
 
 
 @pytest.mark.parametrize("kind", ["uvicorn", "gunicorn-4"])
