@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from .asgi_servers import free_port
-from .test_simulate import FAST, TOKEN, simulate, uvicorn
+from .test_simulate import FAST, TOKEN, demo_env, simulate, uvicorn
 
 
 @pytest.mark.e2e
@@ -26,14 +26,9 @@ def test_auto_ends_after_the_routers_stop_and_drops_nothing(tmp_path: Path, lag:
         f"Authorization: Bearer {TOKEN}",
         "--env",
         f"GRACESHUT_TOKEN={TOKEN}",
-        "--env",
-        f"DEMO_DATABASE={tmp_path / 'demo.sqlite3'}",
-        "--env",
-        "GRACESHUT_PROPAGATION_DELAY=auto",
+        *demo_env(tmp_path, propagation_delay="auto"),
         "--env",
         "GRACESHUT_PROPAGATION_CAP=10",
-        "--env",
-        "GRACESHUT_GRACE_PERIOD=30",
         *fast,
         *uvicorn("examples.app:app", port),
     )
