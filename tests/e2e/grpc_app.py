@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -47,6 +48,8 @@ def handlers(coordinator: graceshut.Coordinator | None) -> grpc.GenericRpcHandle
 
     async def slow_call(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         await asyncio.sleep(slow)
+        # Wall clock, for the tests: the drain cannot end (nor the port close) before it.
+        print(f"SLOW_DONE {time.time()}", flush=True)
         return b"slow " + request
 
     async def ticks(request: bytes, context: grpc.aio.ServicerContext):
@@ -123,7 +126,6 @@ async def baseline(port: str) -> int:
 
 def sync_server(port: str) -> int:
     """The sync ``grpc.server``, wired as docs/grpc.md shows."""
-    import time
     from concurrent import futures
 
     from grpc_health.v1 import health

@@ -103,18 +103,20 @@ class Probe:
 class Prober:
     """A probe every *period* seconds on a thread, until stopped or the server is gone."""
 
-    def __init__(self, address: str, service: str, period: float = 0.1) -> None:
+    def __init__(
+        self, address: str, service: str, period: float = 0.1, timeout: float = 1.0
+    ) -> None:
         self.probes: list[Probe] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(address, service, period), daemon=True
+            target=self._run, args=(address, service, period, timeout), daemon=True
         )
         self._thread.start()
 
-    def _run(self, address: str, service: str, period: float) -> None:
+    def _run(self, address: str, service: str, period: float, timeout: float) -> None:
         while not self._stop.wait(period):
             started = time.time()
-            answer = check(address, service)
+            answer = check(address, service, timeout)
             self.probes.append(Probe(started, time.time(), answer))
 
     def stop(self) -> list[Probe]:
