@@ -24,8 +24,9 @@ def test_waitress_sigterm_runs_the_whole_sequence(tmp_path: Path) -> None:
         sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}",
         "tests.e2e.flask_app:app",
     ]  # fmt: skip
-    # A delay long enough for the probes of it to land inside it on a loaded machine.
-    env = {"GRACESHUT_PROPAGATION_DELAY": "3", "GRACESHUT_GRACE_PERIOD": "15"}
+    # A delay long enough for the probes to reach both processes inside it on a loaded
+    # machine (the kernel, not uWSGI, picks the process that accepts).
+    env = {"GRACESHUT_PROPAGATION_DELAY": "6", "GRACESHUT_GRACE_PERIOD": "20"}
     server = Server(argv, port, tmp_path / "waitress.events", env)
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -62,17 +63,18 @@ def test_uwsgi_prestop_route_drains_every_process(tmp_path: Path) -> None:
         str(UWSGI), "--http-socket", f"127.0.0.1:{port}", "--module", "tests.e2e.flask_app:app",
         "--master", "--processes", "2", "--enable-threads", "--die-on-term", "--need-app",
     ]  # fmt: skip
-    # A delay long enough for the probes of it to land inside it on a loaded machine.
-    env = {"GRACESHUT_PROPAGATION_DELAY": "3", "GRACESHUT_GRACE_PERIOD": "15"}
+    # A delay long enough for the probes to reach both processes inside it on a loaded
+    # machine (the kernel, not uWSGI, picks the process that accepts).
+    env = {"GRACESHUT_PROPAGATION_DELAY": "6", "GRACESHUT_GRACE_PERIOD": "20"}
     server = Server(argv, port, tmp_path / "uwsgi.events", env)
     try:
         sent = time.monotonic()
         answer = HTTP.get(f"{server.url}/shutdown", headers=pod_credential(), timeout=10)
         assert answer.status_code == 202, "one thread per process: the route does not wait"
         unready: set[str] = set()
-        # Probe through 2 s of the 3 s delay, which began after the call was sent.
-        deadline = sent + 2
-        while time.monotonic() < deadline:
+        # Probe through at most 5 s of the 6 s delay, which began after the call was sent.
+        deadline = sent + 5
+        while time.monotonic() < deadline and len(unready) < 2:
             probe = HTTP.get(f"{server.url}/readyz", timeout=5)
             assert probe.status_code == 503
             unready.add(probe.headers["x-pid"])

@@ -42,6 +42,9 @@ logger = logging.getLogger("graceshut")
 _UNSTOPPABLE_WAIT = 1.0
 #: Seconds before the drain's end that the hand-back starts (a third of a short drain).
 _HAND_BACK = 1.0
+#: How long past the drain's end the sequence waits for a slow hand-back (broker round
+#: trips on a loaded machine: 1.7 s seen), so that the report still names its tasks.
+_HAND_BACK_OVERRUN = 2.0
 #: Tasks named in the hand-back's log line (all of them are in its ``extra``).
 _NAMED = 10
 
@@ -207,9 +210,22 @@ class WorkerBridge:
             cutting = bool(self._jobs)
             self._handed.update(self._jobs)  # from here on, their end is the drain's
             hand_back = functools.partial(self.hand_back, cutting, frozenset(self._jobs))
-            back = await self.loop.on_hub(hand_back)
+            with anyio.CancelScope(shield=True) as waiting:
+                # The hub gives the messages back whether this waits or not; the report
+                # names them only if it does, a moment past the drain's end if need be.
+                waiting.deadline = end + _HAND_BACK_OVERRUN
+                back = await self.loop.on_hub(hand_back)
+            if waiting.cancelled_caught:
+                logger.warning(
+                    "the hand-back to the broker was still under way %gs after the drain's "
+                    "end: the report does not name its tasks",
+                    _HAND_BACK_OVERRUN,
+                    extra={"phase": "drain"},
+                )
+                return
             if back is None:  # a task started that the last look missed: wait for it
                 await anyio.sleep(HEARTBEAT)
+        self._note(back)
         # graceshut's drain ends them a moment later, and names them.
         while any(not job.scope.cancel_called for job in self._jobs.values()):  # noqa: ASYNC110
             await anyio.sleep(0.02)
@@ -217,6 +233,9 @@ class WorkerBridge:
             del self._jobs[task_id]
             self._ended.add(task_id)
             self.coordinator.in_flight.end_job(job.scope)
+
+    def _note(self, back: HandBack) -> None:
+        """Record and log what the hand-back did (before anything that can be cut)."""
         for label in back.restored:
             self.coordinator.note_task("restored", label)
         for label in back.cancelled:
