@@ -213,8 +213,9 @@ def test_the_example_deployment_drives_the_run(tmp_path: Path) -> None:
     assert report["app_report"]["ok"] is True
     assert report["requests"]["failed"] == 0
     assert not any("liveness" in w for w in report["warnings"]), "/livez stayed up"
-    # The hook took 1 to 3 s: the kubelet takes its whole seconds off the 30 s.
-    assert report["sigkill_after"] in (28, 29)
+    # The hook took the 2 s delay and a little (up to 4 s on a loaded machine): the
+    # kubelet takes its whole seconds off the 30 s.
+    assert report["sigkill_after"] in (26, 27, 28)
 
 
 @pytest.mark.e2e

@@ -24,9 +24,8 @@ def test_waitress_sigterm_runs_the_whole_sequence(tmp_path: Path) -> None:
         sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}",
         "tests.e2e.flask_app:app",
     ]  # fmt: skip
-    # A delay long enough for the probes to reach both processes inside it on a loaded
-    # machine (the kernel, not uWSGI, picks the process that accepts).
-    env = {"GRACESHUT_PROPAGATION_DELAY": "6", "GRACESHUT_GRACE_PERIOD": "20"}
+    # A delay long enough for the probes of it to land inside it on a loaded machine.
+    env = {"GRACESHUT_PROPAGATION_DELAY": "3", "GRACESHUT_GRACE_PERIOD": "15"}
     server = Server(argv, port, tmp_path / "waitress.events", env)
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
