@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -15,16 +16,27 @@ from graceshut.contrib.etcd import EtcdLeases
 
 from ._servers import EtcdServer
 
-# One worker, in file order: grpc's asyncio poller stays bound to the event loop that first
-# used it, which anyio keeps only while tests of one backend follow each other; another
-# test between two of these (as parallel runs hand them out) closes it under grpc.
+# One worker, and one event loop for the whole module: grpc's asyncio poller stays bound
+# to the loop it was started on while any grpc object lives, and a loop closed under it
+# (a new one per test) fails a later test with "Event loop is closed", now and then.
 pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("etcd")]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
     """aetcd is built on asyncio and grpc.aio: these tests run on asyncio only."""
     return "asyncio"
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def one_event_loop() -> asyncio.AbstractEventLoop:
+    """Holds anyio's runner, and so its event loop, from the first test to the last."""
+    return asyncio.get_running_loop()
+
+
+@pytest.fixture(autouse=True)
+async def on_the_modules_loop(one_event_loop: asyncio.AbstractEventLoop) -> None:
+    assert asyncio.get_running_loop() is one_event_loop
 
 
 def coordinator() -> Coordinator:
