@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import os
 import random
 import shlex
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,7 +51,9 @@ def free_port() -> int:
     Not one the kernel hands out: a port from its ephemeral range, closed again before
     the server binds it, can meanwhile become the local port of an outgoing connection
     (the load generators open thousands). These come from below that range, from a
-    slice of it of each pytest-xdist process's own, and none twice in one process.
+    slice of it of each pytest-xdist process's own, and none twice in one process. A
+    lock file holds each port for this process's lifetime, so that another test run on
+    the same machine (its xdist processes have the same slices) never gets it too.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     index = int(worker) if worker.isdigit() else 0
@@ -58,7 +62,7 @@ def free_port() -> int:
     start = low + (index % _SLICES) * size
     for _ in range(200):
         port = random.randrange(start, start + size)  # noqa: S311 - not a secret
-        if port in _handed_out:
+        if port in _handed_out or not _reserve(port):
             continue
         with socket.socket() as s:
             try:
@@ -68,6 +72,19 @@ def free_port() -> int:
         _handed_out.add(port)
         return port
     raise RuntimeError(f"no free port in {start}-{start + size}")
+
+
+def _reserve(port: int) -> bool:
+    """Hold *port* for this process until it exits; False if another process holds it."""
+    _LOCKS.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(_LOCKS / str(port), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held.append(fd)  # released by the kernel when this process ends
+    return True
 
 
 def _ephemeral_low() -> int:
@@ -81,6 +98,9 @@ def _ephemeral_low() -> int:
 _PORTS = (12000, min(_ephemeral_low(), 32768))
 _SLICES = 8
 _handed_out: set[int] = set()
+#: The lock files of the ports handed out, shared by every test run on the machine.
+_LOCKS = Path(tempfile.gettempdir()) / f"graceshut-test-ports-{os.getuid()}"
+_held: list[int] = []
 
 
 class Server:

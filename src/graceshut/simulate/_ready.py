@@ -52,11 +52,22 @@ def _listens_on_loopback_only(plan: Plan, action: Action) -> bool:
         return False
     if not isinstance(action, (HttpGet, TcpSocket, Grpc)) or getattr(action, "host", None):
         return False
-    with (
-        contextlib.suppress(OSError),
-        socket.create_connection(("127.0.0.1", plan.target.port(action.port)), timeout=1),
-    ):
-        return True
+    return loopback_only(plan.target.host, plan.target.port(action.port))
+
+
+def loopback_only(host: str, port: int) -> bool:
+    """Whether *port* accepts on 127.0.0.1 and, looked at next, refuses on *host*.
+
+    In that order: an app that bound its port on every address since the refusal that
+    led here (a slow start) is open on both, and is not told that it listens on
+    loopback only.
+    """
+    with contextlib.suppress(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
     return False
 
 
