@@ -183,7 +183,12 @@ class _Http2GoAway:
             found = cls._by_coordinator[coordinator] = cls()
             try:
                 coordinator.add_handler(
-                    found.announce, phase="announce", timeout=0.5, name="graceshut-http2-goaway"
+                    found.announce,
+                    phase="announce",
+                    # A few writes; the room is for a starved process (0.8 s seen under
+                    # load), whose timed-out handler would fail an otherwise clean report.
+                    timeout=2.0,
+                    name="graceshut-http2-goaway",
                 )
             except (RuntimeError, ValueError) as exc:  # shutting down already, a tiny budget
                 logger.warning("HTTP/2 connections get no GOAWAY before hypercorn closes: %s", exc)
