@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -176,3 +177,56 @@ class EtcdServer(Server):
                 return bool(json.load(response).get("health") == "true")
         except (OSError, ValueError, urllib.error.URLError):
             return False
+
+
+class Relay:
+    """A TCP relay to a local port: its answers can be held back, and it can be cut.
+
+    `delay`: seconds each chunk from the server waits (a busy broker, a congested
+    network). `cut`: refuse new connections and break the open ones, as a network
+    partition cuts a pod off.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.delay = 0.0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.sockets: list[socket.socket] = []
+        self.is_cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # cut
+                return
+            if self.is_cut:
+                conn.close()
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [conn, upstream]
+            for source, sink, answers in ((conn, upstream, False), (upstream, conn, True)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, answers), daemon=True
+                ).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if answers and self.delay:
+                    time.sleep(self.delay)
+                sink.sendall(data)
+
+    def cut(self) -> None:
+        """Refuse new connections and break the open ones."""
+        self.is_cut = True
+        # shutdown() wakes the accept() blocked in the other thread; close() alone does not.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

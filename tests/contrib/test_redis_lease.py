@@ -8,10 +8,8 @@ how long something took.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +25,7 @@ from redis.backoff import NoBackoff
 from graceshut import Coordinator
 from graceshut.contrib.redis import RedisLocks
 
-from ._servers import RedisServer
+from ._servers import RedisServer, Relay
 
 pytestmark = pytest.mark.anyio
 
@@ -122,50 +120,6 @@ async def test_an_asyncio_job_holding_a_lock_for_several_leases_never_loses_it(
         assert not await client.exists(name)
 
 
-class Partition:
-    """A TCP relay to Redis that can be cut, as a network partition cuts a pod off."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.sockets: list[socket.socket] = []
-        self.is_cut = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:  # cut
-                return
-            if self.is_cut:
-                conn.close()
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.sockets += [conn, upstream]
-            for source, sink in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-
-    def cut(self) -> None:
-        """Refuse new connections and break the open ones."""
-        self.is_cut = True
-        # shutdown() wakes the accept() blocked in the other thread; close() alone does not.
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
 async def test_the_shutdown_stops_renewing_so_an_unreleased_lock_expires(
     redis_server: RedisServer,
 ) -> None:
@@ -173,7 +127,7 @@ async def test_the_shutdown_stops_renewing_so_an_unreleased_lock_expires(
     shutdown = Coordinator(grace_period=10, safety_margin=1, propagation_delay=0, environ={})
     locks = RedisLocks(shutdown, lease=LEASE)
     name = key()
-    partition = Partition(redis_server.port)
+    partition = Relay(redis_server.port)
     through = redis.Redis(port=partition.port, retry=redis.retry.Retry(NoBackoff(), 0))
     with through, redis.Redis(port=redis_server.port) as direct:
         lock = locks.lock(through, name)

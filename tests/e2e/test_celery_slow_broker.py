@@ -8,17 +8,14 @@ given back.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from ..contrib._servers import RedisServer
+from ..contrib._servers import RedisServer, Relay
 from .test_celery import HANDED_BACK, Kubelet, Worker, broker, secret_dir, send_tasks, wait_started
 
 __all__ = ["broker", "secret_dir"]  # the fixtures, shared
@@ -30,45 +27,6 @@ pytestmark = pytest.mark.e2e
 ANSWER_DELAY = 0.06
 
 
-class SlowLink:
-    """A TCP relay to Redis whose answers can be held back, each by `delay` seconds."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.delay = 0.0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):  # closed
-            while True:
-                conn, _ = self.listener.accept()
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-                self.sockets += [conn, upstream]
-                for source, sink, slow in ((conn, upstream, False), (upstream, conn, True)):
-                    threading.Thread(
-                        target=self._pump, args=(source, sink, slow), daemon=True
-                    ).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, slow: bool) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                if slow and self.delay:
-                    time.sleep(self.delay)
-                sink.sendall(data)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
 @pytest.mark.usefixtures("secret_dir")
 def test_a_slow_broker_at_the_hand_back_still_gets_every_task_named(
     broker: RedisServer, tmp_path: Path
@@ -77,7 +35,7 @@ def test_a_slow_broker_at_the_hand_back_still_gets_every_task_named(
     direct = f"redis://127.0.0.1:{broker.port}"
     ledger = redis.Redis.from_url(f"{direct}/1")
     store = redis.Redis.from_url(f"{direct}/0")
-    link = SlowLink(broker.port)
+    link = Relay(broker.port)
     worker = Worker(
         tmp_path, f"redis://127.0.0.1:{link.port}", pool="prefork", graceshut=True, name="first"
     )
@@ -93,7 +51,7 @@ def test_a_slow_broker_at_the_hand_back_still_gets_every_task_named(
         slowing.join()
     finally:
         worker.stop()
-        link.close()
+        link.cut()
     output = worker.output()
     assert not kubelet.killed, f"SIGKILLed at the grace period:\n{output}"
     assert code == 0, output
