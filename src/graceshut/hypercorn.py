@@ -157,12 +157,19 @@ class _Http2GoAway:
     hypercorn gives an app no handle on its connections: for the time of `serve`, this
     subclasses its ``H2Protocol`` (the name its connection wrapper creates HTTP/2
     connections from) to know the open ones. A connection is sent its GOAWAY, through
-    hypercorn's own h2 connection, at the first moment it has no stream in flight and
-    nothing left to send: at the announcement, else when its last response has gone
-    out. Such a GOAWAY names the last stream served, so a request that crosses it is
-    refused unprocessed and the client retries it on a new connection. (A GOAWAY with
-    streams in flight would be RFC 9113's two-step close, but h2-based clients such as
-    httpx fail every stream still open when any GOAWAY arrives.)
+    hypercorn's own h2 connection, at the first moment none of its streams is open on
+    the wire: at the announcement, else in the very write that ends its last response.
+    Such a GOAWAY names the last stream served, so a request that crosses it is refused
+    unprocessed and the client retries it on a new connection.
+
+    Why the same write: a client that sends its next request as soon as a response
+    ends would otherwise race the GOAWAY, and on a starved process it won that race
+    request after request (hypercorn forgets a stream a few task switches after its
+    END_STREAM has gone out), kept the connection busy through the whole delay and was
+    reset as hypercorn closed. A GOAWAY with streams in flight would be RFC 9113's
+    two-step close, but h2-based clients such as httpx fail every stream still open when
+    any GOAWAY arrives; and none goes to a connection that has not had a stream yet: its
+    last stream would be 0, which httpx takes as a failure rather than a retry.
     """
 
     _by_coordinator: ClassVar[weakref.WeakKeyDictionary[Coordinator, _Http2GoAway]] = (
@@ -201,7 +208,7 @@ class _Http2GoAway:
         if self.disabled:
             return
         base = getattr(protocol, "H2Protocol", None)
-        if base is None or not hasattr(base, "_send_data"):
+        if base is None or not hasattr(base, "_flush"):
             logger.warning(
                 "this hypercorn's HTTP/2 protocol is not the one graceshut knows: HTTP/2 "
                 "connections get no GOAWAY before hypercorn closes"
@@ -214,14 +221,11 @@ class _Http2GoAway:
                 await super().initiate(*args, **kwargs)
                 tracker.opened(self)
 
-            # Each passes its arguments on as they come: hypercorn's own signatures may change.
-            async def stream_send(self, *args: Any, **kwargs: Any) -> None:
-                await super().stream_send(*args, **kwargs)
-                await tracker.goaway_if_idle(self)
-
-            async def _send_data(self, *args: Any, **kwargs: Any) -> None:
-                await super()._send_data(*args, **kwargs)
-                await tracker.goaway_if_idle(self)
+            # hypercorn writes what its h2 connection queued here, and only here: a GOAWAY
+            # queued first goes out in the same write as the END_STREAM before it.
+            async def _flush(self, *args: Any, **kwargs: Any) -> None:
+                tracker.queue_goaway_if_idle(self)
+                await super()._flush(*args, **kwargs)
 
         self._original = base
         setattr(protocol, "H2Protocol", TrackedH2Protocol)  # noqa: B010 - not re-exported
@@ -244,21 +248,36 @@ class _Http2GoAway:
             for connection in list(self._connections):
                 tg.start_soon(self.goaway_if_idle, connection)
 
-    async def goaway_if_idle(self, connection: Any) -> None:
+    def queue_goaway_if_idle(self, connection: Any) -> bool:
+        """Queue a GOAWAY in *connection*'s h2 state if it is due; True if one was queued."""
         from h2.connection import ConnectionState  # noqa: PLC0415 - hypercorn's dependency
-        from hypercorn.events import RawData  # noqa: PLC0415
 
+        h2_connection = connection.connection
         if (
             not self._announced
             or connection.closed
-            or connection.streams
-            or connection.stream_buffers
-            or connection.connection.state_machine.state == ConnectionState.CLOSED
+            or h2_connection.state_machine.state == ConnectionState.CLOSED
+            # Every request's END_STREAM (or reset) queued: nothing in flight on the wire.
+            or h2_connection.open_inbound_streams
+            or not h2_connection.highest_inbound_stream_id
         ):
+            return False
+        try:
+            # What hypercorn itself does to an idle connection when it closes; the GOAWAY
+            # names the highest stream it has seen, every one of them answered.
+            h2_connection.close_connection()
+        except Exception:  # one broken connection must not stop the others
+            logger.debug("GOAWAY not queued for an HTTP/2 connection", exc_info=True)
+            return False
+        return True
+
+    async def goaway_if_idle(self, connection: Any) -> None:
+        """Send *connection* its GOAWAY now if it is due (an idle one at the announcement)."""
+        from hypercorn.events import RawData  # noqa: PLC0415 - optional dependency
+
+        if not self.queue_goaway_if_idle(connection):
             return
         try:
-            # What hypercorn itself does to an idle connection when it closes.
-            connection.connection.close_connection()
             await connection.send(RawData(data=connection.connection.data_to_send()))
         except Exception:  # one broken connection must not stop the others
             logger.debug("GOAWAY not sent to an HTTP/2 connection", exc_info=True)

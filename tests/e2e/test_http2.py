@@ -71,9 +71,10 @@ class Http2Client:
 def test_http2_connections_get_a_goaway_at_the_announcement(
     kind: str, start_server: StartServer
 ) -> None:
-    """An idle HTTP/2 connection gets GOAWAY in the delay; a busy one after its response."""
+    """GOAWAY in the delay: to an idle connection at once, to a busy one with its response."""
     server = start_server(kind, {"GRACESHUT_PROPAGATION_DELAY": "3"})
     idle, busy = Http2Client(server.port), Http2Client(server.port)
+    late: Http2Client | None = None
     try:
         first = idle.get("/")
         idle.read_until(h2.events.StreamEnded, 10)
@@ -91,14 +92,29 @@ def test_http2_connections_get_a_goaway_at_the_announcement(
             )
             assert goaway.error_code == 0
             assert goaway.last_stream_id == first
+            # A connection opened after the announcement: no GOAWAY before its first
+            # request (it would name stream 0, which httpx takes as a failure), one with
+            # its first response.
+            late = Http2Client(server.port)
+            late_stream = late.get("/")
+            late_ended_at = late.read_until(h2.events.StreamEnded, 10)
+            assert late.read_until(h2.events.ConnectionTerminated, 10) == late_ended_at
+            late_goaway = next(
+                e for _, e in late.events if isinstance(e, h2.events.ConnectionTerminated)
+            )
+            assert late_goaway.last_stream_id == late_stream
             ended_at = busy.read_until(h2.events.StreamEnded, 10)
             assert busy.body(slow) == b"slow ok", "the request in flight was served whole"
             busy_goaway_at = busy.read_until(h2.events.ConnectionTerminated, 10)
-            assert busy_goaway_at >= ended_at
+            # Read at once with the END_STREAM (one write): a client's next request cannot
+            # cross it, however quickly it follows the response.
+            assert busy_goaway_at == ended_at, busy.events
             assert busy_goaway_at - triggered < 3.0, "still in the delay, not as hypercorn closes"
             assert hook.result(timeout=20) == 0
     finally:
         idle.close()
         busy.close()
+        if late is not None:
+            late.close()
     server.signal(signal.SIGTERM)  # the sequence is over: the runner exits at once
     assert server.wait_exit() == 0, server.output()
