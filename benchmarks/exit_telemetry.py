@@ -92,6 +92,7 @@ def measure(server: str, collector: str, env: dict[str, str]) -> tuple[int, floa
         "gunicorn": [
             "-m", "gunicorn", "tests.e2e.otel_app:app", "-k", "uvicorn_worker.UvicornWorker",
             "-b", f"127.0.0.1:{port}", "--graceful-timeout", "60",
+            "-c", "python:graceshut.gunicorn",
         ],
     }[server]  # fmt: skip
     process = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""gunicorn server hooks: the timeout inside graceshut's budget, and WSGI workers.
+"""gunicorn server hooks: the timeout inside graceshut's budget, the master's own exit, WSGI.
 
 ``gunicorn -c python:graceshut.gunicorn`` loads all of them. For WSGI apps (sync and
 gthread workers) `post_worker_init` starts graceshut in each worker and `worker_exit`
@@ -6,11 +6,16 @@ lets a worker that ends on its own run its sequence; for ASGI workers they do no
 
 gunicorn's master SIGKILLs workers still alive ``graceful_timeout`` seconds (default 30)
 after it forwarded SIGTERM. If that is shorter than the grace period graceshut works
-with, gunicorn cuts the flush and release phases short. In ``gunicorn.conf.py``::
+with, gunicorn cuts the flush and release phases short: `on_starting` raises it.
 
-    from graceshut.gunicorn import on_starting
+The master is the pod's main process, and graceshut's exit watchdog ends only the
+workers: `when_ready` bounds the master's own exit too (see `bound_master_exit`). In
+``gunicorn.conf.py``::
 
-or, with a hook of your own, call `raise_graceful_timeout(server)` from it.
+    from graceshut.gunicorn import on_starting, when_ready
+
+or, with hooks of your own, call `raise_graceful_timeout(server)` and
+`bound_master_exit(server)` from them.
 """
 
 from __future__ import annotations
@@ -21,8 +26,16 @@ from typing import Any
 
 from ._core._config import resolve_settings
 from ._http._wsgi_runtime import runtimes
+from ._process._supervisor import SupervisorWatchdog
 
-__all__ = ["on_starting", "post_worker_init", "raise_graceful_timeout", "worker_exit"]
+__all__ = [
+    "bound_master_exit",
+    "on_starting",
+    "post_worker_init",
+    "raise_graceful_timeout",
+    "when_ready",
+    "worker_exit",
+]
 
 logger = logging.getLogger("graceshut")
 
@@ -49,6 +62,38 @@ def raise_graceful_timeout(server: Any) -> int:
 def on_starting(server: Any) -> None:
     """The ``on_starting`` hook for ``gunicorn.conf.py``: see `raise_graceful_timeout`."""
     raise_graceful_timeout(server)
+
+
+def bound_master_exit(server: Any) -> SupervisorWatchdog:
+    """End gunicorn's master by the grace period, once SIGTERM or SIGINT told it to stop.
+
+    The master notices its last worker's exit, runs its ``on_exit`` hook and exits: on
+    a starved node that took seconds, and a hook that hangs holds it until the
+    kubelet's SIGKILL (status 137). From the master's first SIGTERM or SIGINT on, a
+    daemon thread waits until ``grace period - safety margin / 4`` after the pod's first
+    trigger (the workers' record of it, so a preStop call counts; else the signal); if
+    the master still runs then, it SIGKILLs the workers left and ends the master with
+    status 0 (1 if a worker had to be killed or had failed). The grace period and the
+    margin come from ``GRACESHUT_GRACE_PERIOD`` and ``GRACESHUT_SAFETY_MARGIN``.
+
+    Call it from the ``when_ready`` hook (the master's signal handlers are in place
+    then; this one runs in front of them). Returns the watchdog, not yet armed.
+    """
+    settings = resolve_settings(None, None, None)
+    watchdog = SupervisorWatchdog(
+        lambda: list(server.WORKERS),
+        grace_period=settings.grace_period,
+        safety_margin=settings.safety_margin,
+        log=getattr(server.log, "error_log", logger),
+        name="gunicorn's master",
+    )
+    watchdog.install()
+    return watchdog
+
+
+def when_ready(server: Any) -> None:
+    """The ``when_ready`` hook for ``gunicorn.conf.py``: see `bound_master_exit`."""
+    bound_master_exit(server)
 
 
 def post_worker_init(worker: Any) -> None:

@@ -95,8 +95,19 @@ class WorkerGroup:
         )
         if not supervised:
             return None
-        parent = os.getppid()
-        name = f"graceshut-{parent}-{_start_time(parent)}"
+        return cls.of_supervisor(os.getppid())
+
+    @classmethod
+    def of_supervisor(cls, supervisor: int) -> WorkerGroup | None:
+        """The group of the workers *supervisor* started (None when ``off``).
+
+        Raises:
+            ConfigError: ``GRACESHUT_WORKER_DIR`` is not an absolute path.
+        """
+        explicit = configured_directory(os.environ)
+        if explicit is not None:
+            return None if explicit is False else cls(explicit)
+        name = f"graceshut-{supervisor}-{_start_time(supervisor)}"
         return cls(Path(tempfile.gettempdir()) / name)
 
     # -- membership -------------------------------------------------------------------
