@@ -72,9 +72,11 @@ def bound_master_exit(server: Any) -> SupervisorWatchdog:
     kubelet's SIGKILL (status 137). From the master's first SIGTERM or SIGINT on, a
     daemon thread waits until ``grace period - safety margin / 4`` after the pod's first
     trigger (the workers' record of it, so a preStop call counts; else the signal); if
-    the master still runs then, it SIGKILLs the workers left and ends the master with
-    status 0 (1 if a worker had to be killed or had failed). The grace period and the
-    margin come from ``GRACESHUT_GRACE_PERIOD`` and ``GRACESHUT_SAFETY_MARGIN``.
+    the master still runs then, it ends the master with status 0 as soon as none of
+    its workers runs. It never ends a worker: each has its own exit watchdog, on the
+    budget its coordinator was given. The master's grace period and margin come from
+    ``GRACESHUT_GRACE_PERIOD`` and ``GRACESHUT_SAFETY_MARGIN``: set them there, not only
+    in code, or a master that outlives its workers waits for the default budget.
 
     Call it from the ``when_ready`` hook (the master's signal handlers are in place
     then; this one runs in front of them). Returns the watchdog, not yet armed.

@@ -11,9 +11,10 @@ that hangs holds the master until that SIGKILL.
 thread waits until ``grace period - safety margin / 4`` after the pod's first trigger
 (the time the workers recorded in their shared directory, else this signal's): after
 the workers' own watchdog (``margin / 2``) and before the kubelet's SIGKILL. If the
-supervisor still runs then, it SIGKILLs the workers left, logs what it did and ends
-the supervisor through ``os._exit``: status 0 when every worker it could still see had
-exited cleanly, 1 otherwise.
+supervisor still runs then, and once none of its workers runs (it never ends one: a
+worker's own watchdog keeps to the budget the worker was given, which the supervisor
+may not know), it logs what it did and ends the supervisor through ``os._exit`` with
+status 0, what gunicorn's master exits with after a SIGTERM.
 """
 
 from __future__ import annotations
@@ -116,25 +117,31 @@ class SupervisorWatchdog:
     def _run(self, started_at: float, exit_at: float) -> None:
         if self._cancelled.wait(max(0.0, exit_at - time.time())):
             return
-        killed, failed = _end_workers(self._workers())
-        status = 1 if killed or failed else 0
-        workers = [
-            *([f"{killed} workers still running SIGKILLed"] if killed else []),
-            *([f"{failed} workers had exited with an error"] if failed else []),
-        ]
+        running = _running(self._workers())
+        if running:
+            self._log.warning(
+                "graceshut: %s still runs %.2fs after the shutdown began (grace period %gs), "
+                "and so do workers %s: waiting for them to exit first",
+                self._name,
+                time.time() - started_at,
+                self._grace_period,
+                ", ".join(map(str, running)),
+            )
+        while running:
+            if self._cancelled.wait(0.05):
+                return
+            running = _running(running)
         self._log.error(
-            "graceshut: %s still ran %.2fs after the shutdown began (grace period %gs); %s: "
-            "ending it with status %d",
+            "graceshut: %s still ran %.2fs after the shutdown began (grace period %gs), its "
+            "workers gone: ending it with status 0",
             self._name,
             time.time() - started_at,
             self._grace_period,
-            ", ".join(workers) or "its workers had exited",
-            status,
         )
         for handler in (*self._log.handlers, *logging.getLogger().handlers):
             with contextlib.suppress(Exception):
                 handler.flush()
-        os._exit(status)
+        os._exit(0)
 
 
 def _pod_trigger(supervisor: int) -> float | None:
@@ -149,22 +156,18 @@ def _pod_trigger(supervisor: int) -> float | None:
     return found[1] if found is not None else None
 
 
-def _end_workers(pids: Iterable[int]) -> tuple[int, int]:
-    """SIGKILL the workers still running; (how many were, how many had exited with an error).
+def _running(pids: Iterable[int]) -> list[int]:
+    """The children among *pids* that have not exited.
 
-    Workers the supervisor reaped already are gone from *pids* or unknown to ``waitpid``:
-    their status was the supervisor's to read.
+    ``WNOWAIT``: an exited child stays the supervisor's to reap, and its PID cannot be
+    taken by another process while the supervisor still lists it.
     """
-    killed = failed = 0
+    running = []
     for pid in list(pids):
         try:
-            reaped, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
+            exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped already
             continue
-        if reaped == 0:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            killed += 1
-        elif os.waitstatus_to_exitcode(status) != 0:
-            failed += 1
-    return killed, failed
+        if exited is None:
+            running.append(pid)
+    return running
