@@ -29,11 +29,12 @@ SUPERVISOR = textwrap.dedent(
     watchdog = SupervisorWatchdog(
         lambda: [child.pid for child in children], grace_period=2.0, safety_margin=1.0
     )
-    # What a supervisor does on SIGTERM: here, it hangs in its own exit work.
+    # What a supervisor does on SIGTERM: here, it hangs in its own exit work. Unbuffered
+    # writes: a signal that lands inside a print() would make its handler's print fail.
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: print("own handler ran", flush=True))
+        signal.signal(signum, lambda *_: os.write(1, b"own handler ran\\n"))
     watchdog.install()
-    print("ready", flush=True)
+    os.write(1, b"ready\\n")
     while True:
         time.sleep(1)
     """
