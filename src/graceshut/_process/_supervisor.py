@@ -19,7 +19,6 @@ status 0, what gunicorn's master exits with after a SIGTERM.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
+from .._core._logs import flush_logs
 from ._workers import WorkerGroup
 
 logger = logging.getLogger("graceshut")
@@ -138,9 +138,8 @@ class SupervisorWatchdog:
             time.time() - started_at,
             self._grace_period,
         )
-        for handler in (*self._log.handlers, *logging.getLogger().handlers):
-            with contextlib.suppress(Exception):
-                handler.flush()
+        # The exit watchdog's flush: every live handler, queued records included.
+        flush_logs(timeout=self._safety_margin / 8)
         os._exit(0)
 
 
